@@ -1,0 +1,397 @@
+"""Class activation maps for registered backbones, computed with pytorch-grad-cam's own code.
+
+Two paths, one result:
+- *Shared pass* (gradient methods, EigenCAM, KPCA-CAM): one forward pass captures the target
+  layer's activations; `torch.autograd.grad` backpropagates only from the class score down to
+  that layer (not through the trunk). Each method's own `get_cam_image` / `get_cam_weights` and
+  BaseCAM's scaling then turn the same tensors into every map. No CAM maths of our own, except
+  EigenCAM's SVD in its economical form (same first component, no (HW x HW) matrix).
+- *Library path* (ScoreCAM, AblationCAM, and any method with `aug_smooth`): the library's class,
+  used as a context manager so its hooks are always removed.
+Both hold the model's lock for every forward pass, so a shared model is used by one thread at a time.
+"""
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # the library's progress bars: we report through callbacks
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import (
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    KPCA_CAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.base_cam import BaseCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import Tensor, nn
+
+from core import hooks, images, preprocessing
+from core.errors import InvalidInputError, LayerNotFoundError, UnknownMethodError, did_you_mean
+from core.models import LoadedModel
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One CAM method and how we run it."""
+
+    name: str  # key used by the CLI and the UI
+    title: str
+    cls: type
+    shared: bool  # computed from the shared forward+backward pass
+    uses_gradients: bool
+    cost: str  # what it costs, in words
+    cnn_only: bool = False  # does not apply to token models (ViT, Swin); `reason` says why
+    reason: str = ""
+
+
+def _m(*args, **kwargs) -> Method:
+    return Method(*args, **kwargs)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        _m("gradcam", "Grad-CAM", GradCAM, True, True, "one pass"),
+        _m("hirescam", "HiResCAM", HiResCAM, True, True, "one pass"),
+        _m("gradcam_elementwise", "Grad-CAM element-wise", GradCAMElementWise, True, True, "one pass"),
+        _m("gradcam++", "Grad-CAM++", GradCAMPlusPlus, True, True, "one pass"),
+        _m("xgradcam", "XGrad-CAM", XGradCAM, True, True, "one pass"),
+        _m("layercam", "LayerCAM", LayerCAM, True, True, "one pass"),
+        _m("eigengradcam", "EigenGrad-CAM", EigenGradCAM, True, True, "one pass + SVD"),
+        _m("eigencam", "Eigen-CAM", EigenCAM, True, False, "one forward + SVD (class-agnostic)"),
+        _m("kpcacam", "KPCA-CAM", KPCA_CAM, True, False, "one forward + kernel PCA (class-agnostic)"),
+        _m("scorecam", "Score-CAM", ScoreCAM, False, False, "one forward per channel (slow on CPU)"),
+        _m(
+            "ablationcam",
+            "Ablation-CAM",
+            AblationCAM,
+            False,
+            False,
+            "one forward per channel (slow on CPU)",
+            cnn_only=True,
+            reason="needs an ablation layer for token layouts, not wired for transformers",
+        ),
+    )
+}
+SHARED = tuple(name for name, m in METHODS.items() if m.shared)
+DEFAULT_METHOD = "gradcam"
+PERTURBATION_BATCH = 32
+
+
+@dataclass(frozen=True)
+class CamResult:
+    method: str
+    target: int  # class index explained
+    label: str
+    layer: str
+    heatmap: np.ndarray  # (H, W) float32 in [0, 1], at the explained image's own size
+    seconds: float  # time spent on this method (the shared pass is split evenly between its methods)
+
+    def overlay(self, image: Image.Image, *, opacity: float = 0.5, colormap: str = "jet") -> np.ndarray:
+        """(H, W, 3) uint8 RGB: the heatmap blended over `image` (the image that was explained)."""
+        return images.overlay(image, self.heatmap, opacity=opacity, colormap=colormap)
+
+
+def check_method(name: str, model: LoadedModel | None = None) -> Method:
+    """The method called `name`, refused with the reason when it does not apply to `model`."""
+    try:
+        method = METHODS[name]
+    except KeyError:
+        raise UnknownMethodError(
+            f"Unknown CAM method '{name}'.{did_you_mean(name, METHODS)} Available: {', '.join(METHODS)}."
+        ) from None
+    if model is not None and method.cnn_only and model.spec.family != "cnn":
+        raise UnknownMethodError(f"{method.title} does not apply to {model.spec.title}: {method.reason}.")
+    return method
+
+
+def check_target(model: LoadedModel, target: int) -> int:
+    """`target` if it is a valid class index (validated here: grad-cam's __exit__ swallows IndexError)."""
+    last = len(model.categories) - 1
+    if isinstance(target, bool) or not isinstance(target, int | np.integer) or not 0 <= int(target) <= last:
+        raise InvalidInputError(f"Class index must be an integer between 0 and {last}, got {target!r}.")
+    return int(target)
+
+
+def compute(
+    model: LoadedModel,
+    image: Image.Image,
+    *,
+    methods: Sequence[str] = (DEFAULT_METHOD,),
+    target: int | None = None,
+    layer: str | None = None,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
+    on_progress: Progress | None = None,
+) -> list[CamResult]:
+    """One CAM per method for class `target` (default: the predicted class), in the order given.
+
+    The heatmaps cover the whole image at its own size. Thread-safe: holds the model's lock
+    around every forward pass; leaves no hooks and no gradients on the model.
+
+    Raises:
+        UnknownMethodError, LayerNotFoundError, InvalidInputError.
+    """
+    if torch.is_inference_mode_enabled():  # enable_grad() cannot escape inference mode
+        raise RuntimeError("cams.compute needs gradients; call it outside torch.inference_mode().")
+    if not methods:
+        raise InvalidInputError("Choose at least one CAM method.")
+    chosen = [check_method(name, model) for name in methods]
+    layer = layer or model.spec.cam_layer
+    hooks.find(model.module, layer)  # unknown layer: fail before any work
+    tensor = preprocessing.to_tensor(image, model.spec)
+    if target is None:
+        from core.predictions import probabilities
+
+        target = int(probabilities(model, tensor).argmax(dim=1)[0])
+    target = check_target(model, target)
+    maps = raw_maps(
+        model, tensor, methods=[m.name for m in chosen], target=target, layer=layer,
+        eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=on_progress,
+    )
+    width, height = image.size
+    return [
+        CamResult(name, target, model.categories[target], layer, _resize(raw, width, height), seconds)
+        for name, (raw, seconds) in maps.items()
+    ]
+
+
+def raw_maps(
+    model: LoadedModel,
+    tensor: Tensor,
+    *,
+    methods: Sequence[str],
+    target: int,
+    layer: str,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
+    on_progress: Progress | None = None,
+) -> dict[str, tuple[np.ndarray, float]]:
+    """{method: ((h, w) float32 map at the tensor's size, as pytorch-grad-cam returns it, seconds)}.
+
+    `tensor` is one preprocessed image, (1, 3, h, w).
+    """
+    report = on_progress or (lambda fraction, message: None)
+    target = check_target(model, target)
+    module = hooks.find(model.module, layer)
+    shared = [m for m in methods if METHODS[m].shared and not aug_smooth]
+    others = [m for m in methods if m not in shared]
+    results: dict[str, tuple[np.ndarray, float]] = {}
+    if shared:
+        report(0.0, f"One forward and backward pass for {len(shared)} method(s)")
+        started = time.perf_counter()
+        needs_grads = any(METHODS[m].uses_gradients for m in shared)
+        activations, grads = _shared_pass(model, tensor, module, layer, target, needs_grads)
+        pass_seconds = time.perf_counter() - started
+        for name in shared:
+            began = time.perf_counter()
+            cam = _bare(METHODS[name].cls, module)
+            cam.activations_and_grads = _Captured([activations], [grads] if grads is not None else [])
+            per_layer = cam.compute_cam_per_layer(tensor, [ClassifierOutputTarget(target)], eigen_smooth)
+            raw = cam.aggregate_multi_layers(per_layer)[0]
+            results[name] = (raw, pass_seconds / len(shared) + time.perf_counter() - began)
+    for index, name in enumerate(others):
+        began = time.perf_counter()
+        base = len(shared) + index
+
+        def step(fraction: float, message: str, base=base) -> None:
+            report((base + fraction) / len(methods), message)
+
+        raw = _library_cam(model, tensor, module, METHODS[name], target, eigen_smooth, aug_smooth, step)
+        results[name] = (raw, time.perf_counter() - began)
+    report(1.0, "Done")
+    return {name: results[name] for name in methods}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _shared_pass(
+    model: LoadedModel, tensor: Tensor, module: nn.Module, layer: str, target: int, needs_grads: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The target layer's activations and d(score)/d(activations), each (1, C, h, w) on the CPU.
+
+    The hook swaps the layer's output for a fresh leaf tensor, so autograd stops there: the
+    backward pass runs from the class score down to the layer and no further.
+    """
+    store: dict[str, Tensor] = {}
+
+    def swap(_module, _args, output):
+        if not isinstance(output, Tensor):
+            raise LayerNotFoundError(
+                f"Layer '{layer}' outputs a {type(output).__name__}, not a tensor: choose another layer."
+            )
+        leaf = output.detach().requires_grad_(needs_grads)
+        store["leaf"] = leaf
+        return leaf.clone() if needs_grads else leaf  # a clone lets later in-place ops (ReLU) run
+
+    batch = tensor.to(model.device)
+    with model.lock, hooks.attached(module, swap), torch.enable_grad():
+        logits = model.module(batch)
+        grads = None
+        if needs_grads:
+            score = ClassifierOutputTarget(target)(logits[0])
+            (grads,) = torch.autograd.grad(score, store["leaf"])
+    activations = store["leaf"].detach()
+    reshape = model.spec.reshape if model.spec.reshape is not None and layer_needs_reshape(model, activations) else None
+    if reshape is not None:
+        activations = reshape(activations)
+        grads = reshape(grads) if grads is not None else None
+    if activations.ndim != 4:
+        raise LayerNotFoundError(
+            f"Layer '{layer}' outputs shape {tuple(activations.shape)}; CAMs need feature maps (B, C, H, W). "
+            "Choose a convolutional layer or block."
+        )
+    return activations.float().cpu(), (grads.float().cpu() if grads is not None else None)
+
+
+def layer_needs_reshape(model: LoadedModel, output: Tensor) -> bool:
+    """Token models: outputs laid out as tokens or channels-last need the spec's reshape."""
+    if model.spec.reshape is None:
+        return False
+    return output.ndim == 3 or (output.ndim == 4 and model.spec.family == "transformer")
+
+
+def _economical_projection(activation_batch: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's get_2d_projection with `full_matrices=False`: same first component, far cheaper."""
+    activation_batch = activation_batch.copy()
+    activation_batch[np.isnan(activation_batch)] = 0
+    projections = []
+    for activations in activation_batch:
+        reshaped = activations.reshape(activations.shape[0], -1).transpose()
+        reshaped = reshaped - reshaped.mean(axis=0)
+        _, _, vt = np.linalg.svd(reshaped, full_matrices=False)
+        projections.append((reshaped @ vt[0, :]).reshape(activations.shape[1:]))
+    return np.float32(projections)
+
+
+@dataclass
+class _Captured:
+    """Stands in for the library's ActivationsAndGradients: tensors captured by our shared pass."""
+
+    activations: list[Tensor] = field(default_factory=list)
+    gradients: list[Tensor] = field(default_factory=list)
+
+    def release(self) -> None:  # called by BaseCAM.__del__; there are no hooks to remove
+        self.activations.clear()
+        self.gradients.clear()
+
+
+class _EconomicalEigenCAM(EigenCAM):
+    def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, eigen_smooth):
+        return _economical_projection(activations)
+
+
+class _EconomicalEigenGradCAM(EigenGradCAM):
+    def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, eigen_smooth):
+        return _economical_projection(grads * activations)
+
+
+_BARE_CLASSES: dict[type, type] = {EigenCAM: _EconomicalEigenCAM, EigenGradCAM: _EconomicalEigenGradCAM}
+
+
+def _bare(cls: type, module: nn.Module) -> BaseCAM:
+    """An instance of a pytorch-grad-cam class with no model and no hooks: only its maths is used."""
+    cam = object.__new__(_BARE_CLASSES.get(cls, cls))
+    cam.target_layers = [module]
+    cam.reshape_transform = None  # already applied
+    cam.detach = True
+    cam.compute_input_gradient = False
+    cam.uses_gradients = True
+    if isinstance(cam, KPCA_CAM):
+        cam.kernel, cam.gamma = "sigmoid", None
+    return cam
+
+
+class _Reporting(nn.Module):
+    """Wraps the shared network to count the library's forward passes and report progress."""
+
+    def __init__(self, inner: nn.Module, expected: int, report: Progress, title: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.expected = max(1, expected)
+        self.report = report
+        self.title = title
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        self.report(min(self.calls / self.expected, 1.0), f"{self.title}: forward pass {self.calls} of {self.expected}")
+        return self.inner(x)
+
+
+def _library_cam(
+    model: LoadedModel,
+    tensor: Tensor,
+    module: nn.Module,
+    method: Method,
+    target: int,
+    eigen_smooth: bool,
+    aug_smooth: bool,
+    report: Progress,
+) -> np.ndarray:
+    channels, reshape = _channels_and_reshape(model, module, tensor)
+    passes = 1 + (-(-channels // PERTURBATION_BATCH) if method.cls in (ScoreCAM, AblationCAM) else 0)
+    passes *= 6 if aug_smooth else 1  # ttach: horizontal flip x 3 brightness factors
+    wrapper = _Reporting(model.module, passes, report, method.title)
+    batch = tensor.to(model.device)
+    if method.uses_gradients:
+        batch = batch.clone().requires_grad_(True)  # keeps gradients flowing through frozen weights
+    heatmap = None
+    with model.lock:
+        try:
+            with torch.enable_grad(), method.cls(
+                model=wrapper, target_layers=[module], reshape_transform=reshape
+            ) as cam:
+                cam.batch_size = PERTURBATION_BATCH
+                heatmap = cam(
+                    input_tensor=batch, targets=[ClassifierOutputTarget(target)],
+                    eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
+                )[0]
+        finally:
+            model.module.zero_grad(set_to_none=True)
+    if heatmap is None:  # grad-cam's __exit__ swallowed an IndexError
+        raise InvalidInputError(f"{method.title} failed for class {target} on layer {module}.")
+    return heatmap
+
+
+def _library_output(model: LoadedModel, module: nn.Module, tensor: Tensor) -> Tensor:
+    """The layer's output for `tensor` (one inference pass), reshaped as the library will see it."""
+    store: dict[str, Tensor] = {}
+
+    def keep(_module, _args, output):
+        store["out"] = output
+
+    with model.lock, hooks.attached(module, keep), torch.inference_mode():
+        model.module(tensor.to(model.device))
+    return store["out"]
+
+
+def _channels_and_reshape(model: LoadedModel, module: nn.Module, tensor: Tensor) -> tuple[int, Callable | None]:
+    output = _library_output(model, module, tensor)
+    reshape = model.spec.reshape if layer_needs_reshape(model, output) else None
+    if reshape is not None:
+        output = reshape(output)
+    return int(output.shape[1]), reshape
+
+
+def _resize(raw: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    heatmap = cv2.resize(raw.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(np.nan_to_num(heatmap, nan=0.0), 0.0, 1.0).astype(np.float32)

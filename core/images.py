@@ -1,0 +1,181 @@
+"""Untrusted bytes -> a safe RGB picture, and heatmap overlays on it.
+
+Every image a user gives us goes through `decode`: the UI, the CLI and the tests share this one path.
+Limits are checked from the header, before any pixel is decoded.
+"""
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from core.errors import InvalidInputError
+
+#: Formats we decode. Anything else (EPS, PSD, ICO, ...) is refused, whatever its file name says.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
+MAX_BYTES = 40 * 1024 * 1024
+MAX_PIXELS = 40_000_000  # from the header, before decoding: 120 MB of RGB at most
+MAX_ASPECT = 12.0  # a 60000 x 1 "image" would ask a resize for gigabytes
+MIN_SIDE = 8
+MAX_SIDE = 4096  # decoded photos larger than this are downscaled right away
+BACKGROUND = (255, 255, 255)  # transparency is composited on white
+
+COLORMAPS = ("jet", "turbo", "inferno", "magma", "viridis", "plasma", "hot", "bone")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image ready for a model, with what was done to get it."""
+
+    image: Image.Image  # mode "RGB"
+    format: str  # what the bytes really were ("PNG", "JPEG", ...)
+    original_size: tuple[int, int]  # (width, height) as stored in the file
+    notes: tuple[str, ...] = ()  # things the user should know ("showing frame 1 of 12", ...)
+
+
+def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
+    """Decode untrusted bytes into an RGB image, or raise InvalidInputError saying why.
+
+    Handles EXIF orientation, transparency (composited on white), palette, CMYK, grayscale,
+    16-bit and float images (rescaled, not clipped), and animations (first frame, with a note).
+
+    Raises:
+        InvalidInputError: empty, too large, not an image, an unsupported format, truncated or corrupt.
+    """
+    if not data:
+        raise InvalidInputError("The file is empty (0 bytes). Choose a JPEG, PNG, WebP, BMP, GIF or TIFF image.")
+    if len(data) > MAX_BYTES:
+        raise InvalidInputError(
+            f"The file is {len(data) / 2**20:.1f} MB; images up to {MAX_BYTES // 2**20} MB are accepted."
+        )
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            # Pillow only *warns* for decompression bombs below 2x its limit: make that an error too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            width, height = image.size
+            _check_header(width, height)
+            fmt = image.format or "unknown"
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                image.seek(0)
+                notes.append(f"Animated {fmt}: showing frame 1 of {frames}.")
+            if fmt in ("JPEG", "MPO") and max(width, height) > max_side:
+                image.draft("RGB", (max_side, max_side))  # decode big JPEGs at a reduced scale
+            image.load()
+            rgb = _to_rgb(image, notes)
+            rgb = ImageOps.exif_transpose(rgb)
+    except InvalidInputError:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidInputError(
+            "This file is not an image we can read (expected JPEG, PNG, WebP, BMP, GIF or TIFF)."
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInputError(
+            f"The image is too large to decode safely (more than {MAX_PIXELS / 1e6:.0f} megapixels)."
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, MemoryError) as error:
+        # Pillow's decoders fail with several exception families; all mean "corrupt or truncated".
+        raise InvalidInputError(f"The image file is corrupt or truncated and cannot be decoded ({error}).") from None
+    if max(rgb.size) > max_side:
+        before = rgb.size
+        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        notes.append(f"Downscaled from {before[0]}x{before[1]} to {rgb.size[0]}x{rgb.size[1]} pixels.")
+    return DecodedImage(rgb, fmt, (width, height), tuple(notes))
+
+
+def _check_header(width: int, height: int) -> None:
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise InvalidInputError(f"The image is {width}x{height} pixels; each side must be at least {MIN_SIDE}.")
+    if width * height > MAX_PIXELS:
+        raise InvalidInputError(
+            f"The image is {width}x{height} = {width * height / 1e6:.0f} megapixels; "
+            f"at most {MAX_PIXELS / 1e6:.0f} megapixels are accepted. Downscale it first."
+        )
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise InvalidInputError(
+            f"The image is {width}x{height}: an aspect ratio over {MAX_ASPECT:.0f}:1 cannot be classified. "
+            "Crop it to the object first."
+        )
+
+
+def _to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        array = _rescale(array, mode)
+        notes.append(f"High bit-depth image ({mode}) rescaled to 8 bits.")
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("1", "L", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return image.convert("RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode in ("LA", "La", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, BACKGROUND)
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _rescale(array: np.ndarray, mode: str) -> np.ndarray:
+    """Map 16-bit, 32-bit integer or float pixels to uint8 without clipping them to black or white."""
+    finite = np.isfinite(array)
+    if not finite.any():
+        return np.zeros(array.shape, np.uint8)
+    array = np.where(finite, array, 0.0)
+    low, high = float(array.min()), float(array.max())
+    if mode == "F" and low >= 0.0 and high <= 1.0:
+        scaled = array * 255.0
+    elif mode != "F" and low >= 0 and high <= 65535 and mode.startswith("I;16"):
+        scaled = array / 257.0
+    elif high > low:
+        scaled = (array - low) / (high - low) * 255.0
+    else:
+        scaled = np.zeros_like(array)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def overlay(
+    image: Image.Image, heatmap: np.ndarray, *, opacity: float = 0.5, colormap: str = "jet"
+) -> np.ndarray:
+    """Blend a heatmap over the image at the image's own size.
+
+    Args:
+        heatmap: (H, W) float in [0, 1], at the image's size.
+        opacity: weight of the heatmap, 0 (image only) to 1 (heatmap only).
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    import cv2  # imported lazily: pytorch-grad-cam needs it anyway, but decode() must stay light
+
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    if colormap not in COLORMAPS:
+        raise InvalidInputError(f"Unknown colormap '{colormap}'. Choose one of: {', '.join(COLORMAPS)}.")
+    if not 0.0 <= opacity <= 1.0:
+        raise InvalidInputError(f"Opacity must be between 0 and 1, got {opacity}.")
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    if heatmap.shape != rgb.shape[:2]:
+        raise InvalidInputError(f"Heatmap shape {heatmap.shape} does not match the image's {rgb.shape[:2]}.")
+    code = getattr(cv2, f"COLORMAP_{colormap.upper()}")
+    return show_cam_on_image(rgb, heatmap.astype(np.float32), use_rgb=True, colormap=code, image_weight=1.0 - opacity)
+
+
+def to_png(array: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W, 3) uint8 array."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# Truncated files must fail loudly, never decode half an image silently.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
