@@ -186,8 +186,14 @@ def raw_maps(
 
     `tensor` is one preprocessed image, (1, 3, h, w).
     """
-    report = on_progress or (lambda fraction, message: None)
-    target = check_target(model, target)
+    # The whole call holds the lock: AblationCAM swaps the target layer for an ablation layer while
+    # it runs, so even resolving a layer name must wait for other threads' CAMs to finish.
+    with model.lock:
+        return _raw_maps(model, tensor, methods, check_target(model, target), layer, eigen_smooth, aug_smooth,
+                         on_progress or (lambda fraction, message: None))
+
+
+def _raw_maps(model, tensor, methods, target, layer, eigen_smooth, aug_smooth, report):
     module = hooks.find(model.module, layer)
     shared = [m for m in methods if METHODS[m].shared and not aug_smooth]
     others = [m for m in methods if m not in shared]
@@ -264,7 +270,10 @@ def layer_needs_reshape(model: LoadedModel, output: Tensor) -> bool:
     """Token models: outputs laid out as tokens or channels-last need the spec's reshape."""
     if model.spec.reshape is None:
         return False
-    return output.ndim == 3 or (output.ndim == 4 and model.spec.family == "transformer")
+    if output.ndim == 3:
+        return True
+    # (B, H, W, C) with a square input: H == W, and C differs from H (Swin's stages)
+    return output.ndim == 4 and output.shape[1] == output.shape[2] != output.shape[3]
 
 
 def _economical_projection(activation_batch: np.ndarray) -> np.ndarray:

@@ -1,0 +1,91 @@
+"""Explain: one image, its top-5 and a class activation map."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import cams, images
+from dashboard import cache, widgets
+
+st.title("🔥 Explain a prediction")
+st.caption("What does the model predict for this image, and where does it look? Everything runs on this machine.")
+
+choice = widgets.model_picker()
+picked = widgets.image_picker()
+if picked is None:
+    st.info("Upload an image or take a photo to start, or pick a sample photo.")
+    st.stop()
+
+decoded = cache.decoded(picked.key, picked.data)
+for note in decoded.notes:
+    st.info(note)
+model = cache.model(choice.name, choice.device, choice.pretrained)
+if not model.pretrained:
+    st.warning(f"{model.spec.title} has random weights: its predictions and heatmaps are meaningless.")
+preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
+
+left, right = st.columns([1, 1], gap="large")
+with left:
+    st.subheader("Top-5 predictions")
+    chart = go.Figure(
+        go.Bar(
+            x=[p.prob for p in preds][::-1],
+            y=[f"{p.label} ({p.index})" for p in preds][::-1],
+            orientation="h",
+            text=[f"{p.prob:.1%}" for p in preds][::-1],
+            textposition="auto",
+            marker_color="#d9480f",
+        )
+    )
+    chart.update_layout(
+        height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%", title="probability")
+    )
+    st.plotly_chart(chart, use_container_width=True, key="top5")
+    st.dataframe(
+        [{"class": p.index, "label": p.label, "probability": f"{p.prob:.2%}"} for p in preds],
+        hide_index=True, use_container_width=True,
+    )
+    st.caption(f"{decoded.format} · {decoded.image.size[0]}×{decoded.image.size[1]} px · {picked.source}")
+
+with right:
+    st.subheader("Where it looks")
+    method_names = list(cams.METHODS)
+    usable = [m for m in method_names if not (cams.METHODS[m].cnn_only and model.spec.family != "cnn")]
+    c1, c2 = st.columns(2)
+    method = c1.selectbox(
+        "CAM method", usable, index=usable.index(cams.DEFAULT_METHOD),
+        format_func=lambda m: f"{cams.METHODS[m].title} — {cams.METHODS[m].cost}", key="method",
+    )
+    layers = cache.cam_layers(choice.name, choice.device, choice.pretrained)
+    layer = c2.selectbox(
+        "Target layer", layers, index=layers.index(model.spec.cam_layer), key="layer",
+        help="Default: the last feature layer of this architecture. Earlier layers give finer, less semantic maps.",
+    )
+    target = widgets.class_picker(model.categories, preds[0].index)
+    c3, c4 = st.columns(2)
+    opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
+    colormap = c4.selectbox("Colormap", images.COLORMAPS, key="colormap")
+    slow = not cams.METHODS[method].shared
+    run = True
+    if slow:
+        st.warning(f"{cams.METHODS[method].title} costs {cams.METHODS[method].cost}: this can take minutes on a CPU.")
+        run = st.button(f"Run {cams.METHODS[method].title}", key="run_slow")
+    if run:
+        bar = st.progress(0.0, text=f"Computing {cams.METHODS[method].title}…") if slow else None
+        progress = (lambda fraction, message: bar.progress(fraction, text=message)) if bar else None
+        result = cache.cam(
+            choice.name, choice.device, choice.pretrained, picked.key, picked.data, method, target,
+            layer if layer != model.spec.cam_layer else None, _on_progress=progress,
+        )
+        if bar:
+            bar.empty()
+        overlay = result.overlay(decoded.image, opacity=opacity, colormap=colormap)
+        st.image(
+            overlay,
+            caption=f"{cams.METHODS[method].title} for “{result.label}” ({result.target}) at layer {result.layer} "
+            f"· {result.seconds * 1000:.0f} ms",
+            use_container_width=True,
+        )
+        st.download_button(
+            "Download overlay (PNG)", images.to_png(overlay), file_name=f"{choice.name}_{method}_{result.target}.png",
+            mime="image/png", key="download",
+        )

@@ -1,0 +1,26 @@
+"""VisionLens dashboard entry point: `python -m streamlit run dashboard/streamlit_app.py`."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # Streamlit only adds the script's folder; core lives beside dashboard
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from core import runtime  # noqa: E402
+from core.errors import CoreError  # noqa: E402
+
+runtime.configure_threads()
+st.set_page_config(page_title="VisionLens", page_icon="🔍", layout="wide")
+
+PAGES = Path(__file__).parent / "app_pages"
+page = st.navigation([
+    st.Page(PAGES / "explain.py", title="Explain", icon="🔥", default=True),
+])
+
+try:
+    page.run()
+except CoreError as error:  # core's messages are written for people
+    st.error(str(error))

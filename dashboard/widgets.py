@@ -1,0 +1,98 @@
+"""Shared input widgets: backbone, image and class pickers."""
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from dashboard import cache
+
+SAMPLE_CREDITS = {
+    "chelsea": "Chelsea the cat, Stefan van der Walt (CC0)",
+    "coffee": "Coffee cup, Rachel Michetti (CC0)",
+    "astronaut": "Eileen Collins, NASA (public domain)",
+    "rocket": "Falcon 9 launch, SpaceX (CC0)",
+}
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The backbone the user picked."""
+
+    name: str
+    device: str
+    pretrained: bool
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The image the user picked: raw bytes, their sha256, and where they came from."""
+
+    key: str
+    data: bytes
+    source: str
+
+
+def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
+    specs = cache.specs()
+    names = list(specs)
+
+    def label(name: str) -> str:
+        spec = specs[name]
+        return f"{spec.title} · {'offline weights' if cache.weights_here(name) else 'weights download'}"
+
+    name = where.selectbox("Backbone", names, format_func=label, key=f"{key}_name")
+    available = cache.weights_here(name)
+    weights = where.radio(
+        "Weights",
+        ["pretrained", "random"],
+        format_func=lambda w: "Pretrained (ImageNet)" if w == "pretrained" else "Architecture only (random weights)",
+        key=f"{key}_weights",
+        help="Random weights give meaningless predictions: useful only to look at the architecture "
+        "or as a sanity check for explanations.",
+    )
+    if weights == "pretrained" and not available:
+        where.caption(
+            f"{specs[name].title}'s weights are not on this machine yet: they download into the torch hub cache "
+            "on first use when online."
+        )
+    device = where.selectbox("Device", cache.devices(), key=f"{key}_device")
+    where.caption(f"Running on: {cache.device_label(device)}")
+    return Choice(name, device, weights == "pretrained")
+
+
+def image_picker(*, key: str = "image") -> Picked | None:
+    source = st.radio("Image source", ["Sample photos", "Upload", "Camera"], horizontal=True, key=f"{key}_source")
+    if source == "Sample photos":
+        names = cache.sample_names()
+        default = names.index("chelsea") if "chelsea" in names else 0
+        name = st.selectbox(
+            "Sample photo", names, index=default, key=f"{key}_sample",
+            format_func=lambda n: f"{n} — {SAMPLE_CREDITS.get(n, 'scikit-image sample')}",
+        )
+        data = cache.sample_bytes(name)
+        return Picked(cache.digest(data), data, f"sample: {name} ({SAMPLE_CREDITS.get(name, '')})")
+    if source == "Upload":
+        upload = st.file_uploader(
+            "Upload an image (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES, key=f"{key}_upload"
+        )
+        if upload is None:
+            return None
+        data = upload.getvalue()
+        return Picked(cache.digest(data), data, f"upload: {upload.name}")
+    shot = st.camera_input("Take a photo", key=f"{key}_camera")
+    if shot is None:
+        return None
+    data = shot.getvalue()
+    return Picked(cache.digest(data), data, "camera")
+
+
+def class_picker(categories: tuple[str, ...], top1: int, *, key: str = "target") -> int | None:
+    """None means "the predicted class". The select box is searchable: type part of a name."""
+    options = [None, *range(len(categories))]
+    return st.selectbox(
+        "Class to explain (type to search)",
+        options,
+        format_func=lambda i: f"Top-1 prediction: {categories[top1]} ({top1})" if i is None else f"{i}: {categories[i]}",
+        key=key,
+    )

@@ -1,0 +1,79 @@
+"""Shared fixtures: the offline Lite0 backbone, sample photos, and a tiny CNN for slow methods."""
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+
+from core import models, registry, runtime  # noqa: E402
+
+runtime.configure_threads()
+SAMPLES = ROOT / "assets" / "samples"
+TINY = "tiny_cnn_for_tests"
+
+
+def _tiny_cnn(pretrained: bool) -> nn.Module:
+    generator = torch.Generator().manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 12, 3, stride=2, padding=1),
+        nn.BatchNorm2d(12),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(12, 10),
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+    return model
+
+
+if TINY not in registry.names():
+    registry.register(
+        registry.BackboneSpec(
+            name=TINY, title="Tiny CNN (tests)", source="tests", build=_tiny_cnn, cam_layer="4", head="7",
+            categories=tuple(f"class {i}" for i in range(10)), weights_file=None, input_size=(64, 64),
+            resize_size=72,
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def lite0() -> models.LoadedModel:
+    return models.load("efficientnet_lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny() -> models.LoadedModel:
+    return models.load(TINY, device="cpu")
+
+
+def sample(name: str) -> Image.Image:
+    return Image.open(SAMPLES / f"{name}.jpg").convert("RGB")
+
+
+def sample_bytes(name: str) -> bytes:
+    return (SAMPLES / f"{name}.jpg").read_bytes()
+
+
+def png_bytes(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def chelsea() -> Image.Image:
+    return sample("chelsea")
