@@ -22,6 +22,10 @@ MIN_SIDE = 8
 MAX_SIDE = 4096  # decoded photos larger than this are downscaled right away
 BACKGROUND = (255, 255, 255)  # transparency is composited on white
 
+#: What `Image.open` is asked to try. MPO is not in Pillow's registry of openers (the JPEG opener returns
+#: MPO images itself), and naming it there raised KeyError('MPO') for every file that was not JPEG or PNG.
+_OPENERS = tuple(name for name in FORMATS if name != "MPO")
+
 COLORMAPS = ("jet", "turbo", "inferno", "magma", "viridis", "plasma", "hot", "bone")
 
 
@@ -55,7 +59,7 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
         with warnings.catch_warnings():
             # Pillow only *warns* for decompression bombs below 2x its limit: make that an error too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            image = Image.open(io.BytesIO(data), formats=_OPENERS)
             width, height = image.size
             _check_header(width, height)
             fmt = image.format or "unknown"
@@ -66,8 +70,10 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
             if fmt in ("JPEG", "MPO") and max(width, height) > max_side:
                 image.draft("RGB", (max_side, max_side))  # decode big JPEGs at a reduced scale
             image.load()
+            # Rotate before converting: the conversions for alpha and high bit depth build new images
+            # that no longer carry the EXIF orientation.
+            image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image, notes)
-            rgb = ImageOps.exif_transpose(rgb)
     except InvalidInputError:
         raise
     except UnidentifiedImageError:
@@ -130,8 +136,9 @@ def _rescale(array: np.ndarray, mode: str) -> np.ndarray:
     finite = np.isfinite(array)
     if not finite.any():
         return np.zeros(array.shape, np.uint8)
-    array = np.where(finite, array, 0.0)
-    low, high = float(array.min()), float(array.max())
+    # The range comes from the finite values only: NaN/inf become the darkest value, not a fake 0.
+    low, high = float(array[finite].min()), float(array[finite].max())
+    array = np.where(finite, array, low)
     if mode == "F" and low >= 0.0 and high <= 1.0:
         scaled = array * 255.0
     elif mode != "F" and low >= 0 and high <= 65535 and mode.startswith("I;16"):

@@ -15,9 +15,8 @@ from core.errors import CoreError  # noqa: E402
 runtime.configure_threads()
 st.set_page_config(page_title="VisionLens", page_icon="🔍", layout="wide")
 
-PAGES = Path(__file__).parent / "app_pages"
-page = st.navigation([
-    st.Page(PAGES / "explain.py", title="Explain", icon="🔥", default=True),
+page = st.navigation([  # paths are relative to this file
+    st.Page("app_pages/explain.py", title="Explain", icon="🔥", default=True),
 ])
 
 try:

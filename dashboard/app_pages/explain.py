@@ -39,10 +39,10 @@ with left:
     chart.update_layout(
         height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%", title="probability")
     )
-    st.plotly_chart(chart, use_container_width=True, key="top5")
+    st.plotly_chart(chart, width="stretch", key="top5")
     st.dataframe(
         [{"class": p.index, "label": p.label, "probability": f"{p.prob:.2%}"} for p in preds],
-        hide_index=True, use_container_width=True,
+        hide_index=True, width="stretch",
     )
     st.caption(f"{decoded.format} · {decoded.image.size[0]}×{decoded.image.size[1]} px · {picked.source}")
 
@@ -57,7 +57,7 @@ with right:
     )
     layers = cache.cam_layers(choice.name, choice.device, choice.pretrained)
     layer = c2.selectbox(
-        "Target layer", layers, index=layers.index(model.spec.cam_layer), key="layer",
+        "Target layer", layers, index=layers.index(model.spec.cam_layer), key=f"layer_{choice.name}",
         help="Default: the last feature layer of this architecture. Earlier layers give finer, less semantic maps.",
     )
     target = widgets.class_picker(model.categories, preds[0].index)
@@ -83,7 +83,7 @@ with right:
             overlay,
             caption=f"{cams.METHODS[method].title} for “{result.label}” ({result.target}) at layer {result.layer} "
             f"· {result.seconds * 1000:.0f} ms",
-            use_container_width=True,
+            width="stretch",
         )
         st.download_button(
             "Download overlay (PNG)", images.to_png(overlay), file_name=f"{choice.name}_{method}_{result.target}.png",

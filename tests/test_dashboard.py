@@ -1,0 +1,106 @@
+"""Streamlit AppTest: the Explain page runs on the default image and after every control changes."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "dashboard" / "streamlit_app.py")
+
+
+def _caption_of_overlay(at: AppTest) -> str:
+    captions = [c for img in at.get("image") for c in img.captions]
+    overlay = [c for c in captions if "at layer" in c]
+    assert overlay, f"no overlay image; captions: {captions}"
+    return overlay[0]
+
+
+@pytest.fixture(scope="module")
+def app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    return at
+
+
+def test_first_start_shows_a_real_prediction_and_heatmap(app):
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    table = app.dataframe[0].value
+    assert table["label"].iloc[0] in {"Egyptian cat", "tabby", "tiger cat"}
+    assert "Grad-CAM" in _caption_of_overlay(app) and "layer bn2" in _caption_of_overlay(app)
+    assert app.sidebar.selectbox(key="model_name").value == "efficientnet_lite0"
+    assert any("CPU" in c.value or "GPU" in c.value for c in app.sidebar.caption)
+
+
+def test_changing_method_class_and_layer(app):
+    app.selectbox(key="method").set_value("layercam").run()
+    assert not app.exception
+    assert _caption_of_overlay(app).startswith("LayerCAM")
+    app.selectbox(key="target").set_value(281).run()
+    assert not app.exception and "(281)" in _caption_of_overlay(app) and "tabby" in _caption_of_overlay(app)
+    app.selectbox(key="layer_efficientnet_lite0").set_value("blocks.5").run()
+    assert not app.exception and "layer blocks.5" in _caption_of_overlay(app)
+    app.slider(key="opacity").set_value(0.8).run()
+    app.selectbox(key="colormap").set_value("viridis").run()
+    assert not app.exception
+    assert app.get("download_button"), "no download button for the overlay"
+
+
+def test_changing_backbone_and_sample(app):
+    app.sidebar.selectbox(key="model_name").set_value("efficientnet_lite1").run()
+    assert not app.exception
+    assert app.selectbox(key="layer_efficientnet_lite1").value == "bn2"
+    app.selectbox(key="image_sample").set_value("coffee").run()
+    assert not app.exception
+    assert app.dataframe[0].value["label"].iloc[0] == "espresso"
+
+
+def test_random_weights_are_labelled():
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.sidebar.selectbox(key="model_name").set_value("resnet18").run()
+    at.sidebar.radio(key="model_weights").set_value("random").run()
+    assert not at.exception
+    assert any("random weights" in w.value for w in at.warning)
+
+
+def test_unavailable_weights_give_a_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.sidebar.selectbox(key="model_name").set_value("alexnet").run()
+    assert not at.exception
+    messages = " ".join(e.value for e in at.error)
+    assert "alexnet-owt-7be5be79.pth" in messages and "random weights" in messages
+
+
+def test_upload_and_camera_paths():
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.radio(key="image_source").set_value("Upload").run()
+    assert any("Upload an image" in i.value for i in at.info)
+    at.file_uploader(key="image_upload").set_value(("coffee.png", _png("coffee"), "image/png")).run()
+    assert not at.exception
+    assert at.dataframe[0].value["label"].iloc[0] == "espresso"
+    assert "PNG · 600×400" in " ".join(c.value for c in at.caption)
+    at.file_uploader(key="image_upload").set_value(("fake.jpg", b"this is not an image", "image/jpeg")).run()
+    assert not at.exception
+    assert any("not an image" in e.value for e in at.error), [e.value for e in at.error]
+    at.radio(key="image_source").set_value("Camera").run()
+    at.camera_input(key="image_camera").set_value(("shot.jpg", (ROOT / "assets/samples/chelsea.jpg").read_bytes(), "image/jpeg")).run()
+    assert not at.exception
+    assert at.dataframe[0].value["class"].iloc[0] in range(281, 286)
+    assert "camera" in " ".join(c.value for c in at.caption)
+
+
+def _png(name: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(ROOT / "assets" / "samples" / f"{name}.jpg").save(buffer, format="PNG")
+    return buffer.getvalue()
