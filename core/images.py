@@ -164,17 +164,22 @@ def overlay(
     """
     import cv2  # imported lazily: pytorch-grad-cam needs it anyway, but decode() must stay light
 
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
     if colormap not in COLORMAPS:
         raise InvalidInputError(f"Unknown colormap '{colormap}'. Choose one of: {', '.join(COLORMAPS)}.")
     if not 0.0 <= opacity <= 1.0:
         raise InvalidInputError(f"Opacity must be between 0 and 1, got {opacity}.")
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.shape != rgb.shape[:2]:
         raise InvalidInputError(f"Heatmap shape {heatmap.shape} does not match the image's {rgb.shape[:2]}.")
+    # A plain weighted blend. (pytorch-grad-cam's show_cam_on_image divides the result by its maximum,
+    # which turned a dark image white at opacity 0 and a black one into NaN; and 255 * 1.01 wrapped
+    # round in uint8, painting the hottest spot blue.) NaN counts as cold, values are clipped to [0, 1].
+    heat = np.clip(np.nan_to_num(heatmap, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     code = getattr(cv2, f"COLORMAP_{colormap.upper()}")
-    return show_cam_on_image(rgb, heatmap.astype(np.float32), use_rgb=True, colormap=code, image_weight=1.0 - opacity)
+    colored = cv2.cvtColor(cv2.applyColorMap(np.rint(heat * 255.0).astype(np.uint8), code), cv2.COLOR_BGR2RGB)
+    blend = (1.0 - opacity) * rgb + opacity * (colored.astype(np.float32) / 255.0)
+    return np.clip(np.rint(blend * 255.0), 0, 255).astype(np.uint8)
 
 
 def to_png(array: np.ndarray) -> bytes:

@@ -39,7 +39,7 @@ def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
 
     def label(name: str) -> str:
         spec = specs[name]
-        return f"{spec.title} · {'offline weights' if cache.weights_here(name) else 'weights download'}"
+        return f"{spec.title} ({'offline' if cache.weights_here(name) else 'download'})"
 
     name = where.selectbox("Backbone", names, format_func=label, key=f"{key}_name")
     available = cache.weights_here(name)
@@ -87,12 +87,16 @@ def image_picker(*, key: str = "image") -> Picked | None:
     return Picked(cache.digest(data), data, "camera")
 
 
+TOP1 = -1  # sentinel option: "explain the predicted class" (a None option would show as a placeholder)
+
+
 def class_picker(categories: tuple[str, ...], top1: int, *, key: str = "target") -> int | None:
     """None means "the predicted class". The select box is searchable: type part of a name."""
-    options = [None, *range(len(categories))]
-    return st.selectbox(
+    options = [TOP1, *range(len(categories))]
+    chosen = st.selectbox(
         "Class to explain (type to search)",
         options,
-        format_func=lambda i: f"Top-1 prediction: {categories[top1]} ({top1})" if i is None else f"{i}: {categories[i]}",
+        format_func=lambda i: f"Top-1 prediction: {categories[top1]} ({top1})" if i == TOP1 else f"{i}: {categories[i]}",
         key=key,
     )
+    return None if chosen == TOP1 else chosen

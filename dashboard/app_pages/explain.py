@@ -6,7 +6,7 @@ import streamlit as st
 from core import cams, images
 from dashboard import cache, widgets
 
-st.title("🔥 Explain a prediction")
+st.title("Explain a prediction")
 st.caption("What does the model predict for this image, and where does it look? Everything runs on this machine.")
 
 choice = widgets.model_picker()

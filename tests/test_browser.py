@@ -1,0 +1,153 @@
+"""Real browser: Debian's Chromium via Playwright against a real server on 127.0.0.1.
+
+Screenshots land in artifacts/screenshots/ (ignored by git) for a person to look at.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+]
+
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("Chromium is missing on CI: .ci/run installs it with apt (chromium chromium-driver).")
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    log = open(ROOT / "artifacts" / "browser-server.log", "w") if (ROOT / "artifacts").exists() else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/streamlit_app.py", "--server.headless=true",
+         "--server.address=127.0.0.1", f"--server.port={port}", "--server.fileWatcherType=none",
+         "--browser.gatherUsageStats=false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("the Streamlit server did not become healthy in 90 s")
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    outside: list[str] = []
+
+    def guard(route):
+        host = urlparse(route.request.url).hostname or ""
+        if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", guard)
+    page = context.new_page()
+    yield page
+    context.close()
+    assert not outside, f"the page tried to reach outside 127.0.0.1: {outside}"
+
+
+def _settle(page, timeout=120_000):
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", state="attached", timeout=timeout)
+
+
+def _screenshot(page, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = page.evaluate(
+        "() => { const c = document.querySelector(\"[data-testid='stMainBlockContainer']\"); return c ? c.scrollHeight : 1000; }"
+    )
+    page.set_viewport_size({"width": 1400, "height": max(1000, int(height) + 120)})
+    page.wait_for_timeout(300)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), animations="disabled")
+    return path
+
+
+def test_first_start_then_upload_a_photo(server, page, tmp_path):
+    page.goto(server)
+    page.get_by_text("Top-5 predictions").wait_for(timeout=120_000)
+    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=120_000)
+    _settle(page)
+    assert page.get_by_text("Egyptian cat").first.is_visible()
+    _screenshot(page, "explain-first-start")
+
+    photo = tmp_path / "coffee.png"
+    from PIL import Image
+
+    Image.open(ROOT / "assets" / "samples" / "coffee.jpg").save(photo)
+    page.get_by_text("Upload", exact=True).click()
+    _settle(page)
+    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_text("upload: coffee.png").wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_text("espresso").first.wait_for(timeout=60_000)
+    overlay = page.locator("[data-testid='stImage'] img").first
+    overlay.wait_for(timeout=60_000)
+    assert page.get_by_text("Grad-CAM for “espresso”").first.is_visible()
+    assert overlay.evaluate("img => img.naturalWidth / img.naturalHeight") == pytest.approx(600 / 400, rel=0.01)
+    path = _screenshot(page, "explain-upload")
+    assert path.stat().st_size > 20_000
+
+
+def test_a_non_image_upload_shows_a_message(server, page, tmp_path):
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("definitely not a JPEG")
+    page.goto(server)
+    page.get_by_text("Top-5 predictions").wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_text("Upload", exact=True).click()
+    _settle(page)
+    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(fake))
+    page.get_by_text("not an image we can read").wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    _screenshot(page, "explain-bad-upload")
