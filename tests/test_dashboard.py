@@ -3,7 +3,10 @@
 from pathlib import Path
 
 import pytest
+from streamlit import config
 from streamlit.testing.v1 import AppTest
+
+config.set_option("client.showErrorDetails", "full")  # tests read the real exception, users never do
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "streamlit_app.py")
@@ -104,3 +107,22 @@ def _png(name: str) -> bytes:
     buffer = io.BytesIO()
     Image.open(ROOT / "assets" / "samples" / f"{name}.jpg").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_methods_page_grid_scores_and_sanity_check():
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page("app_pages/methods.py").run()
+    assert not at.exception, at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert len(captions) == len(at.multiselect(key="methods_chosen").value) == 9
+    assert any(c.startswith("Grad-CAM++") for c in captions)
+    at.multiselect(key="methods_chosen").set_value(["gradcam", "eigencam"]).run()
+    at.toggle(key="methods_score").set_value(True).run()
+    assert not at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert len(captions) == 2 and all("ROAD" in c for c in captions)
+    at.toggle(key="methods_sanity").set_value(True).run()
+    assert not at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert sum("random weights" in c for c in captions) == 2
