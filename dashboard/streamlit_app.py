@@ -18,6 +18,7 @@ st.set_page_config(page_title="VisionLens", page_icon="🔍", layout="wide")
 page = st.navigation([  # paths are relative to this file
     st.Page("app_pages/explain.py", title="Explain", icon="🔥", default=True),
     st.Page("app_pages/methods.py", title="All methods", icon="🧪"),
+    st.Page("app_pages/compare.py", title="Compare backbones", icon="⚖️"),
 ])
 
 try:

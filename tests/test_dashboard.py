@@ -126,3 +126,17 @@ def test_methods_page_grid_scores_and_sanity_check():
     assert not at.exception
     captions = [c for img in at.get("image") for c in img.captions]
     assert sum("random weights" in c for c in captions) == 2
+
+
+def test_compare_page_three_offline_backbones():
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.subheader][:3] == ["EfficientNet-Lite0", "EfficientNet-Lite1", "EfficientNet-Lite2"]
+    assert len(at.get("image")) == 6 and len(at.metric) == 9
+    at.selectbox(key="compare_common").set_value(281).run()
+    assert not at.exception
+    assert any("tabby" in c for img in at.get("image") for c in img.captions)
+    at.multiselect(key="compare_names").set_value(["efficientnet_lite0"]).run()
+    assert any("at least two" in i.value for i in at.info)

@@ -1,0 +1,62 @@
+"""Compare backbones: one image, 2 to 4 backbones side by side."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import cams, images
+from dashboard import cache, widgets
+
+st.title("Compare backbones")
+st.caption("Top-5, heatmaps for each model's own top-1 and for one common class, speed, size, and agreement.")
+
+specs = cache.specs()
+offline = [n for n in specs if cache.weights_here(n)]
+names = st.multiselect(
+    "Backbones (2 to 4)", list(specs), default=offline[:3], max_selections=4, key="compare_names",
+    format_func=lambda n: f"{specs[n].title} ({'offline' if cache.weights_here(n) else 'download'})",
+)
+c1, c2, c3 = st.columns(3)
+pretrained = c1.radio("Weights", ["pretrained", "random"], horizontal=True, key="compare_weights") == "pretrained"
+device = c2.selectbox("Device", cache.devices(), key="compare_device")
+method = c3.selectbox(
+    "CAM method", [m for m in cams.METHODS if cams.METHODS[m].shared], key="compare_method",
+    format_func=lambda m: cams.METHODS[m].title,
+)
+picked = widgets.image_picker(key="compare_image")
+if picked is None or len(names) < 2:
+    st.info("Choose an image and at least two backbones.")
+    st.stop()
+first = cache.model(names[0], device, pretrained)
+common = widgets.class_picker(first.categories, cache.top_k(names[0], device, pretrained, picked.key, picked.data)[0].index,
+                              key="compare_common")
+result = cache.compared(tuple(names), device, pretrained, picked.key, picked.data, method, common)
+image = cache.decoded(picked.key, picked.data).image
+label = first.categories[result.common_target]
+
+columns = st.columns(len(result.reports))
+for column, report in zip(columns, result.reports, strict=True):
+    with column:
+        st.subheader(report.title)
+        if not report.pretrained:
+            st.caption("random weights: meaningless predictions")
+        st.dataframe(
+            [{"class": p.index, "label": p.label, "prob": f"{p.prob:.1%}"} for p in report.predictions],
+            hide_index=True,
+        )
+        st.image(report.own.overlay(image), caption=f"own top-1: {report.own.label}", width="stretch")
+        st.image(report.common.overlay(image), caption=f"common class: {label}", width="stretch")
+        st.metric("Forward pass", f"{report.latency_ms:.0f} ms")
+        st.metric("Parameters", f"{report.params / 1e6:.1f} M")
+        st.metric("Multiply-adds", f"{report.gmacs:.2f} GMACs")
+
+st.subheader(f"How much do the heatmaps for “{label}” agree?")
+titles = [r.title for r in result.reports]
+heat = go.Figure(go.Heatmap(z=result.agreement, x=titles, y=titles, zmin=-1, zmax=1, colorscale="RdBu",
+                            text=[[f"{v:+.2f}" for v in row] for row in result.agreement], texttemplate="%{text}"))
+heat.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10))
+st.plotly_chart(heat, key="compare_agreement")
+st.caption(
+    "Spearman rank correlation of the two heatmaps resized to 56x56: 1 means the same ranking of regions. "
+    "Latency: median of 5 forward passes on this image (after one warm-up), on "
+    f"{cache.device_label(device)}. Multiply-adds at each model's reference input size."
+)
