@@ -35,12 +35,21 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=5, help="how many classes (default 5)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    explain = commands.add_parser("explain", help="a class activation map of one image")
+    explain = commands.add_parser("explain", help="class activation maps of images")
     model_options(explain)
-    explain.add_argument("--method", default="gradcam", help="CAM method (see `models --methods`)")
+    explain.add_argument("more", nargs="*", type=Path, help="more images, or folders of images")
+    explain.add_argument(
+        "--method", default="gradcam",
+        help="CAM method (see `models --methods`), or 'all': every one-pass method, one overlay each, "
+        "plus scores.json with faithfulness scores",
+    )
+    explain.add_argument("--include-slow", action="store_true", help="with --method all: add Score-CAM and Ablation-CAM")
     explain.add_argument("--class", dest="target", type=int, default=None, help="class index (default: top-1)")
     explain.add_argument("--layer", default=None, help="dotted layer name (default: the backbone's own)")
-    explain.add_argument("--out", type=Path, required=True, help="overlay PNG to write")
+    explain.add_argument(
+        "--out", type=Path, required=True,
+        help="overlay PNG to write; a folder when several images or --method all are given",
+    )
     explain.add_argument("--heatmap", type=Path, default=None, help="also write the heatmap as .npy (float32, HxW)")
     explain.add_argument("--opacity", type=float, default=0.5, help="heatmap opacity 0..1 (default 0.5)")
     explain.add_argument("--colormap", default="jet", help="jet, turbo, inferno, magma, viridis, ...")
@@ -101,24 +110,84 @@ def _explain(args) -> None:
     from core import cams, images
     from core.errors import InvalidInputError
 
-    cams.check_method(args.method)
     if args.colormap not in images.COLORMAPS:
         raise InvalidInputError(f"Unknown colormap '{args.colormap}'. Choose one of: {', '.join(images.COLORMAPS)}.")
-    if args.out.suffix.lower() != ".png":
+    paths = _image_paths([args.image, *args.more])
+    many = len(paths) > 1 or args.method == "all"
+    if args.method != "all":
+        cams.check_method(args.method)
+    elif args.heatmap is not None:
+        raise InvalidInputError("--heatmap works with one image and one method; with 'all', heatmaps go to --out.")
+    if not many and args.out.suffix.lower() != ".png":
         raise InvalidInputError(f"--out must be a .png file, got '{args.out}'.")
-    image = _read_image(args.image)
+    if many and args.out.suffix:
+        raise InvalidInputError(f"With several images or --method all, --out is a folder; got '{args.out}'.")
     model = _load(args)
-    (result,) = cams.compute(model, image, methods=[args.method], target=args.target, layer=args.layer)
-    overlay = result.overlay(image, opacity=args.opacity, colormap=args.colormap)
+    methods = [args.method]
+    if args.method == "all":
+        methods = [
+            m.name for m in cams.METHODS.values()
+            if (m.shared or args.include_slow) and not (m.cnn_only and model.spec.family != "cnn")
+        ]
+    scores: dict[str, dict] = {}
+    for path in paths:
+        image = _read_image(path)
+        results = cams.compute(model, image, methods=methods, target=args.target, layer=args.layer)
+        for result in results:
+            overlay = result.overlay(image, opacity=args.opacity, colormap=args.colormap)
+            out = args.out / f"{path.stem}_{result.method}.png" if many else args.out
+            _write(out, images.to_png(overlay))
+            if args.heatmap is not None:
+                args.heatmap.parent.mkdir(parents=True, exist_ok=True)
+                np.save(args.heatmap, result.heatmap.astype(np.float32))
+            elif many:
+                np.save(args.out / f"{path.stem}_{result.method}.npy", result.heatmap.astype(np.float32))
+            print(f"{path.name}: {result.method} for class {result.target} ({result.label}) "
+                  f"at layer {result.layer}, {result.seconds * 1000:.0f} ms: {out}")
+        if args.method == "all":
+            from core import faithfulness
+
+            target = results[0].target
+            scored = faithfulness.score_heatmaps(model, image, {r.method: r.heatmap for r in results}, target)
+            scores[path.name] = {
+                "target": target, "label": model.categories[target], "layer": results[0].layer,
+                "methods": {
+                    m: {"road_combined": s.road_combined, "road_most_relevant_first": s.road_most_first,
+                        "road_least_relevant_first": s.road_least_first, "confidence_change": s.confidence_change}
+                    for m, s in scored.items()
+                },
+            }
+    if args.method == "all":
+        _write(args.out / "scores.json", json.dumps({"model": model.name, "images": scores}, indent=2).encode())
+        print(f"faithfulness scores: {args.out / 'scores.json'}")
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def _image_paths(given: list[Path]) -> list[Path]:
+    from core.errors import InvalidInputError
+
+    paths: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise InvalidInputError(f"The folder {path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+def _write(path: Path, data: bytes) -> None:
+    from core.errors import InvalidInputError
+
     try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(images.to_png(overlay))
-        if args.heatmap is not None:
-            args.heatmap.parent.mkdir(parents=True, exist_ok=True)
-            np.save(args.heatmap, result.heatmap.astype(np.float32))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
     except OSError as error:
-        raise InvalidInputError(f"Cannot write the output: {error}") from None
-    print(f"{result.method} for class {result.target} ({result.label}) at layer {result.layer}: {args.out}")
+        raise InvalidInputError(f"Cannot write {path}: {error.strerror or error}") from None
 
 
 def _models(args) -> None:

@@ -1,0 +1,51 @@
+"""CLI: `explain --method all` over a folder writes one overlay per method and faithfulness scores."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from core import cams
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_method_all_on_a_folder(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(ROOT / "assets" / "samples" / "coffee.jpg", folder / "coffee.jpg")
+    (folder / "readme.txt").write_text("not an image, ignored")
+    out = tmp_path / "out"
+    done = _cli("explain", str(folder), "--method", "all", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    for method in cams.SHARED:
+        overlay = Image.open(out / f"coffee_{method}.png")
+        assert overlay.size == (600, 400)
+        heat = np.load(out / f"coffee_{method}.npy")
+        assert heat.shape == (400, 600) and heat.dtype == np.float32 and 0 <= heat.min() <= heat.max() <= 1
+    scores = json.loads((out / "scores.json").read_text())
+    entry = scores["images"]["coffee.jpg"]
+    assert entry["target"] == 967 and set(entry["methods"]) == set(cams.SHARED)
+    assert entry["methods"]["gradcam"]["road_combined"] > 0  # the espresso map is faithful
+
+
+def test_several_images_need_an_output_folder(tmp_path):
+    image = str(ROOT / "assets" / "samples" / "chelsea.jpg")
+    done = _cli("explain", image, image, "--out", str(tmp_path / "x.png"))
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "folder" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = _cli("explain", str(empty), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "no image files" in done.stderr
