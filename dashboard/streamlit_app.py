@@ -19,6 +19,7 @@ page = st.navigation([  # paths are relative to this file
     st.Page("app_pages/explain.py", title="Explain", icon="🔥", default=True),
     st.Page("app_pages/methods.py", title="All methods", icon="🧪"),
     st.Page("app_pages/compare.py", title="Compare backbones", icon="⚖️"),
+    st.Page("app_pages/batch.py", title="Batch", icon="🗂️"),
 ])
 
 try:

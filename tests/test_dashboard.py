@@ -140,3 +140,21 @@ def test_compare_page_three_offline_backbones():
     assert any("tabby" in c for img in at.get("image") for c in img.captions)
     at.multiselect(key="compare_names").set_value(["efficientnet_lite0"]).run()
     assert any("at least two" in i.value for i in at.info)
+
+
+def test_batch_page_samples_and_uploads_with_one_bad_file():
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page("app_pages/batch.py").run()
+    assert not at.exception, at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert len(captions) == 4 and any("chelsea.jpg: Egyptian cat" in c for c in captions)
+    at.file_uploader(key="batch_files").set_value([
+        ("coffee.png", _png("coffee"), "image/png"),
+        ("broken.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg"),
+    ]).run()
+    at.toggle(key="batch_samples").set_value(False).run()
+    assert not at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert captions == [c for c in captions if c.startswith("coffee.png: espresso")] and len(captions) == 1
+    assert any("broken.jpg" in e.value for e in at.error)

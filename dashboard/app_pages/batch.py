@@ -1,0 +1,48 @@
+"""Batch: several images at once, a grid of predictions with heatmaps."""
+
+import streamlit as st
+
+from core import cams
+from core.errors import CoreError
+from dashboard import cache, widgets
+
+MAX_FILES = 24
+
+st.title("Batch predictions")
+st.caption(f"Upload up to {MAX_FILES} images: each gets its top-1 class and a heatmap for it.")
+
+choice = widgets.model_picker()
+method = st.selectbox(
+    "CAM method", [m for m in cams.METHODS if cams.METHODS[m].shared], key="batch_method",
+    format_func=lambda m: cams.METHODS[m].title,
+)
+uploads = st.file_uploader(
+    "Images", type=widgets.UPLOAD_TYPES, accept_multiple_files=True, key="batch_files",
+)
+use_samples = st.toggle("Use the sample photos instead", value=not uploads, key="batch_samples")
+if use_samples:
+    items = [(f"{n}.jpg", cache.sample_bytes(n)) for n in cache.sample_names()]
+else:
+    items = [(u.name, u.getvalue()) for u in uploads or []]
+if not items:
+    st.info("Upload images, or use the sample photos.")
+    st.stop()
+if len(items) > MAX_FILES:
+    st.warning(f"{len(items)} images uploaded; showing the first {MAX_FILES}.")
+    items = items[:MAX_FILES]
+
+progress = st.progress(0.0, text="Predicting…")
+columns = st.columns(4)
+for index, (name, data) in enumerate(items):
+    key = cache.digest(data)
+    with columns[index % 4]:
+        try:
+            decoded = cache.decoded(key, data)
+        except CoreError as error:  # one bad file gets its own message; the others still show
+            st.error(f"{name}: {error}")
+            continue
+        top = cache.top_k(choice.name, choice.device, choice.pretrained, key, data)[0]
+        result = cache.cam(choice.name, choice.device, choice.pretrained, key, data, method, None, None)
+        st.image(result.overlay(decoded.image), caption=f"{name}: {top.label} ({top.prob:.0%})", width="stretch")
+    progress.progress((index + 1) / len(items), text=f"{index + 1} of {len(items)} images")
+progress.empty()
