@@ -122,6 +122,7 @@ def _explain(args) -> None:
         raise InvalidInputError(f"--out must be a .png file, got '{args.out}'.")
     if many and args.out.suffix:
         raise InvalidInputError(f"With several images or --method all, --out is a folder; got '{args.out}'.")
+    first = _read_image(paths[0])  # a bad file fails before the model loads
     model = _load(args)
     methods = [args.method]
     if args.method == "all":
@@ -130,8 +131,8 @@ def _explain(args) -> None:
             if (m.shared or args.include_slow) and not (m.cnn_only and model.spec.family != "cnn")
         ]
     scores: dict[str, dict] = {}
-    for path in paths:
-        image = _read_image(path)
+    for index, path in enumerate(paths):
+        image = first if index == 0 else _read_image(path)
         results = cams.compute(model, image, methods=methods, target=args.target, layer=args.layer)
         for result in results:
             overlay = result.overlay(image, opacity=args.opacity, colormap=args.colormap)
