@@ -5,11 +5,13 @@ hashes only a sample of large values, and two images one pixel apart must not sh
 """
 
 import hashlib
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import streamlit as st
 
-from core import cams, features, images, models, predictions, registry, runtime
+from core import cams, comparison, faithfulness, features, images, models, predictions, registry, runtime
 
 SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"
 
@@ -34,25 +36,73 @@ def top_k(name: str, device: str, pretrained: bool, key: str, _data: bytes, k: i
     return predictions.predict(model(name, device, pretrained), decoded(key, _data).image, top_k=k)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+class _Results:
+    """A bounded LRU of computed results shared by all sessions (keys are plain values).
+
+    Used instead of st.cache_data where the computation reports progress into page elements,
+    which Streamlit forbids inside cached functions.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key, compute):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        value = compute()
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+@st.cache_resource
+def _cam_results() -> _Results:
+    return _Results(64)
+
+
 def cam(
-    name: str,
-    device: str,
-    pretrained: bool,
-    key: str,
-    _data: bytes,
-    method: str,
-    target: int | None,
-    layer: str | None,
-    eigen_smooth: bool = False,
-    aug_smooth: bool = False,
-    _on_progress=None,
+    name: str, device: str, pretrained: bool, key: str, _data: bytes, method: str, target: int | None,
+    layer: str | None, eigen_smooth: bool = False, aug_smooth: bool = False, _on_progress=None,
 ) -> cams.CamResult:
-    (result,) = cams.compute(
-        model(name, device, pretrained), decoded(key, _data).image, methods=[method], target=target,
-        layer=layer, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=_on_progress,
-    )
+    (result,) = cam_grid(name, device, pretrained, key, _data, (method,), target, layer, eigen_smooth, aug_smooth,
+                         _on_progress=_on_progress)
     return result
+
+
+def cam_grid(
+    name: str, device: str, pretrained: bool, key: str, _data: bytes, methods: tuple[str, ...],
+    target: int | None, layer: str | None, eigen_smooth: bool = False, aug_smooth: bool = False, _on_progress=None,
+) -> list[cams.CamResult]:
+    """Several methods at once (the gradient methods share one pass), cached by image sha256 + settings."""
+    memo_key = (name, device, pretrained, key, tuple(methods), target, layer, eigen_smooth, aug_smooth)
+    return _cam_results().get(memo_key, lambda: cams.compute(
+        model(name, device, pretrained), decoded(key, _data).image, methods=list(methods), target=target,
+        layer=layer, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=_on_progress,
+    ))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def faithfulness_scores(
+    name: str, device: str, pretrained: bool, key: str, _data: bytes, methods: tuple[str, ...],
+    target: int, layer: str | None, eigen_smooth: bool = False,
+) -> dict[str, faithfulness.Faithfulness]:
+    results = cam_grid(name, device, pretrained, key, _data, methods, target, layer, eigen_smooth)
+    heatmaps = {r.method: r.heatmap for r in results}
+    return faithfulness.score_heatmaps(model(name, device, pretrained), decoded(key, _data).image, heatmaps, target)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running every backbone on the image…")
+def compared(
+    names: tuple[str, ...], device: str, pretrained: bool, key: str, _data: bytes, method: str, common: int | None
+) -> comparison.Comparison:
+    loaded = [model(n, device, pretrained) for n in names]
+    return comparison.compare(loaded, decoded(key, _data).image, method=method, common_target=common)
 
 
 @st.cache_data(max_entries=16, show_spinner="Listing layers…")
@@ -84,3 +134,30 @@ def specs() -> dict[str, registry.BackboneSpec]:
 
 def weights_here(name: str) -> bool:
     return models.weights_available(name)
+
+
+# --- feature maps and architecture ---
+
+
+@st.cache_data(max_entries=16, show_spinner="Listing layers…")
+def layer_table(name: str, device: str, pretrained: bool, key: str, _data: bytes) -> list[features.LayerInfo]:
+    """Every layer with its output shape for this image."""
+    return features.layers(model(name, device, pretrained), decoded(key, _data).image)
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing feature maps…")
+def feature_maps(
+    name: str, device: str, pretrained: bool, key: str, _data: bytes, layer: str | None, limit: int
+) -> features.FeatureMaps:
+    return features.feature_maps(model(name, device, pretrained), decoded(key, _data).image, layer=layer, limit=limit)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def first_conv_filters(name: str, device: str, pretrained: bool) -> features.Filters:
+    return features.first_conv_filters(model(name, device, pretrained))
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the architecture…")
+def architecture(name: str, device: str, pretrained: bool) -> features.Architecture:
+    """Modules, output shapes for a grey image of the model's input size, parameter counts."""
+    return features.architecture(model(name, device, pretrained))

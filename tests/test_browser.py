@@ -151,3 +151,26 @@ def test_a_non_image_upload_shows_a_message(server, page, tmp_path):
     page.get_by_text("not an image we can read").wait_for(timeout=60_000)
     assert page.locator("[data-testid='stException']").count() == 0
     _screenshot(page, "explain-bad-upload")
+
+
+PAGES = {
+    "methods": "All methods at a glance",
+    "compare": "Compare backbones",
+    "batch": "Batch predictions",
+    "features": "Feature maps",
+    "architecture": "Architecture",
+}
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_each_page_renders_and_is_screenshotted(server, page, path):
+    page.goto(f"{server}/{path}")
+    page.get_by_role("heading", name=PAGES[path]).first.wait_for(timeout=120_000)
+    _settle(page, timeout=240_000)
+    if path in ("methods", "compare", "batch", "features"):
+        page.locator("[data-testid='stImage'] img").first.wait_for(timeout=240_000)
+    if path in ("compare", "architecture"):
+        page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    shot = _screenshot(page, f"page-{path}")
+    assert shot.stat().st_size > 10_000

@@ -1,0 +1,103 @@
+"""Feature maps: what one layer sees in an image, the first layer's colour filters, and another backbone beside it."""
+
+import streamlit as st
+
+from dashboard import cache, widgets
+
+PER_ROW = 8
+DEPTHS = {  # relative position among the layers that output spatial maps; None: the spec's CAM layer
+    "default CAM layer (last)": None,
+    "early (1/4 deep)": 0.25,
+    "middle (1/2 deep)": 0.5,
+    "late (3/4 deep)": 0.75,
+}
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "×".join(map(str, shape)) if shape else "—"
+
+
+def _at_depth(table, default: str, fraction: float | None) -> str:
+    spatial = [info.name for info in table if info.cam_ready]
+    if fraction is None or not spatial:
+        return default
+    return spatial[round(fraction * (len(spatial) - 1))]
+
+
+st.title("Feature maps")
+st.caption(
+    "Which channels of a layer respond most strongly to this image (ranked by mean activation, each map "
+    "scaled to its own range), and what colours and edges the first convolution looks for."
+)
+
+choice = widgets.model_picker()
+picked = widgets.image_picker()
+if picked is None:
+    st.info("Upload an image or take a photo to start, or pick a sample photo.")
+    st.stop()
+
+model = cache.model(choice.name, choice.device, choice.pretrained)
+if not model.pretrained:
+    st.warning(f"{model.spec.title} has random weights: its feature maps and filters show noise, not learned features.")
+table = cache.layer_table(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
+spatial = [info.name for info in table if info.cam_ready]
+
+st.subheader("Layers")
+st.dataframe(
+    [
+        {"layer": info.name, "type": info.type, "output shape": _shape(info.output_shape),
+         "parameters": info.params, "spatial map": info.cam_ready}
+        for info in table
+    ],
+    hide_index=True, width="stretch", height=280, key="layer_table",
+)
+st.caption(f"{len(table)} modules, {len(spatial)} of them output spatial maps · output shapes for {picked.source}")
+left, right = st.columns(2, gap="large")
+layer = left.selectbox(
+    "Layer (spatial maps only)", spatial,
+    index=spatial.index(model.spec.cam_layer) if model.spec.cam_layer in spatial else 0,
+    key=f"fm_layer_{choice.name}",
+    help="Default: the layer Grad-CAM explains. Earlier layers respond to edges and colours, later ones to parts.",
+)
+limit = right.slider("Channels", 4, 64, 16, 4, key="fm_channels", help="The most active channels, strongest first.")
+
+maps = cache.feature_maps(choice.name, choice.device, choice.pretrained, picked.key, picked.data, layer, limit)
+st.subheader(f"{len(maps.channels)} most active of {maps.map_shape[0]} channels at {maps.layer}")
+st.caption(
+    f"Layer output {_shape(maps.output_shape)}; each map is {maps.map_shape[1]}×{maps.map_shape[2]}, "
+    "white = that channel's own maximum."
+)
+for start in range(0, len(maps.channels), PER_ROW):
+    for column, index in zip(st.columns(PER_ROW), range(start, min(start + PER_ROW, len(maps.channels)))):
+        column.image(
+            maps.maps[index], caption=f"ch {maps.channels[index]} · mean {maps.means[index]:.2f}", width="stretch"
+        )
+with st.expander("All shown channels as one mosaic"):
+    st.image(maps.grid, caption=f"{maps.layer}: channels {', '.join(map(str, maps.channels))}")
+
+filters = cache.first_conv_filters(choice.name, choice.device, choice.pretrained)
+st.subheader("First-layer filters")
+st.image(
+    filters.grid,
+    caption=f"{filters.count} filters of {filters.layer}, {filters.kernel_size[0]}×{filters.kernel_size[1]} "
+    "pixels each, shown as RGB (each filter scaled to its own range)",
+)
+
+with st.expander("Compare with another backbone"):
+    names = list(cache.specs())
+    st.session_state.setdefault("compare_name", names[(names.index(choice.name) + 1) % len(names)])
+    other = widgets.model_picker(where=st, key="compare")
+    depth = st.radio("Layer of each backbone", list(DEPTHS), horizontal=True, key="compare_depth")
+    columns = st.columns(2, gap="large")
+    for column, shown in zip(columns, (choice, other)):
+        spec = cache.specs()[shown.name]
+        rows = cache.layer_table(shown.name, shown.device, shown.pretrained, picked.key, picked.data)
+        compared = cache.feature_maps(
+            shown.name, shown.device, shown.pretrained, picked.key, picked.data,
+            _at_depth(rows, spec.cam_layer, DEPTHS[depth]), 16,
+        )
+        column.markdown(
+            f"**{spec.title}**{'' if shown.pretrained else ' (random weights)'} · `{compared.layer}` · "
+            f"{compared.map_shape[0]} channels, {compared.map_shape[1]}×{compared.map_shape[2]}"
+        )
+        column.image(compared.grid, caption="16 most active channels, strongest first (row by row)", width="stretch")
