@@ -23,8 +23,10 @@ import torch
 from PIL import Image
 from pytorch_grad_cam import (
     AblationCAM,
+    FEM,
     EigenCAM,
     EigenGradCAM,
+    FullGrad,
     GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
@@ -75,6 +77,17 @@ METHODS: dict[str, Method] = {
         _m("eigengradcam", "EigenGrad-CAM", EigenGradCAM, True, True, "one pass + SVD"),
         _m("eigencam", "Eigen-CAM", EigenCAM, True, False, "one forward + SVD (class-agnostic)"),
         _m("kpcacam", "KPCA-CAM", KPCA_CAM, True, False, "one forward + kernel PCA (class-agnostic)"),
+        _m("fem", "FEM", FEM, True, False, "one forward (class-agnostic)"),
+        _m(
+            "fullgrad",
+            "FullGrad",
+            FullGrad,
+            False,
+            True,
+            "forward + full backward (every bias layer; ignores the target layer)",
+            cnn_only=True,
+            reason="it sums the gradients of convolution and batch-norm biases, which transformers lack",
+        ),
         _m("scorecam", "Score-CAM", ScoreCAM, False, False, "one forward per channel (slow on CPU)"),
         _m(
             "ablationcam",
@@ -324,6 +337,8 @@ def _bare(cls: type, module: nn.Module) -> BaseCAM:
     cam.uses_gradients = True
     if isinstance(cam, KPCA_CAM):
         cam.kernel, cam.gamma = "sigmoid", None
+    if isinstance(cam, FEM):
+        cam.k = 2
     return cam
 
 
@@ -364,9 +379,8 @@ def _library_cam(
     heatmap = None
     with model.lock:
         try:
-            with torch.enable_grad(), method.cls(
-                model=wrapper, target_layers=[module], reshape_transform=reshape
-            ) as cam:
+            layers = [] if method.cls is FullGrad else [module]  # FullGrad picks every bias layer itself
+            with torch.enable_grad(), method.cls(model=wrapper, target_layers=layers, reshape_transform=reshape) as cam:
                 cam.batch_size = PERTURBATION_BATCH
                 heatmap = cam(
                     input_tensor=batch, targets=[ClassifierOutputTarget(target)],

@@ -6,6 +6,8 @@ import pytest
 from streamlit import config
 from streamlit.testing.v1 import AppTest
 
+from core import cams
+
 config.set_option("client.showErrorDetails", "full")  # tests read the real exception, users never do
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +117,7 @@ def test_methods_page_grid_scores_and_sanity_check():
     at.switch_page("app_pages/methods.py").run()
     assert not at.exception, at.exception
     captions = [c for img in at.get("image") for c in img.captions]
-    assert len(captions) == len(at.multiselect(key="methods_chosen").value) == 9
+    assert len(captions) == len(at.multiselect(key="methods_chosen").value) == len(cams.SHARED)
     assert any(c.startswith("Grad-CAM++") for c in captions)
     at.multiselect(key="methods_chosen").set_value(["gradcam", "eigencam"]).run()
     at.toggle(key="methods_score").set_value(True).run()
