@@ -1,7 +1,10 @@
 """VisionLens dashboard entry point: `python -m streamlit run dashboard/streamlit_app.py`."""
 
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spinning OpenMP threads
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # Streamlit only adds the script's folder; core lives beside dashboard
