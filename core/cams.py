@@ -418,3 +418,45 @@ def _resize(raw: np.ndarray, width: int, height: int) -> np.ndarray:
 
     heatmap = cv2.resize(raw.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     return np.clip(np.nan_to_num(heatmap, nan=0.0), 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GuidedResult:
+    target: int
+    label: str
+    guided_backprop: np.ndarray  # (H, W, 3) uint8: the guided input gradient, contrast-normalised
+    guided_gradcam: np.ndarray  # (H, W, 3) uint8: the same, weighted by the Grad-CAM map
+    seconds: float
+
+
+def guided(model: LoadedModel, image: Image.Image, *, target: int | None = None, layer: str | None = None) -> GuidedResult:
+    """Guided Backpropagation and Guided Grad-CAM (Springenberg et al. 2015; Selvaraju et al. 2017).
+
+    pytorch-grad-cam's GuidedBackpropReLUModel swaps the network's ReLU modules, so it runs on a
+    private copy: the shared model is never modified. ReLU6 (EfficientNet-Lite, MobileNet) is
+    swapped as well and treated as a ReLU for the guided pass.
+    """
+    import copy
+
+    from pytorch_grad_cam import GuidedBackpropReLUModel
+    from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUasModule
+    from pytorch_grad_cam.utils.find_layers import replace_all_layer_type_recursive
+    from pytorch_grad_cam.utils.image import deprocess_image
+
+    started = time.perf_counter()
+    (cam,) = compute(model, image, methods=["gradcam"], target=target, layer=layer)
+    tensor = preprocessing.to_tensor(image, model.spec).to(model.device)
+    with model.lock:
+        private = copy.deepcopy(model.module)
+    replace_all_layer_type_recursive(private, nn.ReLU6, GuidedBackpropReLUasModule())
+    with torch.enable_grad():
+        gradient = GuidedBackpropReLUModel(model=private, device=model.device)(tensor, target_category=cam.target)
+    del private
+    width, height = image.size
+    import cv2
+
+    gradient = cv2.resize(np.float32(gradient), (width, height), interpolation=cv2.INTER_LINEAR)
+    return GuidedResult(
+        cam.target, cam.label, deprocess_image(gradient), deprocess_image(gradient * cam.heatmap[..., None]),
+        time.perf_counter() - started,
+    )

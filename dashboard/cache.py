@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import cams, comparison, faithfulness, features, images, models, predictions, registry, runtime
+from core import cams, comparison, concepts, faithfulness, features, images, models, predictions, registry, runtime
 
 SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"
 
@@ -103,6 +103,20 @@ def compared(
 ) -> comparison.Comparison:
     loaded = [model(n, device, pretrained) for n in names]
     return comparison.compare(loaded, decoded(key, _data).image, method=method, common_target=common)
+
+
+@st.cache_data(max_entries=16, show_spinner="Guided backpropagation on a private copy of the model…")
+def guided(
+    name: str, device: str, pretrained: bool, key: str, _data: bytes, target: int | None, layer: str | None
+) -> cams.GuidedResult:
+    return cams.guided(model(name, device, pretrained), decoded(key, _data).image, target=target, layer=layer)
+
+
+@st.cache_data(max_entries=16, show_spinner="Factorising the layer's activations into concepts…")
+def concepts_of(
+    name: str, device: str, pretrained: bool, key: str, _data: bytes, k: int, layer: str | None
+) -> concepts.Concepts:
+    return concepts.factorize(model(name, device, pretrained), decoded(key, _data).image, k=k, layer=layer)
 
 
 @st.cache_data(max_entries=16, show_spinner="Listing layers…")

@@ -160,3 +160,28 @@ def test_batch_page_samples_and_uploads_with_one_bad_file():
     captions = [c for img in at.get("image") for c in img.captions]
     assert captions == [c for c in captions if c.startswith("coffee.png: espresso")] and len(captions) == 1
     assert any("broken.jpg" in e.value for e in at.error)
+
+
+def test_explain_smoothing_and_guided_gradcam():
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.toggle(key="eigen_smooth").set_value(True).run()
+    at.toggle(key="guided").set_value(True).run()
+    assert not at.exception, at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert "Guided Backpropagation" in captions and any(c.startswith("Guided Grad-CAM for") for c in captions)
+    at.toggle(key="aug_smooth").set_value(True).run()
+    assert not at.exception
+
+
+def test_concepts_page():
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page("app_pages/concepts.py").run()
+    assert not at.exception, at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert sum(c.startswith("Concept ") for c in captions) == 5
+    at.slider(key="concepts_k").set_value(3).run()
+    assert not at.exception
+    assert sum(c.startswith("Concept ") for img in at.get("image") for c in img.captions) == 3
+    assert sum("of the image" in m.value for m in at.markdown) == 3

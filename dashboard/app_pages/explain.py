@@ -64,6 +64,12 @@ with right:
     c3, c4 = st.columns(2)
     opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
     colormap = c4.selectbox("Colormap", images.COLORMAPS, key="colormap")
+    c5, c6, c7 = st.columns(3)
+    eigen_smooth = c5.toggle("eigen_smooth", key="eigen_smooth", help="Keep the first principal component of the map.")
+    aug_smooth = c6.toggle(
+        "aug_smooth", key="aug_smooth", help="Average over flips and brightness changes (6 passes, library path)."
+    )
+    show_guided = c7.toggle("Guided Grad-CAM", key="guided", help="Pixel-level detail: Guided Backpropagation x Grad-CAM.")
     slow = not cams.METHODS[method].shared
     run = True
     if slow:
@@ -74,7 +80,7 @@ with right:
         progress = (lambda fraction, message: bar.progress(fraction, text=message)) if bar else None
         result = cache.cam(
             choice.name, choice.device, choice.pretrained, picked.key, picked.data, method, target,
-            layer if layer != model.spec.cam_layer else None, _on_progress=progress,
+            layer if layer != model.spec.cam_layer else None, eigen_smooth, aug_smooth, _on_progress=progress,
         )
         if bar:
             bar.empty()
@@ -89,3 +95,9 @@ with right:
             "Download overlay (PNG)", images.to_png(overlay), file_name=f"{choice.name}_{method}_{result.target}.png",
             mime="image/png", key="download",
         )
+        if show_guided:
+            guided = cache.guided(choice.name, choice.device, choice.pretrained, picked.key, picked.data, target,
+                                  layer if layer != model.spec.cam_layer else None)
+            g1, g2 = st.columns(2)
+            g1.image(guided.guided_backprop, caption="Guided Backpropagation", width="stretch")
+            g2.image(guided.guided_gradcam, caption=f"Guided Grad-CAM for “{guided.label}”", width="stretch")
