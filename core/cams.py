@@ -26,6 +26,7 @@ from pytorch_grad_cam import (
     FEM,
     EigenCAM,
     EigenGradCAM,
+    FinerCAM,
     FullGrad,
     GradCAM,
     GradCAMElementWise,
@@ -87,6 +88,14 @@ METHODS: dict[str, Method] = {
             "forward + full backward (every bias layer; ignores the target layer)",
             cnn_only=True,
             reason="it sums the gradients of convolution and batch-norm biases, which transformers lack",
+        ),
+        _m(
+            "finercam",
+            "Finer-CAM",
+            FinerCAM,
+            False,
+            True,
+            "forward + full backward; contrasts the class with its 3 most similar classes",
         ),
         _m("scorecam", "Score-CAM", ScoreCAM, False, False, "one forward per channel (slow on CPU)"),
         _m(
@@ -382,10 +391,13 @@ def _library_cam(
             layers = [] if method.cls is FullGrad else [module]  # FullGrad picks every bias layer itself
             with torch.enable_grad(), method.cls(model=wrapper, target_layers=layers, reshape_transform=reshape) as cam:
                 cam.batch_size = PERTURBATION_BATCH
-                heatmap = cam(
-                    input_tensor=batch, targets=[ClassifierOutputTarget(target)],
-                    eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
-                )[0]
+                if method.cls is FinerCAM:  # picks its own contrastive target around `target_idx`; no aug_smooth
+                    heatmap = cam(input_tensor=batch, targets=None, target_idx=target, eigen_smooth=eigen_smooth)[0]
+                else:
+                    heatmap = cam(
+                        input_tensor=batch, targets=[ClassifierOutputTarget(target)],
+                        eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
+                    )[0]
         finally:
             model.module.zero_grad(set_to_none=True)
     if heatmap is None:  # grad-cam's __exit__ swallowed an IndexError
