@@ -50,6 +50,33 @@ if TINY not in registry.names():
     )
 
 
+TINY_VIT = "tiny_vit_for_tests"
+
+
+def _tiny_vit(pretrained: bool) -> nn.Module:
+    from torchvision.models import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                             num_classes=10)
+
+
+if TINY_VIT not in registry.names():
+    registry.register(
+        registry.BackboneSpec(
+            name=TINY_VIT, title="Tiny ViT (tests)", source="tests", build=_tiny_vit,
+            cam_layer="encoder.layers.encoder_layer_1.ln_1", head="heads.head",
+            categories=tuple(f"class {i}" for i in range(10)), weights_file=None, input_size=(64, 64),
+            resize_size=72, fixed_size=True, reshape=registry.vit_tokens_to_grid, family="transformer",
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_vit() -> models.LoadedModel:
+    return models.load(TINY_VIT, device="cpu")
+
+
 @pytest.fixture(scope="session")
 def lite0() -> models.LoadedModel:
     return models.load("efficientnet_lite0", device="cpu")

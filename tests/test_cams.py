@@ -103,6 +103,18 @@ def test_every_method_on_the_tiny_cnn(tiny, chelsea):
     assert all(p.grad is None for p in tiny.module.parameters())
 
 
+def test_every_applicable_method_on_a_tiny_vit(tiny_vit, chelsea):
+    usable = [m for m, info in cams.METHODS.items() if not info.cnn_only]
+    results = cams.compute(tiny_vit, chelsea, methods=usable, target=4)
+    for result in results:
+        assert result.heatmap.shape == (chelsea.height, chelsea.width), result.method
+        assert np.isfinite(result.heatmap).all() and 0 <= result.heatmap.min() <= result.heatmap.max() <= 1
+    for method in [m for m, info in cams.METHODS.items() if info.cnn_only]:
+        with pytest.raises(UnknownMethodError, match="does not apply"):
+            cams.compute(tiny_vit, chelsea, methods=[method])
+    assert hooks.count(tiny_vit.module) == 0
+
+
 def test_progress_is_reported_for_perturbation_methods(tiny, chelsea):
     seen = []
     cams.compute(tiny, chelsea, methods=["scorecam"], target=0, on_progress=lambda f, m: seen.append((f, m)))
@@ -190,3 +202,15 @@ def test_eight_threads_every_method_including_perturbation(tiny):
     methods = [*cams.METHODS, "predict"]
     jobs = [(images[i % 4], methods[i % len(methods)], i % 10) for i in range(2 * len(methods))]
     _concurrent_equals_sequential(tiny, jobs)
+
+
+def test_shared_pass_equals_library_on_a_tiny_vit(tiny_vit, chelsea):
+    tensor = preprocessing.to_tensor(chelsea, tiny_vit.spec)
+    layer = tiny_vit.spec.cam_layer
+    ours = cams.raw_maps(tiny_vit, tensor, methods=list(cams.SHARED), target=4, layer=layer)
+    module = hooks.find(tiny_vit.module, layer)
+    for method in cams.SHARED:
+        with cams.METHODS[method].cls(model=tiny_vit.module, target_layers=[module],
+                                      reshape_transform=tiny_vit.spec.reshape) as cam:
+            theirs = cam(input_tensor=tensor.clone().requires_grad_(True), targets=[ClassifierOutputTarget(4)])[0]
+        np.testing.assert_allclose(ours[method][0], theirs, atol=2e-5, err_msg=method)
