@@ -156,6 +156,7 @@ def test_a_non_image_upload_shows_a_message(server, page, tmp_path):
 PAGES = {
     "methods": "All methods at a glance",
     "compare": "Compare backbones",
+    "concepts": "Concepts in the image",
     "batch": "Batch predictions",
     "features": "Feature maps",
     "architecture": "Architecture",
@@ -167,7 +168,7 @@ def test_each_page_renders_and_is_screenshotted(server, page, path):
     page.goto(f"{server}/{path}")
     page.get_by_role("heading", name=PAGES[path]).first.wait_for(timeout=120_000)
     _settle(page, timeout=240_000)
-    if path in ("methods", "compare", "batch", "features"):
+    if path in ("methods", "compare", "concepts", "batch", "features"):
         page.locator("[data-testid='stImage'] img").first.wait_for(timeout=240_000)
     if path in ("compare", "architecture"):
         page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
