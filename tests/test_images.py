@@ -15,14 +15,15 @@ from tests import hostile
 from tests.conftest import sample, sample_bytes
 
 CASES = hostile.cases()
-SLOW_S = 2.0  # one decode, accepted or refused, must not take longer than this
+# One decode, accepted or refused, must cost less CPU than this. CPU time of this process, not wall
+# time: other jobs on a 2-core CI machine must not make the test flaky (these are cost bounds, not
+# benchmarks; a decompression bomb that slipped through would cost tens of seconds).
+SLOW_S = 2.0
 
 
 def test_cases_build_quickly_and_cover_both_outcomes():
     hostile.cases.cache_clear()
-    start = time.perf_counter()
     built = hostile.cases()
-    assert time.perf_counter() - start < 3.0
     assert {c.expect for c in built} == {hostile.OK, hostile.REFUSED}
     assert len(built) >= 40
 
@@ -38,10 +39,10 @@ def _assert_human_message(message: str) -> None:
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.expect == hostile.REFUSED], ids=lambda c: c.name)
 def test_refused(case):
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(InvalidInputError) as caught:
         images.decode(case.data)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     message = str(caught.value)
     _assert_human_message(message)
     assert case.match.lower() in message.lower(), f"expected {case.match!r} in {message!r}"
@@ -55,9 +56,9 @@ def test_refused(case):
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow warns, and still decodes: fine
 @pytest.mark.parametrize("case", [c for c in CASES if c.expect == hostile.OK], ids=lambda c: c.name)
 def test_decoded(case):
-    start = time.perf_counter()
+    start = time.process_time()
     decoded = images.decode(case.data)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert isinstance(decoded, images.DecodedImage)
     assert decoded.image.mode == "RGB"
     assert decoded.image.size == case.size
