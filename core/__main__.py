@@ -59,9 +59,55 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--opacity", type=float, default=0.5, help="heatmap opacity 0..1 (default 0.5)")
     explain.add_argument("--colormap", default="jet", help="jet, turbo, inferno, magma, viridis, ...")
 
+    report = commands.add_parser("report", help="a self-contained HTML report: models x methods, with scores")
+    report.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF or TIFF file")
+    report.add_argument("--models", default=registry.DEFAULT, help="comma-separated backbone names")
+    report.add_argument("--methods", default="gradcam,gradcam++,eigencam", help="comma-separated CAM methods")
+    report.add_argument("--class", dest="target", type=int, default=None, help="class index (default: each top-1)")
+    report.add_argument("--out", type=Path, required=True, help="the .html file to write")
+    report.add_argument("--no-scores", action="store_true", help="skip the faithfulness scores (faster)")
+    report.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    report.add_argument("--random-weights", action="store_true", help="architecture only (no download)")
+
     models = commands.add_parser("models", help="list backbones and whether their weights are here")
     models.add_argument("--json", action="store_true")
     models.add_argument("--methods", action="store_true", help="list CAM methods instead")
+
+    bench = commands.add_parser("benchmark", help="latency, throughput, memory, size and compute of backbones")
+    bench.add_argument("--models", required=True, help="comma-separated backbone names, e.g. resnet18,efficientnet_lite0")
+    bench.add_argument("--batch", default="1", help="comma-separated batch sizes (default 1)")
+    bench.add_argument("--input-size", type=int, default=None, help="square input side (default: each model's own)")
+    bench.add_argument("--precision", default="fp32", help="fp32, or bf16/fp16 autocast on GPU")
+    bench.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    bench.add_argument("--repeats", type=int, default=None, help="timed passes (default: until the median is stable)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up passes (default 3)")
+    bench.add_argument("--random-weights", action="store_true", help="random weights even where pretrained ones are here")
+    bench.add_argument("--json", action="store_true", help="print JSON (machine, method, rows) instead of a table")
+    def dataset_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "dataset", help="digits, shapes, torchvision:NAME (CIFAR10, MNIST, ...), a .zip of class folders, or a folder"
+        )
+        sub.add_argument("--model", default=registry.DEFAULT, help=f"backbone name (default {registry.DEFAULT})")
+        sub.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+        sub.add_argument("--random-weights", action="store_true", help="architecture only (meaningless features)")
+        sub.add_argument("--limit", type=int, default=None, help="a stratified sample of at most this many images")
+        sub.add_argument("--seed", type=int, default=0, help="seed of the sample, the split and t-SNE (default 0)")
+        sub.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+        sub.add_argument("--precision", default="auto", help="auto, fp32, bf16 (GPU, or CPUs with native bf16), fp16 (GPU)")
+        sub.add_argument("--image-size", type=int, default=None, help="square side images are resized to (default: the model's)")
+
+    embed = commands.add_parser("embed", help="2-D map (t-SNE or PCA) of a dataset's penultimate features")
+    dataset_options(embed)
+    embed.add_argument("--method", choices=("tsne", "pca"), default="tsne", help="tsne (default) or pca")
+    embed.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
+    embed.add_argument("--iterations", type=int, default=750, help="t-SNE iterations (default 750)")
+    embed.add_argument("--out", type=Path, required=True, help="CSV to write: x, y, label, prediction, file")
+
+    evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix on a dataset")
+    dataset_options(evaluate)
+    evaluate.add_argument("--mode", default="auto", help="auto, zero-shot or 'linear probe' (default auto)")
+    evaluate.add_argument("--test-fraction", type=float, default=0.3, help="linear probe: share held out (default 0.3)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -196,6 +242,31 @@ def _write(path: Path, data: bytes) -> None:
         raise InvalidInputError(f"Cannot write {path}: {error.strerror or error}") from None
 
 
+def _report(args) -> None:
+    from core import cams, models, report
+    from core.errors import InvalidInputError
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not names or not methods:
+        raise InvalidInputError("Give at least one model (--models) and one method (--methods).")
+    for name in names:
+        registry.get(name)
+    for method in methods:
+        cams.check_method(method)
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise InvalidInputError(f"--out must be an .html file, got '{args.out}'.")
+    image = _read_image(args.image)
+    loaded = [models.load(n, device=args.device, pretrained=not args.random_weights) for n in names]
+    for model in loaded:
+        for method in methods:
+            cams.check_method(method, model)
+    document = report.create(loaded, image, methods=methods, target=args.target, score=not args.no_scores,
+                             source=args.image.name)
+    _write(args.out, document.encode("utf-8"))
+    print(f"report: {args.out} ({len(document) / 1024:.0f} KB)")
+
+
 def _models(args) -> None:
     from core import cams, models
 
@@ -221,13 +292,135 @@ def _models(args) -> None:
         print(f"{row['name']:20s} {row['source']:26s} {where}")
 
 
+def _benchmark(args) -> None:
+    from core import benchmarks
+    from core.errors import InvalidInputError
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    for name in names:
+        registry.get(name)  # unknown names fail before anything heavy
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    except ValueError:
+        raise InvalidInputError(f"--batch takes comma-separated whole numbers such as 1,8; got '{args.batch}'.") from None
+
+    def progress(row, done: int, total: int) -> None:
+        sys.stderr.write(f"[{done}/{total}] {row.name} batch {row.batch}: p50 {row.median_ms:.2f} ms "
+                         f"({row.repeats} timed passes)\n")
+
+    machine = benchmarks.machine()
+    rows = benchmarks.run(
+        names, batches=batches, input_size=args.input_size, precision=args.precision, device=args.device,
+        pretrained=False if args.random_weights else None, repeats=args.repeats, warmup=args.warmup, on_row=progress,
+    )
+    method = benchmarks.method(warmup=args.warmup, repeats=args.repeats, device=args.device, precision=args.precision)
+    if args.json:
+        print(benchmarks.to_json(rows, machine=machine, method=method))
+        return
+    print(benchmarks.text_table(rows))
+    print(f"\nmachine: {machine}\nmethod: {method}")
+
+
+def _dataset_and_features(args):
+    from core import datasets, embeddings
+
+    if args.limit is not None and args.limit < 2:
+        from core.errors import InvalidInputError
+
+        raise InvalidInputError(f"--limit must be at least 2, got {args.limit}.")
+    dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
+    for reason, count in dataset.skipped_reasons().items():
+        sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
+    model = _load(args)
+
+    def progress(fraction: float, message: str) -> None:
+        sys.stderr.write(f"\r{message}   ")
+        if fraction >= 1:
+            sys.stderr.write("\n")
+
+    extracted = embeddings.extract(
+        model, dataset, batch_size=args.batch_size, precision=args.precision, size=args.image_size, on_progress=progress
+    )
+    return dataset, model, extracted
+
+
+def _evaluation(args, dataset, model, extracted, mode: str):
+    from core import evaluation
+
+    return evaluation.evaluate(
+        extracted.features, extracted.logits, dataset.labels, dataset.classes, categories=model.categories,
+        mode=mode, test_fraction=getattr(args, "test_fraction", 0.3), seed=args.seed,
+    )
+
+
+def _embed(args) -> None:
+    import csv
+    import io
+
+    from core import embeddings
+    from core.errors import InvalidInputError
+
+    if args.out.suffix.lower() != ".csv":
+        raise InvalidInputError(f"--out must be a .csv file, got '{args.out}'.")
+    dataset, model, extracted = _dataset_and_features(args)
+    if args.method == "tsne":
+        points = embeddings.tsne(extracted.features, perplexity=args.perplexity, iterations=args.iterations, seed=args.seed)
+    else:
+        points = embeddings.pca(extracted.features, seed=args.seed)
+    scored = _evaluation(args, dataset, model, extracted, "auto")
+    predicted = {int(i): int(p) for i, p in zip(scored.indices, scored.predicted, strict=True)}
+    rows = [["x", "y", "label", "prediction", "file"]]
+    for i, (x, y) in enumerate(points):
+        guess = predicted.get(i)
+        rows.append([f"{x:.5f}", f"{y:.5f}", dataset.classes[dataset.labels[i]],
+                     dataset.classes[guess] if guess is not None else "", dataset.files[i]])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    _write(args.out, buffer.getvalue().encode())
+    trust = embeddings.trustworthiness(extracted.features, points)
+    print(f"{len(points)} points ({args.method}, trustworthiness {trust:.3f}; predictions by {scored.method}, "
+          f"empty for training rows): {args.out}")
+
+
+def _evaluate(args) -> None:
+    dataset, model, extracted = _dataset_and_features(args)
+    result = _evaluation(args, dataset, model, extracted, args.mode)
+    report = {
+        "dataset": dataset.name,
+        "model": model.name,
+        "method": result.method,
+        "images": len(dataset),
+        "evaluated": len(result.indices),
+        "train_size": result.train_size,
+        "accuracy": result.accuracy,
+        "classes": list(result.classes),
+        "per_class": [
+            {"class": m.name, "precision": m.precision, "recall": m.recall, "f1": m.f1, "support": m.support}
+            for m in result.per_class
+        ],
+        "confusion": result.confusion.tolist(),
+        "skipped": dataset.skipped_reasons(),
+    }
+    if result.method == "zero-shot" and result.mapping is not None:
+        report["mapping"] = dict(zip(result.mapping.classes, result.mapping.labels, strict=True))
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{model.label} on {dataset.name}: {result.method}, accuracy {result.accuracy:.3f} "
+          f"on {len(result.indices)} images" + (f" (trained on {result.train_size})" if result.train_size else ""))
+    print(f"{'class':20s} {'precision':>9s} {'recall':>7s} {'f1':>6s} {'support':>8s}")
+    for m in result.per_class:
+        print(f"{m.name[:20]:20s} {m.precision:9.3f} {m.recall:7.3f} {m.f1:6.3f} {m.support:8d}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from core import runtime
 
     runtime.configure_threads()
     try:
-        {"predict": _predict, "explain": _explain, "models": _models}[args.command](args)
+        {"predict": _predict, "explain": _explain, "models": _models, "benchmark": _benchmark,
+         "embed": _embed, "evaluate": _evaluate, "report": _report}[args.command](args)
     except CoreError as error:
         sys.stderr.write(f"error: {' '.join(str(error).split())}\n")
         return 2

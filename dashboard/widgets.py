@@ -100,3 +100,14 @@ def class_picker(categories: tuple[str, ...], top1: int, *, key: str = "target")
         key=key,
     )
     return None if chosen == TOP1 else chosen
+
+
+def report_button(image, sections, *, source: str, key: str, opacity: float = 0.5, colormap: str = "jet") -> None:
+    """A download button for the self-contained HTML report of what the page shows."""
+    from core import report
+
+    document = report.render(image, sections, source=source, opacity=opacity, colormap=colormap)
+    st.download_button(
+        "Download report (HTML)", document.encode("utf-8"), file_name="visionlens-report.html", mime="text/html",
+        key=key, help="One self-contained file: the image, predictions, heatmaps, scores, settings and versions.",
+    )

@@ -185,3 +185,14 @@ def test_concepts_page():
     assert not at.exception
     assert sum(c.startswith("Concept ") for img in at.get("image") for c in img.captions) == 3
     assert sum("of the image" in m.value for m in at.markdown) == 3
+
+
+def test_reports_download_from_explain_methods_and_compare():
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    buttons = [b for b in at.get("download_button") if "report" in b.proto.label.lower()]
+    assert buttons, "no report button on Explain"
+    for page in ("app_pages/methods.py", "app_pages/compare.py"):
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+        assert any("report" in b.proto.label.lower() for b in at.get("download_button")), page

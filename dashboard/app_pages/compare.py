@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import cams, images
+from core import cams, report
 from dashboard import cache, widgets
 
 st.title("Compare backbones")
@@ -34,20 +34,20 @@ image = cache.decoded(picked.key, picked.data).image
 label = first.categories[result.common_target]
 
 columns = st.columns(len(result.reports))
-for column, report in zip(columns, result.reports, strict=True):
+for column, backbone in zip(columns, result.reports, strict=True):
     with column:
-        st.subheader(report.title)
-        if not report.pretrained:
+        st.subheader(backbone.title)
+        if not backbone.pretrained:
             st.caption("random weights: meaningless predictions")
         st.dataframe(
-            [{"class": p.index, "label": p.label, "prob": f"{p.prob:.1%}"} for p in report.predictions],
+            [{"class": p.index, "label": p.label, "prob": f"{p.prob:.1%}"} for p in backbone.predictions],
             hide_index=True,
         )
-        st.image(report.own.overlay(image), caption=f"own top-1: {report.own.label}", width="stretch")
-        st.image(report.common.overlay(image), caption=f"common class: {label}", width="stretch")
-        st.metric("Forward pass", f"{report.latency_ms:.0f} ms")
-        st.metric("Parameters", f"{report.params / 1e6:.1f} M")
-        st.metric("Multiply-adds", f"{report.gmacs:.2f} GMACs")
+        st.image(backbone.own.overlay(image), caption=f"own top-1: {backbone.own.label}", width="stretch")
+        st.image(backbone.common.overlay(image), caption=f"common class: {label}", width="stretch")
+        st.metric("Forward pass", f"{backbone.latency_ms:.0f} ms")
+        st.metric("Parameters", f"{backbone.params / 1e6:.1f} M")
+        st.metric("Multiply-adds", f"{backbone.gmacs:.2f} GMACs")
 
 st.subheader(f"How much do the heatmaps for “{label}” agree?")
 titles = [r.title for r in result.reports]
@@ -59,4 +59,9 @@ st.caption(
     "Spearman rank correlation of the two heatmaps resized to 56x56: 1 means the same ranking of regions. "
     "Latency: median of 5 forward passes on this image (after one warm-up), on "
     f"{cache.device_label(device)}. Multiply-adds at each model's reference input size."
+)
+widgets.report_button(
+    image,
+    [report.ModelSection(r.name, r.title, r.pretrained, device, r.predictions, [r.common], None) for r in result.reports],
+    source=picked.source, key="compare_report",
 )

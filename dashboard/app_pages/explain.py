@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import cams, images
+from core import cams, images, report
 from dashboard import cache, widgets
 
 st.title("Explain a prediction")
@@ -94,6 +94,11 @@ with right:
         st.download_button(
             "Download overlay (PNG)", images.to_png(overlay), file_name=f"{choice.name}_{method}_{result.target}.png",
             mime="image/png", key="download",
+        )
+        widgets.report_button(
+            decoded.image,
+            [report.ModelSection(model.name, model.spec.title, model.pretrained, str(model.device), preds, [result], None)],
+            source=picked.source, key="explain_report", opacity=opacity, colormap=colormap,
         )
         if show_guided:
             guided = cache.guided(choice.name, choice.device, choice.pretrained, picked.key, picked.data, target,

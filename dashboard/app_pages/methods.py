@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import cams, faithfulness, images
+from core import cams, faithfulness, images, report
 from dashboard import cache, widgets
 
 st.title("All methods at a glance")
@@ -94,6 +94,12 @@ if scores is not None:
         ],
         hide_index=True,
     )
+
+widgets.report_button(
+    decoded.image,
+    [report.ModelSection(model.name, model.spec.title, model.pretrained, str(model.device), preds, results, scores)],
+    source=picked.source, key="methods_report", opacity=opacity, colormap=colormap,
+)
 
 if model.pretrained and st.toggle("Sanity check: the same maps for a random-weights model", key="methods_sanity"):
     st.caption(
