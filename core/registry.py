@@ -45,6 +45,7 @@ class BackboneSpec:
     gmacs: float | None = None  # multiply-adds per image at input_size, in billions (torchvision `_ops`)
     top1: float | None = None  # ImageNet-1K acc@1 of the pretrained weights, in percent
     family: str = "cnn"  # "cnn" or "transformer"
+    stages: tuple[str, ...] = ()  # layers from shallow to deep that end a stage: CAM through depth, sanity checks
 
 
 _SPECS: dict[str, BackboneSpec] = {}
@@ -169,6 +170,7 @@ def _lite_spec(variant: int) -> BackboneSpec:
         std=(0.5, 0.5, 0.5),
         interpolation="bicubic",
         top1=top1,
+        stages=tuple(f"blocks.{i}" for i in range(7)) + ("bn2",),
     )
 
 
@@ -217,6 +219,7 @@ def from_torchvision(
     reshape: Callable[[Tensor], Tensor] | None = None,
     fixed_size: bool = False,
     family: str = "cnn",
+    stages: tuple[str, ...] = (),
 ) -> BackboneSpec:
     """A spec whose preprocessing and metadata come from torchvision's DEFAULT weights (no download)."""
     from torchvision.models import get_model_weights
@@ -244,21 +247,31 @@ def from_torchvision(
         gmacs=meta.get("_ops"),  # torchvision's `_ops` counts one multiply-add as one operation
         top1=meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
         family=family,
+        stages=stages or (cam_layer,),
     )
 
+
+_RESNET = ("layer1", "layer2", "layer3", "layer4")
 
 for _variant in _LITE:
     register(_lite_spec(_variant))
 
-register(from_torchvision("resnet18", title="ResNet-18", cam_layer="layer4", head="fc"))
-register(from_torchvision("resnet50", title="ResNet-50", cam_layer="layer4", head="fc"))
-register(from_torchvision("vgg16", title="VGG-16", cam_layer="features.29", head="classifier.6"))
-register(from_torchvision("alexnet", title="AlexNet", cam_layer="features.11", head="classifier.6"))
-register(from_torchvision("densenet121", title="DenseNet-121", cam_layer="features.norm5", head="classifier"))
-register(from_torchvision("inception_v3", title="Inception v3", cam_layer="Mixed_7c", head="fc"))
-register(from_torchvision("mobilenet_v3_large", title="MobileNetV3-Large", cam_layer="features.16", head="classifier.3"))
-register(from_torchvision("efficientnet_b0", title="EfficientNet-B0", cam_layer="features.8", head="classifier.1"))
-register(from_torchvision("convnext_tiny", title="ConvNeXt-Tiny", cam_layer="features.7", head="classifier.2"))
+register(from_torchvision("resnet18", title="ResNet-18", cam_layer="layer4", head="fc", stages=_RESNET))
+register(from_torchvision("resnet50", title="ResNet-50", cam_layer="layer4", head="fc", stages=_RESNET))
+register(from_torchvision("vgg16", title="VGG-16", cam_layer="features.29", head="classifier.6",
+                          stages=("features.3", "features.8", "features.15", "features.22", "features.29")))
+register(from_torchvision("alexnet", title="AlexNet", cam_layer="features.11", head="classifier.6",
+                          stages=("features.1", "features.4", "features.7", "features.9", "features.11")))
+register(from_torchvision("densenet121", title="DenseNet-121", cam_layer="features.norm5", head="classifier",
+                          stages=tuple(f"features.denseblock{i}" for i in range(1, 5)) + ("features.norm5",)))
+register(from_torchvision("inception_v3", title="Inception v3", cam_layer="Mixed_7c", head="fc",
+                          stages=("Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c")))
+register(from_torchvision("mobilenet_v3_large", title="MobileNetV3-Large", cam_layer="features.16", head="classifier.3",
+                          stages=("features.3", "features.6", "features.12", "features.16")))
+register(from_torchvision("efficientnet_b0", title="EfficientNet-B0", cam_layer="features.8", head="classifier.1",
+                          stages=tuple(f"features.{i}" for i in range(1, 9))))
+register(from_torchvision("convnext_tiny", title="ConvNeXt-Tiny", cam_layer="features.7", head="classifier.2",
+                          stages=("features.1", "features.3", "features.5", "features.7")))
 register(
     from_torchvision(
         "vit_b_16",
@@ -268,6 +281,7 @@ register(
         reshape=vit_tokens_to_grid,
         fixed_size=True,
         family="transformer",
+        stages=tuple(f"encoder.layers.encoder_layer_{i}" for i in (2, 5, 8)) + ("encoder.layers.encoder_layer_11.ln_1",),
     )
 )
 register(
@@ -279,5 +293,6 @@ register(
         reshape=channels_last_to_first,
         fixed_size=True,
         family="transformer",
+        stages=("features.1", "features.3", "features.5", "features.7"),
     )
 )

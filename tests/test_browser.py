@@ -157,6 +157,7 @@ PAGES = {
     "methods": "All methods at a glance",
     "compare": "Compare backbones",
     "concepts": "Concepts in the image",
+    "depth": "Through depth",
     "batch": "Batch predictions",
     "features": "Feature maps",
     "architecture": "Architecture",
@@ -168,10 +169,45 @@ def test_each_page_renders_and_is_screenshotted(server, page, path):
     page.goto(f"{server}/{path}")
     page.get_by_role("heading", name=PAGES[path]).first.wait_for(timeout=120_000)
     _settle(page, timeout=240_000)
-    if path in ("methods", "compare", "concepts", "batch", "features"):
+    if path in ("methods", "compare", "concepts", "depth", "batch", "features"):
         page.locator("[data-testid='stImage'] img").first.wait_for(timeout=240_000)
     if path in ("compare", "architecture"):
         page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
     assert page.locator("[data-testid='stException']").count() == 0
     shot = _screenshot(page, f"page-{path}")
     assert shot.stat().st_size > 10_000
+
+
+def test_datasets_page_upload_a_zip_and_see_the_map_and_the_confusion_matrix(server, page, tmp_path):
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    archive = tmp_path / "three_colours.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for c, (name, colour) in enumerate({"red": (210, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 210)}.items()):
+            for i in range(6):
+                rng = np.random.default_rng(c * 10 + i)
+                pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, format="PNG")
+                out.writestr(f"colours/{name}/{name}_{i}.png", buffer.getvalue())
+        out.writestr("colours/red/readme.txt", "not an image")
+    page.goto(f"{server}/datasets")
+    page.get_by_role("heading", name="Datasets").first.wait_for(timeout=120_000)
+    _settle(page, timeout=240_000)
+    page.get_by_text("Upload a zip", exact=True).click()
+    _settle(page)
+    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(archive))
+    page.get_by_text("18 images in 3 classes").wait_for(timeout=120_000)
+    page.get_by_text("Confusion matrix and metrics").wait_for(timeout=240_000)
+    _settle(page, timeout=240_000)
+    page.get_by_text("Trustworthiness").first.wait_for(timeout=120_000)
+    assert page.get_by_text("Skipped 1 file(s): 1 not an image (.txt)").is_visible()
+    assert page.locator(".js-plotly-plot .scatterlayer .point").count() >= 18  # the map (and the cell markers)
+    assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 1  # the confusion matrix
+    assert page.locator("[data-testid='stException']").count() == 0
+    shot = _screenshot(page, "page-datasets")
+    assert shot.stat().st_size > 20_000

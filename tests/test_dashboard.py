@@ -196,3 +196,20 @@ def test_reports_download_from_explain_methods_and_compare():
         at.switch_page(page).run()
         assert not at.exception, at.exception
         assert any("report" in b.proto.label.lower() for b in at.get("download_button")), page
+
+
+def test_depth_page_with_cascading_randomisation_and_random_class():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page("app_pages/depth.py").run()
+    assert not at.exception, at.exception
+    stage_captions = [c for img in at.get("image") for c in img.captions if c.startswith("blocks.") or c == "bn2"]
+    assert len(stage_captions) == 8
+    at.select_slider(key="depth_stage_efficientnet_lite0").set_value("blocks.3").run()
+    assert not at.exception and any("at blocks.3" in c for img in at.get("image") for c in img.captions)
+    at.slider(key="depth_steps").set_value(2).run()
+    assert not at.exception
+    assert any("2 layer(s) randomised" in s.value for s in at.subheader)
+    at.toggle(key="depth_random_target").set_value(True).run()
+    assert not at.exception
+    assert not any("Egyptian cat" in s.value for s in at.subheader)
