@@ -4,6 +4,7 @@ Screenshots land in artifacts/screenshots/ (ignored by git) for a person to look
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -211,3 +212,107 @@ def test_datasets_page_upload_a_zip_and_see_the_map_and_the_confusion_matrix(ser
     assert page.locator("[data-testid='stException']").count() == 0
     shot = _screenshot(page, "page-datasets")
     assert shot.stat().st_size > 20_000
+
+
+def test_benchmarks_page_runs_a_small_benchmark_and_draws_its_charts(server, page):
+    page.goto(f"{server}/benchmarks")
+    page.get_by_role("heading", name="Benchmarks").first.wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_test_id("stSelectbox").filter(has_text="Timed passes").click()  # 3 passes keep it short
+    page.get_by_role("option", name="3", exact=True).click()
+    _settle(page)
+    page.get_by_role("button", name="Run benchmark").click()
+    page.locator(".js-plotly-plot").first.wait_for(timeout=240_000)
+    _settle(page)
+    assert page.locator(".js-plotly-plot").count() == 3  # latency bars, accuracy vs latency, throughput lines
+    assert page.get_by_text("Throughput vs batch size").first.is_visible()
+    assert page.get_by_text("How this was measured").first.is_visible()
+    assert page.locator("[data-testid='stException']").count() == 0
+    shot = _screenshot(page, "page-benchmarks")
+    assert shot.stat().st_size > 10_000
+
+
+def test_presenter_mode_in_the_browser(server, page):
+    page.goto(f"{server}/present")
+    for step in range(1, 7):
+        page.get_by_text(re.compile(rf"^{step} / 6 · ")).first.wait_for(timeout=240_000)
+        _settle(page, timeout=240_000)
+        page.locator("[data-testid='stImage'] img").first.wait_for(timeout=240_000)
+        assert page.locator("[data-testid='stSidebar']").is_hidden()
+        assert page.locator("[data-testid='stException']").count() == 0
+        _screenshot(page, f"present-{step}")
+        if step < 6:
+            page.get_by_role("button", name="Next ▶").click()
+
+
+# --- Learn section ---
+
+LEARN_STEPS = {
+    "Convolution": "convolution",
+    "Padding & stride": "padding-stride",
+    "Pooling": "pooling",
+    "Receptive field": "receptive-field",
+    "Residual connections": "residual",
+    "Pretrained features": "pretrained-features",
+    "Transfer learning": "transfer-learning",
+    "Grad-CAM": "gradcam",
+}
+LEARN_ENTRY = """
+import sys
+sys.path.insert(0, {root!r})
+import streamlit as st
+st.set_page_config(page_title="VisionLens", page_icon="🔍", layout="wide")
+st.navigation([st.Page({page!r}, title="Learn", icon="🎓")]).run()
+"""
+
+
+@pytest.fixture(scope="module")
+def learn_server(request, tmp_path_factory):
+    """The Learn page's address: on the app's server once streamlit_app.py registers it, else a one-page server."""
+    if "app_pages/learn.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text():
+        yield f"{request.getfixturevalue('server')}/learn"
+        return
+    entry = tmp_path_factory.mktemp("learn") / "learn_app.py"
+    entry.write_text(LEARN_ENTRY.format(root=str(ROOT), page=str(ROOT / "dashboard" / "app_pages" / "learn.py")))
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(entry), "--server.headless=true", "--server.address=127.0.0.1",
+         f"--server.port={port}", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the Learn server did not become healthy in 90 s")
+        yield url  # the only page is the default one, at the root
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_learn_every_step_renders_its_maths_and_is_screenshotted(learn_server, page):
+    page.goto(learn_server)
+    page.get_by_role("heading", name="Learn", exact=True).first.wait_for(timeout=120_000)
+    _settle(page, timeout=240_000)
+    steps = page.get_by_test_id("stButtonGroup")
+    for step, slug in LEARN_STEPS.items():
+        steps.get_by_text(step, exact=True).click()
+        page.get_by_role("heading", name=step, exact=True).first.wait_for(timeout=240_000)
+        _settle(page, timeout=240_000)
+        page.locator("[data-testid='stImage'] img").first.wait_for(timeout=120_000)
+        if step in ("Receptive field", "Residual connections", "Transfer learning", "Grad-CAM"):
+            page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert page.locator(".katex").count() >= 1 and page.locator(".katex-error").count() == 0, step
+        shot = _screenshot(page, f"learn-{slug}")
+        assert shot.stat().st_size > 20_000

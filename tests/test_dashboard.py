@@ -213,3 +213,21 @@ def test_depth_page_with_cascading_randomisation_and_random_class():
     at.toggle(key="depth_random_target").set_value(True).run()
     assert not at.exception
     assert not any("Egyptian cat" in s.value for s in at.subheader)
+
+
+def test_presenter_mode_walks_every_step():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page("app_pages/present.py").run()
+    assert not at.exception, at.exception
+    seen = []
+    for step in range(6):
+        seen.append(next(m.value for m in at.markdown if " / 6 · " in m.value))
+        assert at.get("image"), seen[-1]
+        if step < 5:
+            at.button(key="present_next").click().run()
+            assert not at.exception, (seen[-1], at.exception)
+    assert len(set(seen)) == 6 and "6 / 6" in seen[-1]
+    assert at.button(key="present_next").disabled
+    at.button(key="present_back").click().run()
+    assert any("5 / 6" in m.value for m in at.markdown)
