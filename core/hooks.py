@@ -37,22 +37,27 @@ def attached(module: nn.Module, hook: Callable) -> Iterator[None]:
 
 
 @contextmanager
-def capture(model: nn.Module, paths: Sequence[str]) -> Iterator[dict[str, Tensor]]:
-    """Record each layer's output (detached) during forward passes run inside the block."""
+def capture(model: nn.Module, paths: Sequence[str], *, inputs: bool = False) -> Iterator[dict[str, Tensor]]:
+    """Record each layer's output (detached) during forward passes run inside the block.
+
+    With `inputs=True`, record each layer's first positional input instead (the penultimate
+    features, for a classifier's final Linear).
+    """
     modules = {path: find(model, path) for path in paths}  # fail before touching the model
     captured: dict[str, Tensor] = {}
     handles = []
     try:
         for path, module in modules.items():
-            handles.append(module.register_forward_hook(partial(_record, captured, path)))
+            handles.append(module.register_forward_hook(partial(_record, captured, path, inputs)))
         yield captured
     finally:
         for handle in handles:
             handle.remove()
 
 
-def _record(captured: dict[str, Tensor], path: str, _module, _args, output) -> None:
-    captured[path] = output.detach() if isinstance(output, Tensor) else output
+def _record(captured: dict[str, Tensor], path: str, inputs: bool, _module, args, output) -> None:
+    value = args[0] if inputs else output
+    captured[path] = value.detach() if isinstance(value, Tensor) else value
 
 
 def count(model: nn.Module) -> int:

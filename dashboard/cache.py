@@ -11,7 +11,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import cams, comparison, concepts, faithfulness, features, images, models, predictions, registry, runtime
+from core import (
+    cams,
+    comparison,
+    concepts,
+    faithfulness,
+    features,
+    images,
+    models,
+    predictions,
+    registry,
+    runtime,
+    sanity,
+)
 
 SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"
 
@@ -119,6 +131,48 @@ def concepts_of(
     return concepts.factorize(model(name, device, pretrained), decoded(key, _data).image, k=k, layer=layer)
 
 
+@st.cache_resource(max_entries=4, show_spinner="Randomising a copy of the model…")
+def randomized_model(name: str, device: str, pretrained: bool, steps: int) -> models.LoadedModel:
+    """The shared model itself for steps == 0, else a private copy with the top `steps` layers randomised."""
+    shared = model(name, device, pretrained)
+    return shared if steps == 0 else sanity.randomized(shared, steps)
+
+
+def depth(
+    name: str, device: str, pretrained: bool, steps: int, key: str, _data: bytes, method: str, target: int,
+    _on_progress=None,
+) -> list[cams.CamResult]:
+    """One CAM per stage of the backbone (shallow to deep), on the (possibly randomised) model."""
+    loaded = randomized_model(name, device, pretrained, steps)
+    image = decoded(key, _data).image
+
+    def compute():
+        results = []
+        for index, stage in enumerate(loaded.spec.stages):
+            if _on_progress:
+                _on_progress(index / len(loaded.spec.stages), f"Stage {stage}")
+            results += cams.compute(loaded, image, methods=[method], target=target, layer=stage)
+        return results
+
+    return _cam_results().get(("depth", name, device, pretrained, steps, key, method, target), compute)
+
+
+def cascade(name: str, device: str, pretrained: bool) -> list[str]:
+    return sanity.cascade(model(name, device, pretrained))
+
+
+def random_target(name: str, device: str, pretrained: bool, *, avoid: int) -> int:
+    return sanity.random_target(model(name, device, pretrained), avoid=avoid)
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing feature maps…")
+def depth_feature_maps(
+    name: str, device: str, pretrained: bool, steps: int, key: str, _data: bytes, layer: str, limit: int
+) -> features.FeatureMaps:
+    loaded = randomized_model(name, device, pretrained, steps)
+    return features.feature_maps(loaded, decoded(key, _data).image, layer=layer, limit=limit)
+
+
 @st.cache_data(max_entries=16, show_spinner="Listing layers…")
 def cam_layers(name: str, device: str, pretrained: bool) -> list[str]:
     return features.cam_layers(model(name, device, pretrained))
@@ -175,3 +229,317 @@ def first_conv_filters(name: str, device: str, pretrained: bool) -> features.Fil
 def architecture(name: str, device: str, pretrained: bool) -> features.Architecture:
     """Modules, output shapes for a grey image of the model's input size, parameter counts."""
     return features.architecture(model(name, device, pretrained))
+
+
+# --- benchmarks ---
+
+import time  # noqa: E402  (this section's imports stay in this section)
+from dataclasses import dataclass  # noqa: E402
+
+from core import benchmarks  # noqa: E402
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """Everything a benchmark result depends on, as plain values (the cache key)."""
+
+    names: tuple[str, ...]
+    batches: tuple[int, ...]
+    input_size: int | None  # None: each model's own
+    precision: str
+    device: str
+    repeats: int | None  # None: until the median is stable
+    warmup: int
+
+    @property
+    def total(self) -> int:
+        return len(self.names) * len(set(self.batches))
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    settings: BenchmarkSettings
+    rows: tuple[benchmarks.BenchmarkRow, ...]
+    machine: str
+    method: str
+    finished: float  # time.time()
+    complete: bool  # False when stopped: not cached
+
+
+class _Finished:
+    """Complete benchmark results by settings, shared by all sessions, the oldest dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key: BenchmarkSettings) -> BenchmarkResult | None:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+            return self.items.get(key)
+
+    def put(self, key: BenchmarkSettings, value: BenchmarkResult) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+@st.cache_resource
+def _benchmark_results() -> _Finished:
+    return _Finished(16)
+
+
+class BenchmarkJob:
+    """One benchmark in a background thread, so that the page can show progress and a Stop button.
+
+    The thread calls core only (no Streamlit). `rows` grows as settings finish; `stop` is polled by
+    core between passes; `result` or `error` is set when the thread ends.
+    """
+
+    def __init__(self, settings: BenchmarkSettings) -> None:
+        self.settings = settings
+        self.rows: list[benchmarks.BenchmarkRow] = []
+        self.stop = threading.Event()
+        self.started = time.time()
+        self.result: BenchmarkResult | None = None
+        self.error: BaseException | None = None
+        self._finished = _benchmark_results()  # fetched here: the thread has no script context
+        self._thread = threading.Thread(target=self._work, name="visionlens-benchmark", daemon=True)
+        self._thread.start()
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.done
+
+    def _work(self) -> None:
+        s = self.settings
+        try:
+            machine = benchmarks.machine()
+            rows = benchmarks.run(
+                s.names, batches=s.batches, input_size=s.input_size, precision=s.precision, device=s.device,
+                repeats=s.repeats, warmup=s.warmup, on_row=lambda row, done, total: self.rows.append(row),
+                should_stop=self.stop.is_set,
+            )
+            result = BenchmarkResult(
+                s, tuple(rows), machine, benchmarks.method(warmup=s.warmup, repeats=s.repeats, device=s.device,
+                                                            precision=s.precision),
+                time.time(), complete=len(rows) == s.total,
+            )
+            if result.complete:
+                self._finished.put(s, result)
+            self.result = result
+        except BaseException as error:  # re-raised in the script thread, where the app shows it
+            self.error = error
+
+
+def benchmark_cached(settings: BenchmarkSettings) -> BenchmarkResult | None:
+    return _benchmark_results().get(settings)
+
+
+def benchmark_start(settings: BenchmarkSettings) -> BenchmarkJob:
+    return BenchmarkJob(settings)
+
+
+def benchmark_precisions(device: str) -> list[str]:
+    return benchmarks.precisions(device)
+
+
+# --- datasets ---
+
+from core import datasets as _datasets  # noqa: E402  (this section's imports stay in this section)
+from core import embeddings, evaluation, localisation  # noqa: E402
+
+BUILTIN_SETS = ("digits", "shapes")
+TORCHVISION_SETS = _datasets.TORCHVISION_SETS
+TORCHVISION_ROOT = Path.home() / ".cache" / "visionlens" / "datasets"
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reading the dataset…")
+def dataset(kind: str, source: str, seed: int, limit: int, _data: bytes | None = None) -> _datasets.Dataset:
+    """A dataset shared by every session (never mutated), sampled to at most `limit` images.
+
+    kind: "digits" | "shapes" | "zip" (source = the bytes' sha256) | "folder" (source = path) | "torchvision".
+    """
+    if kind == "digits":
+        return _datasets.digits(seed, limit)
+    if kind == "shapes":
+        return _datasets.shapes(seed, limit, 128)
+    if kind == "zip":
+        whole = _datasets.from_zip(_data or b"", name="upload.zip")
+    elif kind == "folder":
+        whole = _datasets.from_folder(source)
+    elif kind == "torchvision":
+        return _datasets.torchvision_set(source, TORCHVISION_ROOT, n=limit, seed=seed)
+    else:
+        raise ValueError(f"unknown dataset kind {kind!r}")
+    return whole.sample(limit, seed=seed)
+
+
+@st.cache_resource
+def _dataset_results() -> _Results:
+    return _Results(16)
+
+
+def dataset_features(
+    name: str, device: str, pretrained: bool, _dataset: _datasets.Dataset, precision: str, batch_size: int,
+    size: int | None, _on_progress=None,
+) -> embeddings.Embeddings:
+    """Penultimate features, cached by the dataset's content hash + backbone + settings."""
+    key = ("features", _dataset.content_hash, name, device, pretrained, precision, batch_size, size)
+    return _dataset_results().get(key, lambda: embeddings.extract(
+        model(name, device, pretrained), _dataset, batch_size=batch_size, precision=precision, size=size,
+        on_progress=_on_progress,
+    ))
+
+
+def dataset_map(
+    features_key: tuple, _features, method: str, perplexity: float, iterations: int, seed: int, _on_progress=None,
+):
+    """(points (N, 2) float32, trustworthiness) of a PCA or t-SNE map, cached by the features' key + settings."""
+    def compute():
+        if method == "pca":
+            points = embeddings.pca(_features, seed=seed)
+        else:
+            points = embeddings.tsne(_features, perplexity=perplexity, iterations=iterations, seed=seed,
+                                     on_progress=_on_progress)
+        return points, embeddings.trustworthiness(_features, points)
+
+    return _dataset_results().get(("map", features_key, method, perplexity, iterations, seed), compute)
+
+
+def dataset_evaluation(
+    features_key: tuple, _embedded: embeddings.Embeddings, _dataset: _datasets.Dataset, categories: tuple[str, ...],
+    mode: str, test_fraction: float, seed: int,
+) -> evaluation.Evaluation:
+    return _dataset_results().get(("evaluation", features_key, mode, test_fraction, seed), lambda: evaluation.evaluate(
+        _embedded.features, _embedded.logits, _dataset.labels, _dataset.classes, categories=categories, mode=mode,
+        test_fraction=test_fraction, seed=seed,
+    ))
+
+
+def dataset_cams(
+    name: str, device: str, pretrained: bool, _dataset: _datasets.Dataset, index: int, targets: tuple[int | None, ...],
+    method: str = "gradcam",
+) -> list[cams.CamResult]:
+    """One CAM per target class (None: the predicted class) for image `index` of the dataset."""
+    def compute():
+        loaded = model(name, device, pretrained)
+        image = _dataset.images[index]
+        return [cams.compute(loaded, image, methods=[method], target=t)[0] for t in targets]
+
+    return _cam_results().get(("dataset", _dataset.content_hash, name, device, pretrained, index, targets, method),
+                              compute)
+
+
+def dataset_average_cam(
+    name: str, device: str, pretrained: bool, _dataset: _datasets.Dataset, rows: tuple[int, ...], target: int | None,
+    size: int = 96,
+):
+    """(size, size) float32 mean Grad-CAM over the images at `rows` (each resized to a square first)."""
+    import numpy as np
+    from PIL import Image
+
+    def compute():
+        heat = np.zeros((size, size), np.float32)
+        for row in rows:
+            (result,) = dataset_cams(name, device, pretrained, _dataset, row, (target,))
+            picture = Image.fromarray(result.heatmap.astype(np.float32), mode="F").resize((size, size))
+            heat += np.asarray(picture, dtype=np.float32)
+        return heat / max(len(rows), 1)
+
+    return _dataset_results().get(("average cam", _dataset.content_hash, name, device, pretrained, rows, target),
+                                  compute)
+
+
+def dataset_localisation(
+    name: str, device: str, pretrained: bool, _dataset: _datasets.Dataset, methods: tuple[str, ...], _on_progress=None,
+) -> localisation.Localisation:
+    return _dataset_results().get(
+        ("localisation", _dataset.content_hash, name, device, pretrained, methods),
+        lambda: localisation.score(model(name, device, pretrained), _dataset, methods=methods,
+                                   on_progress=_on_progress),
+    )
+
+
+def dataset_precisions(device: str) -> tuple[str, ...]:
+    return embeddings.precisions(runtime.resolve_device(device))
+
+
+def dataset_thumbnail(_dataset: _datasets.Dataset, index: int, side: int = 96):
+    """(side, side, 3) uint8 preview of image `index` (the whole image, letterboxed on white)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    return np.asarray(ImageOps.pad(_dataset.images[index], (side, side), color=(255, 255, 255)))
+
+
+# --- learn ---
+
+from core import lessons  # noqa: E402  (this section's imports stay in this section)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def lesson_picture(name: str, key: str, _data: bytes, grey: bool = False):
+    """The image at the size `name` gets it: (H, W, 3) uint8, or (H, W) luminance with `grey`."""
+    return lessons.picture(decoded(key, _data).image, registry.get(name), grey=grey)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def convolved(name: str, key: str, _data: bytes, kernel: tuple[tuple[float, ...], ...], grey: bool):
+    """The picture filtered by a 3x3 kernel, as a uint8 picture (see lessons.visible)."""
+    result = lessons.convolve(lesson_picture(name, key, _data, grey), kernel)
+    return lessons.visible(result, kernel)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def worked_pixel(name: str, key: str, _data: bytes, kernel: tuple[tuple[float, ...], ...]) -> lessons.Worked:
+    """The centre output pixel of the grey picture's convolution, worked out."""
+    return lessons.worked(lesson_picture(name, key, _data, True), kernel)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def pooled(name: str, key: str, _data: bytes, size: int, kind: str):
+    return lessons.pool(lesson_picture(name, key, _data), size, kind)
+
+
+@st.cache_data(max_entries=16, show_spinner="Measuring every convolution and pooling layer…")
+def conv_checks(name: str, device: str, pretrained: bool, key: str, _data: bytes) -> list[lessons.ConvCheck]:
+    return lessons.conv_layers(model(name, device, pretrained), decoded(key, _data).image)
+
+
+@st.cache_data(max_entries=16, show_spinner="Following the receptive field…")
+def receptive_field(name: str, device: str, pretrained: bool) -> list[lessons.FieldStep]:
+    return lessons.receptive_field(model(name, device, pretrained))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def field_outline(name: str, key: str, _data: bytes, size: int, jump: int):
+    return lessons.field_outline(lesson_picture(name, key, _data), size, jump=jump)
+
+
+@st.cache_data(max_entries=16, show_spinner="Measuring F(x) and x in every residual block…")
+def residuals(name: str, device: str, pretrained: bool, key: str, _data: bytes) -> lessons.Residuals:
+    return lessons.residuals(model(name, device, pretrained), decoded(key, _data).image)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def depth_layers(name: str, device: str, pretrained: bool, count: int) -> list[str]:
+    return lessons.depth_layers(model(name, device, pretrained), count=count)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def transfer_plans(name: str, device: str, pretrained: bool, classes: int) -> lessons.Transfer:
+    return lessons.transfer_plans(model(name, device, pretrained), classes=classes)
+
+
+@st.cache_data(max_entries=32, show_spinner="One forward and backward pass for Grad-CAM…")
+def gradcam_parts(
+    name: str, device: str, pretrained: bool, key: str, _data: bytes, target: int | None, top: int
+) -> lessons.GradCamParts:
+    return lessons.gradcam_parts(model(name, device, pretrained), decoded(key, _data).image, target=target, top=top)

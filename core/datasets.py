@@ -1,0 +1,553 @@
+"""Labelled image sets: class-folder zips read safely in memory, local folders, built-in offline sets
+(scikit-learn's digits, generated shapes with ground-truth masks) and torchvision's sets when online.
+
+A zip is never extracted to disk: members are read into memory one by one, within limits on the
+number of files, the total uncompressed bytes and the compression ratio; unsafe paths refuse the zip.
+Images are decoded lazily (on access) through `images.decode`, so memory holds compressed bytes only.
+"""
+
+import hashlib
+import io
+import logging
+import os
+import stat
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from core import images
+from core.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+MAX_SIDE = 512  # dataset images are decoded at most this large: models see them at 224-260 px
+SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
+TORCHVISION_SETS = ("CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "STL10", "Imagenette")
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """What a zip may hold before it is refused (checked from the directory, then while reading)."""
+
+    max_files: int = 20_000  # entries of any kind
+    max_total_bytes: int = 1024 * 2**20  # uncompressed, all members together
+    max_member_bytes: int = images.MAX_BYTES  # one member, uncompressed
+    max_ratio: float = 200.0  # uncompressed / compressed size of one member (JPEG/PNG barely compress)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    file: str
+    reason: str
+
+
+class _LazyImages(Sequence):
+    """Decodes image bytes on access: the set holds compressed bytes, never every decoded picture."""
+
+    def __init__(self, blobs: Sequence[bytes] | Sequence[Path]) -> None:
+        self.blobs = list(blobs)
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        blob = self.blobs[index]
+        if isinstance(blob, Path):
+            try:
+                blob = blob.read_bytes()
+            except OSError as error:
+                raise InvalidInputError(f"Cannot read {self.blobs[index]}: {error.strerror or error}") from None
+        return images.decode(blob, max_side=MAX_SIDE).image
+
+
+class _TorchvisionImages(Sequence):
+    """A torchvision set's images, converted to RGB on access."""
+
+    def __init__(self, dataset, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.dataset[self.indices[index]][0].convert("RGB")
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A labelled image set.
+
+    `images[i]` is an RGB PIL image (decoded on access for zips, folders and torchvision sets);
+    `labels` (N,) int64 index into `classes`; `masks[i]`, when present, is an (H, W) bool array at
+    `images[i]`'s size marking the object (the shapes set). `content_hash` identifies the content
+    and the settings that produced it: caches key on it.
+    """
+
+    name: str
+    images: Sequence[Image.Image] = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    classes: tuple[str, ...]
+    files: tuple[str, ...] = field(repr=False)
+    content_hash: str
+    masks: Sequence[np.ndarray] | None = field(default=None, repr=False)
+    skipped: tuple[Skipped, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        """Images per class, in class order."""
+        counted = np.bincount(self.labels, minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, counted, strict=True)}
+
+    def skipped_reasons(self) -> dict[str, int]:
+        """How many files were skipped, per reason."""
+        return dict(Counter(s.reason for s in self.skipped))
+
+    def subset(self, indices: Sequence[int]) -> "Dataset":
+        """The rows at `indices`, in that order (a new content hash)."""
+        rows = [int(i) for i in indices]
+        picked = [self.images[i] for i in rows] if isinstance(self.images, list) else _Subset(self.images, rows)
+        key = hashlib.sha256(f"{self.content_hash}:{','.join(map(str, rows))}".encode()).hexdigest()
+        return replace(
+            self,
+            images=picked,
+            labels=self.labels[rows],
+            files=tuple(self.files[i] for i in rows),
+            masks=[self.masks[i] for i in rows] if self.masks is not None else None,
+            content_hash=key,
+        )
+
+    def sample(self, n: int, *, seed: int = 0) -> "Dataset":
+        """At most `n` rows, stratified by class (every class keeps at least one image), in a seeded order."""
+        if n >= len(self):
+            return self
+        if n < 1:
+            raise InvalidInputError(f"The sample size must be at least 1, got {n}.")
+        return self.subset(_stratified(self.labels, n, seed))
+
+    def examples(self, per_class: int = 4) -> list[int]:
+        """Indices of the first `per_class` images of each class, class by class (for a sample grid)."""
+        return [int(i) for c in range(len(self.classes)) for i in np.flatnonzero(self.labels == c)[:per_class]]
+
+
+class _Subset(Sequence):
+    def __init__(self, inner: Sequence, rows: list[int]) -> None:
+        self.inner, self.rows = inner, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.inner[self.rows[index]]
+
+
+def _stratified(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` indices drawn per class in proportion to its size (at least one each), sorted."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    share = np.maximum(1, np.floor(counts / counts.sum() * n)).astype(int)
+    while share.sum() > n:  # more classes than n: drop from the largest shares
+        share[np.argmax(share)] -= 1
+    remainder = n - share.sum()
+    order = np.argsort(-(counts / counts.sum() * n - share))
+    for c in order[:remainder]:
+        share[c] = min(share[c] + 1, counts[c])
+    picked = [rng.choice(np.flatnonzero(labels == c), size=min(s, cnt), replace=False)
+              for c, s, cnt in zip(classes, share, counts, strict=True) if s > 0]
+    return np.sort(np.concatenate(picked))
+
+
+# ---------------------------------------------------------------------------------------------
+# Class-folder zips and folders
+
+
+def from_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, name: str = "upload.zip") -> Dataset:
+    """A dataset from a zip of class folders (`cat/1.jpg`, `dog/2.png`, optionally inside one top folder).
+
+    Read in memory; nothing is written to disk. Symlinks, non-images and undecodable files are
+    skipped and listed in `skipped`.
+
+    Raises:
+        InvalidInputError: not a zip, an absolute or `..` path, too many files, too many bytes, a
+            suspicious compression ratio (zip bomb), or fewer than two classes with images.
+    """
+    if not data:
+        raise InvalidInputError("The zip file is empty (0 bytes).")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as error:
+        raise InvalidInputError(
+            f"This file is not a zip archive we can read ({error}). Upload a .zip of class folders."
+        ) from None
+    if len(entries) > limits.max_files:
+        raise InvalidInputError(
+            f"The zip holds {len(entries)} entries; at most {limits.max_files} are accepted. "
+            "Upload a smaller sample, or point the app at a folder on this machine."
+        )
+    files: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
+    skipped: list[Skipped] = []
+    declared = 0
+    for info in entries:
+        path = _safe_path(info.filename)
+        if info.is_dir():
+            continue
+        if stat.S_ISLNK(info.external_attr >> 16):
+            skipped.append(Skipped(info.filename, "symbolic link (ignored)"))
+            continue
+        if path.parts[0] == "__MACOSX" or any(part.startswith(".") for part in path.parts):
+            continue  # macOS resource forks and hidden files: not the user's images
+        declared += info.file_size
+        if declared > limits.max_total_bytes:
+            raise InvalidInputError(
+                f"The zip would expand to more than {limits.max_total_bytes / 2**20:.0f} MB; refused "
+                "(it may be a zip bomb). Upload a smaller sample, or use a folder on this machine."
+            )
+        if info.file_size > 1024 and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise InvalidInputError(
+                f"'{info.filename}' would expand {info.file_size / max(info.compress_size, 1):.0f} times "
+                f"(more than {limits.max_ratio:.0f}x): refused as a possible zip bomb."
+            )
+        files.append((info, path))
+    paths = [p for _, p in files]
+    top = _common_top(paths)
+    blobs: list[bytes] = []
+    labels: list[str] = []
+    names: list[str] = []
+    hasher = hashlib.sha256()
+    for info, path in files:
+        relative = PurePosixPath(*path.parts[1:]) if top else path
+        if len(relative.parts) < 2:
+            skipped.append(Skipped(info.filename, "not inside a class folder"))
+            continue
+        if relative.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(Skipped(info.filename, f"not an image ({relative.suffix or 'no extension'})"))
+            continue
+        if info.file_size > limits.max_member_bytes:
+            skipped.append(Skipped(info.filename, f"larger than {limits.max_member_bytes // 2**20} MB"))
+            continue
+        try:
+            with archive.open(info) as member:
+                blob = member.read(limits.max_member_bytes + 1)  # bounded even if the header lies
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as error:
+            skipped.append(Skipped(info.filename, f"unreadable in the zip ({type(error).__name__})"))
+            continue
+        if len(blob) > limits.max_member_bytes:
+            skipped.append(Skipped(info.filename, f"larger than {limits.max_member_bytes // 2**20} MB"))
+            continue
+        try:
+            images.decode(blob, max_side=MAX_SIDE)
+        except InvalidInputError:
+            skipped.append(Skipped(info.filename, "not a readable image"))
+            continue
+        blobs.append(blob)
+        labels.append(relative.parts[0])
+        names.append(str(relative))
+        hasher.update(f"{relative}\0{len(blob)}\0".encode())
+        hasher.update(hashlib.sha256(blob).digest())
+    return _build(name, _LazyImages(blobs), labels, names, skipped, hasher.hexdigest(), where="zip")
+
+
+def _safe_path(name: str) -> PurePosixPath:
+    """The member's path, or InvalidInputError for absolute paths, drive letters and `..` (zip-slip)."""
+    normal = name.replace("\\", "/")
+    path = PurePosixPath(normal)
+    if normal.startswith("/") or (len(normal) > 1 and normal[1] == ":") or ".." in path.parts or "\0" in normal:
+        raise InvalidInputError(
+            f"The zip contains an unsafe path '{name}' (absolute, or climbing out with '..'); refused. "
+            "Zip the class folders themselves, e.g. `zip -r data.zip cats dogs`."
+        )
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if not parts:
+        raise InvalidInputError(f"The zip contains an entry with an empty name ('{name}'); refused.")
+    return PurePosixPath(*parts)
+
+
+def _common_top(paths: list[PurePosixPath]) -> bool:
+    """True when every file sits inside one top folder that itself holds class folders."""
+    if not paths or any(len(p.parts) < 3 for p in paths):
+        return False
+    return len({p.parts[0] for p in paths}) == 1
+
+
+def from_folder(path: str | Path, *, max_files: int = 500_000) -> Dataset:
+    """A dataset from a local folder of class folders (`root/cat/1.jpg`), for sets too large to upload.
+
+    Files are listed and their headers checked now; pixels are decoded when used. Symlinks are not followed.
+
+    Raises:
+        InvalidInputError: not a folder, fewer than two classes with images, too many files.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise InvalidInputError(f"'{path}' is not a folder on this machine. Give the folder that holds the class folders.")
+    found: list[tuple[str, Path]] = []
+    skipped: list[Skipped] = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")):
+        for dirpath, dirnames, filenames in os.walk(class_dir):  # os.walk does not follow symlinked folders
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filenames):
+                file = Path(dirpath) / filename
+                relative = file.relative_to(root).as_posix()
+                if filename.startswith("."):
+                    continue
+                if file.is_symlink():
+                    skipped.append(Skipped(relative, "symbolic link (ignored)"))
+                elif file.suffix.lower() not in IMAGE_SUFFIXES:
+                    skipped.append(Skipped(relative, f"not an image ({file.suffix or 'no extension'})"))
+                elif not _header_ok(file):
+                    skipped.append(Skipped(relative, "not a readable image"))
+                else:
+                    found.append((class_dir.name, file))
+                if len(found) > max_files:
+                    raise InvalidInputError(f"The folder holds more than {max_files} images; point at a smaller one.")
+    hasher = hashlib.sha256(str(root.resolve()).encode())
+    for _, file in found:
+        info = file.stat()
+        hasher.update(f"{file}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    return _build(
+        root.name, _LazyImages([f for _, f in found]), [c for c, _ in found],
+        [f.relative_to(root).as_posix() for _, f in found], skipped, hasher.hexdigest(), where="folder",
+    )
+
+
+def _header_ok(file: Path) -> bool:
+    try:
+        with Image.open(file) as image:
+            return image.format in images.FORMATS and min(image.size) >= images.MIN_SIDE
+    except Exception:  # any Pillow failure means "not an image we can use"
+        return False
+
+
+def _build(name, images_, class_of, files, skipped, key, *, where: str) -> Dataset:
+    classes = tuple(sorted(set(class_of)))
+    if len(classes) < 2:
+        found = f"only the class '{classes[0]}'" if classes else "no images in class folders"
+        reasons = Counter(s.reason for s in skipped)
+        detail = f" Skipped: {', '.join(f'{n} {r}' for r, n in reasons.items())}." if reasons else ""
+        raise InvalidInputError(
+            f"The {where} has {found}; at least two classes are needed, each a folder of images "
+            f"(e.g. cats/1.jpg, dogs/2.jpg).{detail}"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[c] for c in class_of], dtype=np.int64)
+    return Dataset(name, images_, labels, classes, tuple(files), key, None, tuple(skipped))
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in offline sets
+
+
+def digits(seed: int = 0, n: int = 500, *, size: int = 32) -> Dataset:
+    """scikit-learn's handwritten digits (1,797 8x8 images, 10 classes), upscaled to `size` px, as RGB.
+
+    A stratified, seeded sample of `n` images (all of them when n >= 1797).
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    labels = bunch.target.astype(np.int64)
+    rows = _stratified(labels, n, seed) if n < len(labels) else np.arange(len(labels))
+    pictures = []
+    for row in rows:
+        pixels = np.uint8(np.rint(255 - bunch.images[row] / 16.0 * 255))  # dark ink on white, like paper
+        pictures.append(Image.fromarray(pixels, "L").resize((size, size), Image.Resampling.BICUBIC).convert("RGB"))
+    return Dataset(
+        "digits", pictures, labels[rows], tuple(str(d) for d in range(10)),
+        tuple(f"{labels[r]}/digit_{r:04d}.png" for r in rows), f"digits:{seed}:{n}:{size}",
+    )
+
+
+def shapes(seed: int = 0, n: int = 240, size: int = 128, *, classes: Sequence[str] = SHAPES[:4]) -> Dataset:
+    """Generated shapes (circle, square, triangle, star, ...) in random colours, sizes and positions on
+    textured backgrounds, with a ground-truth mask per image. Balanced classes; deterministic from `seed`.
+    """
+    unknown = [c for c in classes if c not in SHAPES]
+    if unknown or len(set(classes)) < 2:
+        raise InvalidInputError(f"Shapes must be two or more of {', '.join(SHAPES)}; got {list(classes)}.")
+    if size < 32:
+        raise InvalidInputError(f"Shape images must be at least 32 px, got {size}.")
+    rng = np.random.default_rng(seed)
+    labels = np.array([i % len(classes) for i in range(n)], dtype=np.int64)
+    rng.shuffle(labels)
+    pictures, masks, files = [], [], []
+    for i, label in enumerate(labels):
+        picture, mask = _shape_image(rng, classes[label], size)
+        pictures.append(picture)
+        masks.append(mask)
+        files.append(f"{classes[label]}/shape_{i:05d}.png")
+    key = f"shapes:{seed}:{n}:{size}:{','.join(classes)}"
+    return Dataset("shapes", pictures, labels, tuple(classes), tuple(files), key, masks)
+
+
+def _shape_image(rng: np.random.Generator, shape: str, size: int) -> tuple[Image.Image, np.ndarray]:
+    background = _texture(rng, size)
+    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    while np.abs(np.array(colour) - background.mean(axis=(0, 1))).sum() < 120:  # keep the shape visible
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    radius = rng.uniform(0.15, 0.3) * size
+    cx, cy = rng.uniform(radius + 2, size - radius - 2, 2)
+    angle = rng.uniform(0, 2 * np.pi)
+    mask_image = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask_image)
+    if shape == "circle":
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
+    else:
+        draw.polygon(_outline(shape, cx, cy, radius, angle), fill=255)
+    mask = np.asarray(mask_image) > 127
+    picture = background.copy()
+    picture[mask] = colour
+    return Image.fromarray(picture, "RGB"), mask
+
+
+def _outline(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    def ring(count: int, radii: Sequence[float]) -> list[tuple[float, float]]:
+        points = []
+        for k in range(count * len(radii)):
+            t = angle + 2 * np.pi * k / (count * len(radii))
+            rr = radii[k % len(radii)]
+            points.append((cx + rr * np.cos(t), cy + rr * np.sin(t)))
+        return points
+
+    if shape == "square":
+        return ring(4, [r])
+    if shape == "triangle":
+        return ring(3, [r * 1.15])
+    if shape == "star":
+        return ring(5, [r * 1.15, r * 0.45])
+    if shape == "hexagon":
+        return ring(6, [r])
+    if shape == "cross":
+        w = r * 0.35
+        local = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
+        c, s = np.cos(angle), np.sin(angle)
+        return [(cx + px * c - py * s, cy + px * s + py * c) for px, py in local]
+    raise InvalidInputError(f"Unknown shape '{shape}'.")
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: a colour gradient, stripes or blobs, plus grain."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    base = rng.uniform(40, 215, 3)
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        pattern = np.sin((x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1)) * rng.uniform(8, 30))
+    elif kind == 1:
+        pattern = (x - rng.uniform()) * rng.uniform(-2, 2) + (y - rng.uniform()) * rng.uniform(-2, 2)
+    else:
+        noise = Image.fromarray(np.uint8(rng.integers(0, 256, (size // 8, size // 8))), "L")
+        pattern = np.asarray(noise.resize((size, size), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(2))) / 128.0 - 1
+    tint = rng.uniform(-40, 40, 3)
+    picture = base + pattern[..., None] * tint + rng.normal(0, 8, (size, size, 3))
+    return np.uint8(np.clip(picture, 0, 255))
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision's sets (need the internet the first time)
+
+
+def torchvision_set(
+    name: str, root: str | Path, *, train: bool = False, download: bool = True, n: int | None = None, seed: int = 0
+) -> Dataset:
+    """One of TORCHVISION_SETS, downloaded into `root` when missing (test split unless `train`).
+
+    Raises:
+        InvalidInputError: an unknown name, or the files are not in `root` and cannot be downloaded.
+    """
+    import torchvision.datasets as tvd
+
+    if name not in TORCHVISION_SETS:
+        from core.errors import did_you_mean
+
+        raise InvalidInputError(
+            f"Unknown torchvision set '{name}'.{did_you_mean(name, TORCHVISION_SETS)} Choose one of: "
+            f"{', '.join(TORCHVISION_SETS)}."
+        )
+    root = Path(root).expanduser()
+    builders: dict[str, Callable] = {
+        "CIFAR10": lambda: tvd.CIFAR10(root, train=train, download=download),
+        "CIFAR100": lambda: tvd.CIFAR100(root, train=train, download=download),
+        "MNIST": lambda: tvd.MNIST(root, train=train, download=download),
+        "FashionMNIST": lambda: tvd.FashionMNIST(root, train=train, download=download),
+        "STL10": lambda: tvd.STL10(root, split="train" if train else "test", download=download),
+        "Imagenette": lambda: _imagenette(tvd, root, train, download),
+    }
+    try:
+        dataset = builders[name]()
+    except Exception as error:  # URLError, socket timeouts, RuntimeError("Dataset not found"), bad archives
+        raise InvalidInputError(
+            f"{name} is not in {root} and could not be downloaded ({type(error).__name__}: {error}). "
+            "Connect to the internet once, or copy the files there; offline, use the built-in digits or shapes sets."
+        ) from None
+    labels = np.asarray(_targets(dataset), dtype=np.int64)
+    rows = _stratified(labels, n, seed) if n is not None and n < len(labels) else np.arange(len(labels))
+    classes = tuple(str(c if isinstance(c, str) else c[0]) for c in dataset.classes)
+    split = "train" if train else "test"
+    return Dataset(
+        name, _TorchvisionImages(dataset, rows), labels[rows], classes,
+        tuple(f"{classes[labels[r]]}/{name}_{split}_{r:06d}" for r in rows),
+        f"torchvision:{name}:{split}:{n}:{seed}",
+    )
+
+
+def _imagenette(tvd, root: Path, train: bool, download: bool):
+    split = "train" if train else "val"
+    try:
+        return tvd.Imagenette(root, split=split, size="160px", download=download)
+    except RuntimeError as error:
+        if "already exists" in str(error):  # torchvision refuses to download over an existing folder
+            return tvd.Imagenette(root, split=split, size="160px", download=False)
+        raise
+
+
+def _targets(dataset) -> Sequence[int]:
+    for attribute in ("targets", "labels"):
+        values = getattr(dataset, attribute, None)
+        if values is not None:
+            return [int(v) for v in values]
+    samples = getattr(dataset, "_samples", None)
+    if samples is not None:
+        return [int(label) for _, label in samples]
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def load(source: str, *, seed: int = 0, n: int | None = None, root: str | Path = "~/.cache/visionlens/datasets") -> Dataset:
+    """A dataset named the way the CLI takes it: `digits`, `shapes`, `torchvision:CIFAR10`, a .zip file or a folder.
+
+    Raises:
+        InvalidInputError: the source is none of these.
+    """
+    if source == "digits":
+        return digits(seed, n or 500)
+    if source == "shapes":
+        return shapes(seed, n or 240)
+    if source.startswith("torchvision:"):
+        return torchvision_set(source.split(":", 1)[1], root, n=n, seed=seed)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        dataset = from_folder(path)
+    elif path.is_file():
+        dataset = from_zip(path.read_bytes(), name=path.name)
+    else:
+        raise InvalidInputError(
+            f"No dataset '{source}'. Give digits, shapes, torchvision:NAME ({', '.join(TORCHVISION_SETS)}), "
+            "a .zip of class folders or a folder of class folders."
+        )
+    return dataset.sample(n, seed=seed) if n is not None else dataset

@@ -1,0 +1,253 @@
+"""Penultimate features of a dataset, batched, and their 2-D maps (PCA, t-SNE) with a trust score.
+
+Features are the input of the backbone's final Linear (`spec.head`), captured with a hook while
+the whole network runs, so the logits come for free (zero-shot predictions use them).
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from core import hooks
+from core.datasets import Dataset
+from core.errors import DeviceError, InvalidInputError
+from core.models import LoadedModel
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Features of every image of a dataset, in the dataset's order."""
+
+    features: np.ndarray  # (N, D) float32: the input of the final Linear
+    logits: np.ndarray | None  # (N, classes) float32 from the backbone's own head, or None
+    model: str
+    precision: str  # "fp32", "bf16" or "fp16": what actually ran
+    image_size: int  # side of the square every image was resized to (whole image, no crop)
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.features) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 natively (AVX-512 BF16 or AMX); without it, bf16 autocast is slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def precisions(device: torch.device | str) -> tuple[str, ...]:
+    """The precisions worth offering on `device` ("auto" picks the fastest safe one)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return ("auto", "fp32", "bf16", "fp16") if torch.cuda.is_bf16_supported() else ("auto", "fp32", "fp16")
+    return ("auto", "fp32", "bf16") if cpu_bf16_supported() else ("auto", "fp32")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`, or None for fp32."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_bf16_supported() else None
+    if precision == "fp16" and device.type != "cuda":
+        raise InvalidInputError("fp16 runs on a GPU only; on the CPU choose fp32 or bf16.")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class _Tensors(TorchDataset):
+    """The whole image resized to a fixed square (no crop), normalised as the spec says: (3, S, S) float32."""
+
+    def __init__(self, pictures: Sequence[Image.Image], size: int, mean, std, interpolation: str) -> None:
+        self.pictures = pictures
+        self.size = size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.filter = _FILTERS.get(interpolation, Image.Resampling.BILINEAR)
+
+    def __len__(self) -> int:
+        return len(self.pictures)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        picture = self.pictures[index].convert("RGB").resize((self.size, self.size), self.filter)
+        tensor = torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+        return tensor.sub_(self.mean).div_(self.std)
+
+
+def tensors(model: LoadedModel, dataset: Dataset, *, size: int | None = None) -> TorchDataset:
+    """The torch Dataset `extract` reads: each image as a normalised (3, S, S) tensor."""
+    spec = model.spec
+    return _Tensors(dataset.images, size or spec.input_size[0], spec.mean, spec.std, spec.interpolation)
+
+
+def extract(
+    model: LoadedModel,
+    dataset: Dataset,
+    *,
+    batch_size: int = 32,
+    precision: str = "auto",
+    workers: int | None = None,
+    size: int | None = None,
+    on_progress: Progress | None = None,
+) -> Embeddings:
+    """Penultimate features (and logits) of every image, through a DataLoader.
+
+    Images are resized whole to `size` x `size` (default: the spec's input size). On a GPU: pinned
+    memory, channels_last and autocast; on a CPU, channels_last input and bf16 only where the
+    processor supports it natively. The model's lock is held per batch, so other sessions interleave.
+    Thread-safe; leaves no hooks on the model.
+
+    Raises:
+        InvalidInputError: an empty dataset, a bad batch size or precision.
+        DeviceError: the GPU ran out of memory.
+    """
+    if len(dataset) == 0:
+        raise InvalidInputError("The dataset is empty: nothing to extract.")
+    if not 1 <= batch_size <= 1024:
+        raise InvalidInputError(f"The batch size must be between 1 and 1024, got {batch_size}.")
+    report = on_progress or (lambda fraction, message: None)
+    device = model.device
+    dtype = resolve_precision(precision, device)
+    cuda = device.type == "cuda"
+    if workers is None:
+        # On a small CPU host the forward pass uses every core; a worker process only pays off on a GPU.
+        workers = min(4, max(1, (torch.get_num_threads() or 1) // 2)) if cuda else 0
+    source = tensors(model, dataset, size=size)
+    loader = DataLoader(
+        source, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda,
+        persistent_workers=False, prefetch_factor=4 if workers else None,
+    )
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    head = model.spec.head
+    features: list[np.ndarray] = []
+    logits: list[np.ndarray] = []
+    done = 0
+    started = time.perf_counter()
+    report(0.0, f"Extracting features of {len(dataset)} images")
+    try:
+        for batch in loader:
+            batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+            with model.lock, hooks.capture(model.module, [head], inputs=True) as captured, torch.inference_mode(), autocast:
+                output = model.module(batch)
+            features.append(captured[head].float().flatten(1).cpu().numpy())
+            logits.append(output.float().cpu().numpy())
+            done += len(batch)
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise DeviceError(f"The GPU ran out of memory at batch size {batch_size}. Choose a smaller batch.") from None
+    seconds = time.perf_counter() - started
+    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return Embeddings(
+        np.concatenate(features).astype(np.float32), np.concatenate(logits).astype(np.float32),
+        model.name, names[dtype], size or model.spec.input_size[0], seconds,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D maps
+
+
+def _checked(features: np.ndarray, minimum: int = 3) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or len(features) < minimum:
+        raise InvalidInputError(f"Need at least {minimum} feature rows (N, D) for a map, got shape {features.shape}.")
+    if not np.isfinite(features).all():
+        raise InvalidInputError("The features contain NaN or infinite values; extract them again in fp32.")
+    return features
+
+
+def pca(features: np.ndarray, *, dims: int = 2, seed: int = 0) -> np.ndarray:
+    """(N, dims) float32 principal components of (N, D) features (under a second for 10k x 1280)."""
+    from sklearn.decomposition import PCA
+
+    features = _checked(features)
+    dims = min(dims, features.shape[1], len(features))
+    return PCA(n_components=dims, random_state=seed).fit_transform(features).astype(np.float32)
+
+
+def tsne(
+    features: np.ndarray,
+    *,
+    perplexity: float = 30.0,
+    iterations: int = 750,
+    pca_dims: int = 50,
+    seed: int = 0,
+    threads: int | None = None,
+    on_progress: Progress | None = None,
+) -> np.ndarray:
+    """(N, 2) float32 t-SNE map with openTSNE (Barnes-Hut below 10,000 points, FFT above; PCA initialisation).
+
+    The features are first reduced to `pca_dims` with PCA, as is standard. `iterations` counts the
+    250 early-exaggeration steps too (as scikit-learn's `max_iter` does). The perplexity is clipped
+    to (N - 1) / 3 for small sets.
+    """
+    from openTSNE import TSNE
+
+    features = _checked(features, minimum=5)
+    if not 1 <= perplexity <= 500:
+        raise InvalidInputError(f"Perplexity must be between 1 and 500, got {perplexity}.")
+    if not 260 <= iterations <= 10_000:
+        raise InvalidInputError(f"Iterations must be between 260 and 10000, got {iterations}.")
+    report = on_progress or (lambda fraction, message: None)
+    perplexity = float(min(perplexity, (len(features) - 1) / 3))
+    reduced = pca(features, dims=pca_dims, seed=seed) if features.shape[1] > pca_dims else features
+    exaggeration = 250
+    total = iterations
+
+    class _Callback:
+        step = 0
+
+        def __call__(self, iteration, error, embedding):
+            self.step += 50
+            report(min(self.step / total, 0.99), f"t-SNE iteration {min(self.step, total)} of {total}")
+            return False
+
+    report(0.0, "t-SNE: finding neighbours")
+    threads = threads or max(1, torch.get_num_threads())
+    embedding = TSNE(
+        perplexity=perplexity, n_iter=iterations - exaggeration, early_exaggeration_iter=exaggeration,
+        initialization="pca", negative_gradient_method="auto", n_jobs=threads, random_state=seed,
+        callbacks=_Callback(), callbacks_every_iters=50,
+    ).fit(reduced)
+    report(1.0, "t-SNE done")
+    return np.asarray(embedding, dtype=np.float32)
+
+
+def trustworthiness(
+    features: np.ndarray, points: np.ndarray, *, neighbours: int = 10, limit: int = 3000, seed: int = 0
+) -> float:
+    """scikit-learn's trustworthiness of a 2-D map in [0, 1] (1: every map neighbour is a true neighbour).
+
+    Above `limit` points it is computed on a seeded random subset of `limit` rows (the exact score
+    needs an N x N distance matrix).
+    """
+    from sklearn.manifold import trustworthiness as score
+
+    features = _checked(features)
+    points = np.asarray(points, dtype=np.float32)
+    if len(points) != len(features):
+        raise InvalidInputError(f"{len(points)} map points for {len(features)} feature rows.")
+    if len(features) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(len(features), limit, replace=False))
+        features, points = features[rows], points[rows]
+    neighbours = min(neighbours, (len(features) - 1) // 2 - 1)
+    if neighbours < 1:
+        raise InvalidInputError("Need at least 5 points to score a map.")
+    return float(score(features, points, n_neighbors=neighbours))

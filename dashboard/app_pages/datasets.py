@@ -1,0 +1,331 @@
+"""Datasets: class-folder zips and built-in sets -> features, t-SNE / PCA map, confusion matrix, metrics,
+misclassified images with their heatmaps, and localisation scores on the shapes set."""
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+import streamlit as st
+
+from core import cams
+from dashboard import cache, widgets
+
+SOURCES = {
+    "digits": "Digits (built-in)",
+    "shapes": "Shapes with masks (built-in)",
+    "zip": "Upload a zip",
+    "folder": "Folder on this machine",
+    "torchvision": "torchvision set (online)",
+}
+GALLERY = 8  # images shown per confusion-matrix cell
+LOCALISATION_IMAGES = 48
+
+st.title("Datasets")
+st.caption(
+    "Point a backbone at a labelled set: how do the classes cluster in feature space, where does the model "
+    "confuse them, and do its heatmaps land on the object?"
+)
+
+choice = widgets.model_picker()
+spec = cache.specs()[choice.name]
+
+# ---------------------------------------------------------------------------------------------
+# The dataset
+
+kind = st.radio("Dataset", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="ds_source")
+left, middle, right = st.columns(3)
+limit = left.number_input("Images (stratified sample)", 20, 20_000, 300, step=50, key="ds_limit",
+                          help="Large sets are subsampled, every class kept; the sample is seeded.")
+seed = middle.number_input("Seed", 0, 2**31 - 1, 0, key="ds_seed")
+
+if kind in ("digits", "shapes"):
+    data = cache.dataset(kind, kind, int(seed), int(limit))
+elif kind == "zip":
+    upload = st.file_uploader(
+        "A zip of class folders (cats/1.jpg, dogs/2.png, ...), optionally inside one top folder", type=["zip"],
+        key="ds_zip",
+    )
+    if upload is None:
+        st.info("Upload a zip with one folder per class (at least two classes).")
+        st.stop()
+    raw = upload.getvalue()
+    data = cache.dataset("zip", cache.digest(raw), int(seed), int(limit), raw)
+elif kind == "folder":
+    path = st.text_input("Folder that holds one folder per class", key="ds_folder")
+    if not path:
+        st.info("Type the path of a folder on the machine that runs this app.")
+        st.stop()
+    data = cache.dataset("folder", path, int(seed), int(limit))
+else:
+    name = right.selectbox("torchvision set", cache.TORCHVISION_SETS, key="ds_torchvision")
+    st.caption(f"Downloaded on first use into {cache.TORCHVISION_ROOT} (needs the internet once).")
+    data = cache.dataset("torchvision", name, int(seed), int(limit))
+
+counts = data.counts()
+st.subheader(f"{data.name}: {len(data)} images in {len(data.classes)} classes")
+if data.skipped:
+    reasons = ", ".join(f"{n} {reason}" for reason, n in data.skipped_reasons().items())
+    st.warning(f"Skipped {len(data.skipped)} file(s): {reasons}.")
+    with st.expander("Skipped files"):
+        st.dataframe(pd.DataFrame([{"file": s.file, "reason": s.reason} for s in data.skipped]), hide_index=True)
+
+with st.expander("Sample images and class counts", expanded=True):
+    chart, grid = st.columns([1, 2])
+    bars = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color="#4C78A8"))
+    bars.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Images per class")
+    chart.plotly_chart(bars, width="stretch")
+    shown = data.examples(per_class=max(1, min(4, 32 // len(data.classes))))[:32]
+    grid.image([cache.dataset_thumbnail(data, i) for i in shown],
+               caption=[data.classes[data.labels[i]] for i in shown], width=72)
+
+# ---------------------------------------------------------------------------------------------
+# Features
+
+with st.expander("Extraction settings"):
+    a, b, c = st.columns(3)
+    batch_size = a.selectbox("Batch size", [8, 16, 32, 64, 128], index=2, key="ds_batch")
+    precision = b.selectbox(
+        "Precision", cache.dataset_precisions(choice.device), key="ds_precision",
+        help="auto: bf16/fp16 autocast on a GPU; on a CPU, bf16 only where the processor runs it natively "
+        "(elsewhere it is slower than fp32).",
+    )
+    own = spec.input_size[0]
+    sizes = [own, *[s for s in (160, 128, 96) if s < own]]
+    size = c.selectbox(
+        "Image size (whole image, no crop)", sizes, index=sizes.index(128) if kind == "digits" and 128 in sizes else 0,
+        format_func=lambda s: f"{s} px" + (" (the model's)" if s == own else ""), key="ds_size",
+        help="Small pictures (digits are 8x8) lose little at a smaller size, and it is several times faster.",
+    )
+
+progress = st.progress(0.0, text="Extracting features…")
+embedded = cache.dataset_features(
+    choice.name, choice.device, choice.pretrained, data, precision, batch_size, size,
+    _on_progress=lambda fraction, message: progress.progress(fraction, text=message),
+)
+progress.empty()
+features_key = (data.content_hash, choice.name, choice.device, choice.pretrained, precision, batch_size, size)
+st.caption(
+    f"{embedded.features.shape[1]}-d features of {len(data)} images from {spec.title}'s `{spec.head}` input, "
+    f"{embedded.precision}, {embedded.images_per_second:.0f} images/s."
+)
+
+# ---------------------------------------------------------------------------------------------
+# Predictions (needed to colour the map by prediction)
+
+st.header("Predictions")
+a, b = st.columns(2)
+mode = a.radio("Predict with", ["auto", "zero-shot", "linear probe"], horizontal=True, key="ds_mode",
+               help="Zero-shot: the backbone's own ImageNet head, when every folder maps to an ImageNet class. "
+               "Linear probe: logistic regression on the frozen features.")
+test_fraction = b.slider("Linear probe: held-out share", 0.1, 0.5, 0.3, 0.05, key="ds_test")
+result = cache.dataset_evaluation(
+    features_key, embedded, data, tuple(spec.categories), mode, float(test_fraction), int(seed)
+)
+if result.method == "zero-shot":
+    st.caption("Zero-shot with the ImageNet head: each image gets the mapped class with the highest score.")
+    st.dataframe(pd.DataFrame({"folder": result.mapping.classes, "ImageNet class": result.mapping.labels,
+                               "matched by": result.mapping.how}), hide_index=True)
+else:
+    st.caption(
+        f"Linear probe: logistic regression on standardised features, trained on {result.train_size} images "
+        f"(stratified, seed {seed}), scored on the other {len(result.indices)}; training accuracy "
+        f"{result.train_accuracy:.1%}."
+    )
+predicted_of = dict(zip(result.indices.tolist(), result.predicted.tolist(), strict=True))
+
+# ---------------------------------------------------------------------------------------------
+# Map
+
+
+def _scatter(points, colour_by: str) -> go.Figure:
+    figure = go.Figure()
+    if colour_by == "true label":
+        groups = {name: [i for i in range(len(data)) if data.labels[i] == c] for c, name in enumerate(data.classes)}
+    else:
+        groups = {name: [i for i in range(len(data)) if predicted_of.get(i) == c] for c, name in enumerate(data.classes)}
+        groups["(training row)"] = [i for i in range(len(data)) if i not in predicted_of]
+    palette = qualitative.Plotly + qualitative.Dark24
+    for c, (name, rows) in enumerate(groups.items()):
+        if not rows:
+            continue
+        figure.add_trace((go.Scattergl if len(data) > 3000 else go.Scatter)(  # SVG unless WebGL is needed
+            x=points[rows, 0], y=points[rows, 1], mode="markers", name=name, customdata=[[r] for r in rows],
+            text=[f"{data.files[r]}<br>true: {data.classes[data.labels[r]]}<br>predicted: "
+                  f"{data.classes[predicted_of[r]] if r in predicted_of else '(training row)'}" for r in rows],
+            hovertemplate="%{text}<extra></extra>", marker=dict(size=7, opacity=0.85, color="#888" if name == "(training row)" else palette[c % len(palette)]),
+        ))
+    figure.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10), legend_title_text=colour_by,
+                         clickmode="event+select", dragmode="pan")
+    return figure
+
+
+st.header("Feature map")
+a, b, c, d = st.columns(4)
+method = a.radio("Map", ["t-SNE", "PCA"], horizontal=True, key="ds_map")
+colour_by = b.radio("Colour by", ["true label", "predicted label"], horizontal=True, key="ds_colour")
+perplexity = c.slider("Perplexity", 5, 100, 30, key="ds_perplexity", disabled=method == "PCA")
+iterations = d.select_slider("Iterations", [500, 750, 1000, 1500], 750, key="ds_iterations", disabled=method == "PCA")
+
+slot = st.empty()
+pca_points, pca_trust = cache.dataset_map(features_key, embedded.features, "pca", 0, 0, int(seed))
+if method == "t-SNE":
+    slot.plotly_chart(_scatter(pca_points, colour_by), width="stretch")  # shown while t-SNE runs
+    with st.status("Running t-SNE…", expanded=False) as status:
+        bar = st.progress(0.0)
+        points, trust = cache.dataset_map(
+            features_key, embedded.features, "tsne", float(perplexity), int(iterations), int(seed),
+            _on_progress=lambda fraction, message: bar.progress(fraction, text=message),
+        )
+        status.update(label="t-SNE done", state="complete")
+else:
+    points, trust = pca_points, pca_trust
+event = slot.plotly_chart(_scatter(points, colour_by), width="stretch", on_select="rerun", key="ds_scatter",
+                          selection_mode="points")
+st.caption(
+    f"Trustworthiness {trust:.3f} (1.0: every neighbour on the map is a neighbour in feature space; "
+    "below about 0.9, read clusters with care). Click a point to see that image."
+)
+
+
+def _first_point(returned, key: str) -> list | None:
+    """customdata of the first selected point, read dict-style from the chart's event or session state."""
+    for selection in (returned, st.session_state.get(key)):
+        try:
+            points_ = selection["selection"]["points"]
+            if points_:
+                return list(points_[0]["customdata"])
+        except (KeyError, IndexError, TypeError):
+            continue
+    return None
+
+
+def _targets(true: int, predicted: int | None) -> tuple[tuple[int | None, str], ...]:
+    """Classes to explain: mapped ImageNet classes (zero-shot), else the backbone's own top-1."""
+    if result.method == "zero-shot":
+        pairs = [(result.mapping.targets[predicted], f"predicted: {data.classes[predicted]}")] if predicted is not None else []
+        if predicted != true:
+            pairs.append((result.mapping.targets[true], f"true: {data.classes[true]}"))
+        return tuple(pairs)
+    return ((None, "the backbone's own top-1 ImageNet class"),)
+
+
+def _explain(row: int, column) -> None:
+    true = int(data.labels[row])
+    guess = predicted_of.get(row)
+    targets = _targets(true, guess)
+    results = cache.dataset_cams(choice.name, choice.device, choice.pretrained, data, row, tuple(t for t, _ in targets))
+    image = data.images[row]
+    column.image(image, caption=f"{data.files[row]}: true {data.classes[true]}, predicted "
+                 f"{data.classes[guess] if guess is not None else '(training row)'}", width=160)
+    for (_, why), cam in zip(targets, results, strict=True):
+        column.image(cam.overlay(image), caption=f"Grad-CAM for {cam.label} ({why})", width=160)
+
+
+selected = _first_point(event, "ds_scatter")
+row = int(selected[0]) if selected else None
+if row is not None and 0 <= row < len(data):
+    st.subheader("Selected image")
+    _explain(row, st.columns(1)[0])
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+st.header("Confusion matrix and metrics")
+a, b = st.columns([1, 3])
+a.metric("Accuracy", f"{result.accuracy:.1%}", help=f"on {len(result.indices)} images ({result.method})")
+normalised = a.toggle("Row-normalised", value=False, key="ds_normalised")
+values = result.normalised if normalised else result.confusion
+figure = go.Figure(go.Heatmap(
+    z=values, x=list(data.classes), y=list(data.classes), colorscale="Blues",
+    text=[[f"{v:.2f}" if normalised else f"{int(v)}" for v in line] for line in values], texttemplate="%{text}",
+    hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+))
+# invisible markers on the cells make them clickable (heatmaps do not emit selection events)
+cells = [(t, p) for t in range(len(data.classes)) for p in range(len(data.classes))]
+figure.add_trace(go.Scatter(
+    x=[data.classes[p] for _, p in cells], y=[data.classes[t] for t, _ in cells], mode="markers",
+    marker=dict(size=28, opacity=0.01, symbol="square"), customdata=[[t, p] for t, p in cells],
+    hoverinfo="skip", showlegend=False,
+))
+figure.update_layout(
+    height=max(360, 40 * len(data.classes) + 120), margin=dict(l=10, r=10, t=10, b=10),
+    xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", clickmode="event+select",
+)
+clicked = b.plotly_chart(figure, width="stretch", on_select="rerun", key="ds_confusion", selection_mode="points")
+
+st.dataframe(
+    pd.DataFrame([{"class": m.name, "precision": m.precision, "recall": m.recall, "F1": m.f1, "support": m.support}
+                  for m in result.per_class]),
+    hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "F1")},
+)
+
+nonzero = sorted(((int(result.confusion[t, p]), t, p) for t, p in cells if result.confusion[t, p] and t != p), reverse=True)
+point = _first_point(clicked, "ds_confusion")
+cell = (int(point[0]), int(point[1])) if point else None
+options = [(t, p) for _, t, p in nonzero]
+if cell is None and options:
+    cell = st.selectbox(
+        "Open a cell (or click one in the matrix)", options, key="ds_cell",
+        format_func=lambda tp: f"true {data.classes[tp[0]]} → predicted {data.classes[tp[1]]} "
+        f"({result.confusion[tp[0], tp[1]]} images)",
+    )
+if cell is not None:
+    rows = result.cell(*cell)
+    st.subheader(f"True {data.classes[cell[0]]}, predicted {data.classes[cell[1]]}: {len(rows)} image(s)")
+    if result.method != "zero-shot":
+        st.caption("A linear probe's classes are not ImageNet classes: the heatmaps explain the backbone's own "
+                   "top-1 ImageNet class.")
+    for column, r in zip(st.columns(4) * 2, rows[:GALLERY].tolist(), strict=False):
+        _explain(r, column)
+elif not options:
+    st.success("No misclassified images: every evaluated image is on the diagonal.")
+
+with st.expander("Misclassified images"):
+    wrong = result.misclassified[:24].tolist()
+    if wrong:
+        st.image([cache.dataset_thumbnail(data, i) for i in wrong], width=96, caption=[
+            f"{data.classes[data.labels[i]]} → {data.classes[predicted_of[i]]}" for i in wrong])
+    else:
+        st.write("None.")
+
+with st.expander("Average Grad-CAM per class"):
+    st.caption("The mean heatmap over up to 8 images of each class (each image resized to a square first).")
+    if st.toggle("Compute", value=False, key="ds_average"):
+        columns = st.columns(min(len(data.classes), 6))
+        for c, name in enumerate(data.classes):
+            members = tuple(int(i) for i in (data.labels == c).nonzero()[0][:8])
+            target = result.mapping.targets[c] if result.method == "zero-shot" else None
+            heat = cache.dataset_average_cam(choice.name, choice.device, choice.pretrained, data, members, target)
+            columns[c % len(columns)].image(heat, caption=f"{name} ({len(members)} images)", clamp=True, width=120)
+
+# ---------------------------------------------------------------------------------------------
+# Localisation (masks: the shapes set)
+
+if data.masks is not None:
+    st.header("Localisation scores")
+    st.caption(
+        "For each CAM method, over the images' ground-truth masks: the share of heat inside the object, and "
+        "the pointing game (is the hottest pixel on the object, within 15 px per 224 px?). A random smooth map "
+        f"is the floor. Each image is explained for the backbone's top-1 class; first {LOCALISATION_IMAGES} images."
+    )
+    methods = st.multiselect(
+        "Methods", list(cams.SHARED), default=["gradcam", "gradcam++", "layercam", "eigencam"],
+        format_func=lambda m: cams.METHODS[m].title, key="ds_loc_methods",
+    )
+    if methods and st.toggle("Score localisation", value=kind == "shapes", key="ds_localise"):
+        bar = st.progress(0.0, text="Scoring heatmaps…")
+        subset = data if len(data) <= LOCALISATION_IMAGES else data.subset(range(LOCALISATION_IMAGES))
+        table = cache.dataset_localisation(
+            choice.name, choice.device, choice.pretrained, subset, tuple(methods),
+            _on_progress=lambda fraction, message: bar.progress(fraction, text=message),
+        )
+        bar.empty()
+        st.dataframe(pd.DataFrame([
+            {"rank": i + 1, "method": r.title, "heat in mask": r.heat_share, "pointing game": r.pointing,
+             "images": r.images, "ms per image": r.seconds / max(r.images, 1) * 1e3}
+            for i, r in enumerate(table.rows)
+        ]), hide_index=True, column_config={
+            "heat in mask": st.column_config.NumberColumn(format="%.3f"),
+            "pointing game": st.column_config.NumberColumn(format="%.2f"),
+            "ms per image": st.column_config.NumberColumn(format="%.0f"),
+        })
+        st.caption(f"A uniform map would put {table.mask_share:.1%} of its heat inside the masks.")

@@ -1,0 +1,101 @@
+"""core.embeddings: batched penultimate features, PCA / t-SNE maps and their trustworthiness."""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from core import datasets, embeddings, hooks, models
+from core.errors import InvalidInputError
+
+DIGITS = 400
+DIGITS_SIZE = 128  # digits are 8x8 pictures: 128 px loses nothing and is 3x faster than 224
+
+
+@functools.cache
+def digits_features() -> tuple[datasets.Dataset, embeddings.Embeddings]:
+    """Lite0 (real weights) features of 400 digits, computed once per test session."""
+    data = datasets.digits(0, DIGITS)
+    return data, embeddings.extract(models.load("efficientnet_lite0", device="cpu"), data, size=DIGITS_SIZE)
+
+
+def test_features_are_the_input_of_the_head(tiny):
+    data = datasets.shapes(0, 10, 48)
+    seen = []
+    result = embeddings.extract(tiny, data, batch_size=4, on_progress=lambda f, m: seen.append(f))
+    assert result.features.shape == (10, 12) and result.features.dtype == np.float32
+    assert result.logits.shape == (10, 10) and result.precision == "fp32" and result.image_size == 64
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert hooks.count(tiny.module) == 0
+    # the same as running the network by hand on one image resized whole to 64 x 64
+    tensor = embeddings.tensors(tiny, data)[3].unsqueeze(0)
+    with torch.inference_mode():
+        penultimate = tiny.module[:-1](tensor)
+        logits = tiny.module(tensor)
+    np.testing.assert_allclose(result.features[3], penultimate[0].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.logits[3], logits[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_batch_size_does_not_change_the_features(tiny):
+    data = datasets.shapes(2, 9, 40)
+    a = embeddings.extract(tiny, data, batch_size=1)
+    b = embeddings.extract(tiny, data, batch_size=8)
+    np.testing.assert_allclose(a.features, b.features, rtol=1e-4, atol=1e-5)
+
+
+def test_hooks_removed_after_an_error(tiny, monkeypatch):
+    data = datasets.shapes(0, 4, 40)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tiny.module[0], "forward", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        embeddings.extract(tiny, data)
+    assert hooks.count(tiny.module) == 0
+
+
+def test_bad_settings_are_refused(tiny):
+    data = datasets.shapes(0, 4, 40)
+    with pytest.raises(InvalidInputError, match="batch size"):
+        embeddings.extract(tiny, data, batch_size=0)
+    with pytest.raises(InvalidInputError, match="precision"):
+        embeddings.extract(tiny, data, precision="int3")
+    with pytest.raises(InvalidInputError, match="GPU only"):
+        embeddings.extract(tiny, data, precision="fp16")
+
+
+def test_precisions_offered_on_cpu():
+    offered = embeddings.precisions("cpu")
+    assert offered[:2] == ("auto", "fp32")
+    assert ("bf16" in offered) == embeddings.cpu_bf16_supported()
+
+
+def test_pca_and_trustworthiness_of_separated_clusters():
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(c * 5, 1, (40, 20)) for c in range(3)]).astype(np.float32)
+    points = embeddings.pca(features)
+    assert points.shape == (120, 2) and points.dtype == np.float32
+    assert embeddings.trustworthiness(features, points) > 0.9
+    with pytest.raises(InvalidInputError, match="NaN"):
+        embeddings.pca(np.full((5, 3), np.nan))
+
+
+def test_tsne_of_digits_features_is_trustworthy():
+    data, extracted = digits_features()
+    assert extracted.features.shape == (DIGITS, 1280)
+    steps = []
+    points = embeddings.tsne(extracted.features, seed=0, on_progress=lambda f, m: steps.append(m))
+    assert points.shape == (DIGITS, 2) and np.isfinite(points).all()
+    assert embeddings.trustworthiness(extracted.features, points) >= 0.9
+    assert steps[-1] == "t-SNE done"
+
+
+def test_tsne_small_sets_and_bad_settings():
+    rng = np.random.default_rng(1)
+    assert embeddings.tsne(rng.normal(size=(12, 5)), iterations=300).shape == (12, 2)  # perplexity clipped
+    with pytest.raises(InvalidInputError, match="Perplexity"):
+        embeddings.tsne(rng.normal(size=(20, 5)), perplexity=0)
+    with pytest.raises(InvalidInputError, match="at least 5"):
+        embeddings.tsne(rng.normal(size=(3, 5)))
