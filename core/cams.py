@@ -61,6 +61,11 @@ class Method:
     cnn_only: bool = False  # does not apply to token models (ViT, Swin); `reason` says why
     reason: str = ""
 
+    @property
+    def slow(self) -> bool:
+        """One forward pass per channel: minutes on a CPU for big models."""
+        return self.cls in (ScoreCAM, AblationCAM)
+
 
 def _m(*args, **kwargs) -> Method:
     return Method(*args, **kwargs)
@@ -472,3 +477,18 @@ def guided(model: LoadedModel, image: Image.Image, *, target: int | None = None,
         cam.target, cam.label, deprocess_image(gradient), deprocess_image(gradient * cam.heatmap[..., None]),
         time.perf_counter() - started,
     )
+
+
+def estimate_seconds(model: LoadedModel, image: Image.Image, method: str, *, layer: str | None = None) -> float:
+    """A rough wall-time estimate for `method` on this image: one timed forward pass times the passes it needs."""
+    from core import benchmarks
+
+    info = check_method(method, model)
+    tensor = preprocessing.to_tensor(image, model.spec)
+    forward_s = benchmarks.latency_ms(model, tensor, repeats=1, warmup=0) / 1e3
+    if not info.slow:
+        return 3 * forward_s
+    with model.lock:
+        module = hooks.find(model.module, layer or model.spec.cam_layer)
+        channels, _ = _channels_and_reshape(model, module, tensor)
+    return forward_s * (1 + channels)  # one masked image per channel, batched but compute-bound on a CPU

@@ -214,3 +214,9 @@ def test_shared_pass_equals_library_on_a_tiny_vit(tiny_vit, chelsea):
                                       reshape_transform=tiny_vit.spec.reshape) as cam:
             theirs = cam(input_tensor=tensor.clone().requires_grad_(True), targets=[ClassifierOutputTarget(4)])[0]
         np.testing.assert_allclose(ours[method][0], theirs, atol=2e-5, err_msg=method)
+
+
+def test_time_estimate_scales_with_channels(lite0, chelsea):
+    fast = cams.estimate_seconds(lite0, chelsea, "gradcam")
+    slow = cams.estimate_seconds(lite0, chelsea, "scorecam")
+    assert 0 < fast < slow and slow / fast > 100  # 1280 channels, one masked forward each

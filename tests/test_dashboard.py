@@ -231,3 +231,12 @@ def test_presenter_mode_walks_every_step():
     assert at.button(key="present_next").disabled
     at.button(key="present_back").click().run()
     assert any("5 / 6" in m.value for m in at.markdown)
+
+
+def test_slow_method_waits_for_a_click_and_says_how_long():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.selectbox(key="method").set_value("scorecam").run()
+    assert not at.exception
+    assert any("about" in w.value and " s here" in w.value for w in at.warning)
+    assert not [c for img in at.get("image") for c in img.captions if "at layer" in c]  # nothing ran yet

@@ -70,10 +70,12 @@ with right:
         "aug_smooth", key="aug_smooth", help="Average over flips and brightness changes (6 passes, library path)."
     )
     show_guided = c7.toggle("Guided Grad-CAM", key="guided", help="Pixel-level detail: Guided Backpropagation x Grad-CAM.")
-    slow = not cams.METHODS[method].shared
+    slow = cams.METHODS[method].slow
     run = True
     if slow:
-        st.warning(f"{cams.METHODS[method].title} costs {cams.METHODS[method].cost}: this can take minutes on a CPU.")
+        seconds = cache.estimate(choice.name, choice.device, choice.pretrained, picked.key, picked.data, method,
+                                 layer if layer != model.spec.cam_layer else None)
+        st.warning(f"{cams.METHODS[method].title} costs {cams.METHODS[method].cost}: about {seconds:.0f} s here.")
         run = st.button(f"Run {cams.METHODS[method].title}", key="run_slow")
     if run:
         bar = st.progress(0.0, text=f"Computing {cams.METHODS[method].title}…") if slow else None

@@ -37,7 +37,7 @@ colormap = c5.selectbox("Colormap", images.COLORMAPS, key="methods_colormap")
 if not methods:
     st.info("Choose at least one method.")
     st.stop()
-slow = [m for m in methods if not cams.METHODS[m].shared]
+slow = [m for m in methods if cams.METHODS[m].slow]
 if slow and not st.toggle(f"Also run {', '.join(cams.METHODS[m].title for m in slow)} (slow)", key="methods_slow"):
     methods = [m for m in methods if m not in slow]
     st.caption("Slow methods are skipped until you switch them on.")
