@@ -1,0 +1,105 @@
+"""Many students at once: 20 browser sessions on one real server, each uploading its own image.
+
+Each must get its own correct prediction and heatmap (compared with a sequential run in this
+process); the server must stay up; a light rerun in another session must stay responsive.
+The timings are printed (see the closing note), not asserted.
+"""
+
+import io
+import re
+import statistics
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import cams, images, models, predictions
+from tests.test_browser import _settle, browser, server  # noqa: F401  (fixtures)
+
+SESSIONS = 20
+CAPTION = re.compile(r"Grad-CAM for “(.+)” \((\d+)\) at layer")
+
+
+def _variants() -> list[tuple[str, bytes]]:
+    """20 different photos: crops of the samples at several places and scales."""
+    from tests.conftest import sample
+
+    out = []
+    for i in range(SESSIONS):
+        base = sample(("chelsea", "coffee", "astronaut", "rocket")[i % 4])
+        scale = 0.6 + 0.1 * (i // 4)
+        w, h = int(base.width * scale), int(base.height * scale)
+        x, y = (base.width - w) * (i % 3) // 2, (base.height - h) * (i % 2)
+        crop = base.crop((x, y, x + w, y + h))
+        buffer = io.BytesIO()
+        crop.save(buffer, format="PNG")
+        out.append((f"student{i:02d}.png", buffer.getvalue()))
+    return out
+
+
+@pytest.mark.slow
+def test_twenty_sessions_each_get_their_own_result(server, browser):  # noqa: F811
+    photos = _variants()
+    model = models.load("efficientnet_lite0", device="cpu")
+    expected = []
+    for _, data in photos:
+        image = images.decode(data).image
+        top = predictions.predict(model, image, top_k=1)[0].index
+        overlay = cams.compute(model, image, methods=["gradcam"], target=top)[0].overlay(image)
+        expected.append((top, overlay))
+
+    contexts = [browser.new_context(viewport={"width": 1300, "height": 1000}) for _ in range(SESSIONS + 1)]
+    pages = [c.new_page() for c in contexts]
+    try:
+        for page in pages:
+            page.set_default_timeout(300_000)
+            page.goto(server, wait_until="commit", timeout=300_000)
+        for page in pages:
+            page.get_by_text("Top-5 predictions").wait_for(timeout=300_000)
+            _settle(page, timeout=300_000)
+        for page in pages[:SESSIONS]:
+            page.get_by_text("Upload", exact=True).click()
+        for page in pages[:SESSIONS]:
+            page.get_by_test_id("stFileUploader").wait_for(timeout=120_000)
+
+        started = time.perf_counter()
+        for page, (name, data) in zip(pages, photos):
+            page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(
+                files=[{"name": name, "mimeType": "image/png", "buffer": data}]
+            )
+        # a light rerun in the 21st session while the others work: move the opacity slider by keyboard
+        light = pages[SESSIONS]
+        slider = light.get_by_role("slider").first
+        light_times = []
+        for _ in range(8):
+            began = time.perf_counter()
+            slider.focus()
+            slider.press("ArrowRight")
+            light.wait_for_timeout(50)
+            _settle(light, timeout=120_000)
+            light_times.append(time.perf_counter() - began)
+
+        got = []
+        for page, (name, _) in zip(pages, photos):
+            page.get_by_text(f"upload: {name}").wait_for(timeout=600_000)
+            caption = page.get_by_text(CAPTION).first
+            caption.wait_for(timeout=600_000)
+            _settle(page, timeout=600_000)
+            index = int(CAPTION.search(caption.inner_text()).group(2))
+            source = page.locator("[data-testid='stImage'] img").first.get_attribute("src")
+            body = page.request.get(source if source.startswith("http") else server + source).body()
+            got.append((index, np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))))
+        total = time.perf_counter() - started
+    finally:
+        for context in contexts:
+            context.close()
+
+    for i, ((want_index, want_overlay), (have_index, have_overlay)) in enumerate(zip(expected, got, strict=True)):
+        assert have_index == want_index, f"session {i}: class {have_index}, expected {want_index}"
+        assert have_overlay.shape == want_overlay.shape, i
+        difference = np.abs(have_overlay.astype(np.int16) - want_overlay.astype(np.int16)).mean()
+        assert difference < 6, f"session {i}: overlay differs from the sequential one by {difference:.1f} grey levels"
+    p95 = statistics.quantiles(light_times, n=20)[-1] if len(light_times) > 1 else light_times[0]
+    print(f"\n{SESSIONS} sessions: all results in {total:.1f} s; light rerun under load: "
+          f"median {statistics.median(light_times):.2f} s, p95 {p95:.2f} s")
