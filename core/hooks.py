@@ -57,7 +57,8 @@ def capture(model: nn.Module, paths: Sequence[str], *, inputs: bool = False) -> 
 
 def _record(captured: dict[str, Tensor], path: str, inputs: bool, _module, args, output) -> None:
     value = args[0] if inputs else output
-    captured[path] = value.detach() if isinstance(value, Tensor) else value
+    # A copy: later in-place ops (ReLU(inplace=True), `out += identity`) would overwrite a shared view.
+    captured[path] = value.detach().clone() if isinstance(value, Tensor) else value
 
 
 def count(model: nn.Module) -> int:

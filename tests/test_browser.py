@@ -312,6 +312,9 @@ def test_learn_every_step_renders_its_maths_and_is_screenshotted(learn_server, p
         page.locator("[data-testid='stImage'] img").first.wait_for(timeout=120_000)
         if step in ("Receptive field", "Residual connections", "Transfer learning", "Grad-CAM"):
             page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+        if step in ("Padding & stride", "Transfer learning"):  # the table draws on a canvas after it appears
+            page.locator("[data-testid='stDataFrame'] canvas").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(1000)
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.locator(".katex").count() >= 1 and page.locator(".katex-error").count() == 0, step
         shot = _screenshot(page, f"learn-{slug}")

@@ -237,3 +237,15 @@ def test_layers_and_cam_layers(tiny, chelsea):
     assert not table[5].cam_ready and not table[7].cam_ready and table[7].params == 130
     assert features.cam_layers(tiny) == ["0", "1", "2", "3", "4"]
     assert hooks.count(tiny.module) == 0
+
+
+def test_capture_keeps_the_true_output_despite_later_inplace_ops():
+    from core import hooks, models, preprocessing
+    from tests.conftest import sample
+
+    model = models.load("resnet18", device="cpu", pretrained=False)
+    tensor = preprocessing.to_tensor(sample("chelsea"), model.spec)
+    with hooks.capture(model.module, ["bn1", "layer1.0.bn2"]) as captured, torch.inference_mode():
+        model.module(tensor)
+    # both are followed by an in-place ReLU (and a residual add): a shared view would read >= 0
+    assert captured["bn1"].min() < 0 and captured["layer1.0.bn2"].min() < 0
