@@ -14,6 +14,7 @@ Both hold the model's lock for every forward pass, so a shared model is used by 
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the library's progress bars: we report through callbacks
@@ -28,6 +29,7 @@ from pytorch_grad_cam import (
     EigenGradCAM,
     FinerCAM,
     FullGrad,
+    ShapleyCAM,
     GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
@@ -101,6 +103,16 @@ METHODS: dict[str, Method] = {
             False,
             True,
             "forward + full backward; contrasts the class with its 3 most similar classes",
+        ),
+        _m(
+            "shapleycam",
+            "Shapley-CAM",
+            ShapleyCAM,
+            False,
+            True,
+            "forward + full backward + a Hessian-vector product; needs a non-linear path to the score",
+            cnn_only=True,
+            reason="it needs second derivatives, which PyTorch's fused attention kernels do not provide",
         ),
         _m("scorecam", "Score-CAM", ScoreCAM, False, False, "one forward per channel (slow on CPU)"),
         _m(
@@ -391,7 +403,7 @@ def _library_cam(
     if method.uses_gradients:
         batch = batch.clone().requires_grad_(True)  # keeps gradients flowing through frozen weights
     heatmap = None
-    with model.lock:
+    with model.lock, _explained_failures(method, module):
         try:
             layers = [] if method.cls is FullGrad else [module]  # FullGrad picks every bias layer itself
             with torch.enable_grad(), method.cls(model=wrapper, target_layers=layers, reshape_transform=reshape) as cam:
@@ -408,6 +420,20 @@ def _library_cam(
     if heatmap is None:  # grad-cam's __exit__ swallowed an IndexError
         raise InvalidInputError(f"{method.title} failed for class {target} on layer {module}.")
     return heatmap
+
+
+@contextmanager
+def _explained_failures(method: Method, module: nn.Module):
+    """Turn the library's known failure modes into messages for people."""
+    try:
+        yield
+    except RuntimeError as error:
+        if method.cls is ShapleyCAM and "does not require grad" in str(error):
+            raise LayerNotFoundError(
+                "Shapley-CAM needs a non-linear path from the layer to the class score (its Hessian term is zero "
+                "otherwise). Choose an earlier layer, or another method."
+            ) from None
+        raise
 
 
 def _library_output(model: LoadedModel, module: nn.Module, tensor: Tensor) -> Tensor:

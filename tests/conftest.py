@@ -43,7 +43,7 @@ def _tiny_cnn(pretrained: bool) -> nn.Module:
 if TINY not in registry.names():
     registry.register(
         registry.BackboneSpec(
-            name=TINY, title="Tiny CNN (tests)", source="tests", build=_tiny_cnn, cam_layer="4", head="7",
+            name=TINY, title="Tiny CNN (tests)", source="tests", build=_tiny_cnn, cam_layer="3", head="7",
             categories=tuple(f"class {i}" for i in range(10)), weights_file=None, input_size=(64, 64),
             resize_size=72,
         )

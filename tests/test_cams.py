@@ -220,3 +220,11 @@ def test_time_estimate_scales_with_channels(lite0, chelsea):
     fast = cams.estimate_seconds(lite0, chelsea, "gradcam")
     slow = cams.estimate_seconds(lite0, chelsea, "scorecam")
     assert 0 < fast < slow and slow / fast > 100  # 1280 channels, one masked forward each
+
+
+def test_shapley_cam_refuses_a_linear_path_with_a_message(lite0, chelsea):
+    with pytest.raises(LayerNotFoundError, match="non-linear path"):
+        cams.compute(lite0, chelsea, methods=["shapleycam"])  # bn2 -> pool -> linear: no Hessian term
+    (result,) = cams.compute(lite0, chelsea, methods=["shapleycam"], layer="blocks.5", target=285)
+    assert np.isfinite(result.heatmap).all() and result.heatmap.max() > 0.9
+    assert hooks.count(lite0.module) == 0
