@@ -184,10 +184,9 @@ def _build_torchvision(name: str, pretrained: bool) -> nn.Module:
     from core.errors import WeightsUnavailableError
 
     weights = get_model_weights(name).DEFAULT
-    extra = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
+    # Inception v3 keeps its auxiliary classifier (as torchvision's num_params counts it); eval mode ignores it.
+    extra = {"aux_logits": True, "init_weights": not pretrained} if name == "inception_v3" else {}
     if not pretrained:
-        if name == "inception_v3":
-            extra["init_weights"] = True
         return get_model(name, weights=None, **extra)
     model = get_model(name, weights=None, **extra)
     try:
@@ -199,8 +198,6 @@ def _build_torchvision(name: str, pretrained: bool) -> nn.Module:
             f"({type(error).__name__}: {error}). Download {weights.url} on a machine with internet and put "
             f"the file '{path.name}' in the folder {path.parent}, or choose 'architecture only (random weights)'."
         ) from None
-    if name == "inception_v3":
-        state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
     model.load_state_dict(state)
     return model
 
