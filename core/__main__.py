@@ -108,6 +108,37 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mode", default="auto", help="auto, zero-shot or 'linear probe' (default auto)")
     evaluate.add_argument("--test-fraction", type=float, default=0.3, help="linear probe: share held out (default 0.3)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    train = commands.add_parser("train", help="transfer learning: a new head (or fine-tuning) on a dataset, exported")
+    train.add_argument(
+        "dataset", help="digits, shapes, torchvision:NAME (CIFAR10, MNIST, ...), a .zip of class folders, or a folder"
+    )
+    train.add_argument("--model", default=registry.DEFAULT, help=f"pretrained backbone (default {registry.DEFAULT})")
+    train.add_argument("--strategy", default=None,
+                       help="feature-extraction (default: frozen backbone, new head), fine-tune, small-cnn or deeper-cnn")
+    train.add_argument("--head", default=None, help="linear (default) or mlp (hidden layer + dropout)")
+    train.add_argument("--hidden", type=int, default=None, help="mlp head: hidden units (default 256)")
+    train.add_argument("--dropout", type=float, default=None, help="mlp head: dropout (default 0.2)")
+    train.add_argument("--unfreeze", default=None, help="fine-tune: how many of the last stages train, or 'all' (default 1)")
+    train.add_argument("--optimizer", default=None, help="sgd (momentum 0.9), adam (default) or adamw")
+    train.add_argument("--lr-head", type=float, default=None, help="learning rate of the head and of baselines (default 3e-3)")
+    train.add_argument("--lr-backbone", type=float, default=None, help="fine-tune: learning rate of the backbone (default 1e-4)")
+    train.add_argument("--weight-decay", type=float, default=None, help="default 0")
+    train.add_argument("--batch-size", type=int, default=None, help="default 32")
+    train.add_argument("--epochs", type=int, default=None, help="default 10")
+    train.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without a lower val loss")
+    train.add_argument("--clip", type=float, default=None, help="clip the gradients' global norm to this")
+    train.add_argument("--crop", action="store_true", help="augment with random resized crops (not feature-extraction)")
+    train.add_argument("--flip", action="store_true", help="augment with horizontal flips (not feature-extraction)")
+    train.add_argument("--train-fraction", type=float, default=None, help="default 0.7")
+    train.add_argument("--val-fraction", type=float, default=None, help="default 0.15; the test set is the rest")
+    train.add_argument("--image-size", type=int, default=None, help="square side (default: the backbone's; 64 for baselines)")
+    train.add_argument("--limit", type=int, default=None, help="a stratified sample of at most this many images")
+    train.add_argument("--seed", type=int, default=0, help="sample, split, initialisation and shuffling (default 0)")
+    train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    train.add_argument("--random-weights", action="store_true", help="start from random weights (no download)")
+    train.add_argument("--json", action="store_true", help="print a JSON summary (the epochs go to stderr)")
+    train.add_argument("--out", type=Path, required=True, help="folder to write model.json and model.safetensors into")
     return parser
 
 
@@ -308,12 +339,14 @@ def _benchmark(args) -> None:
         sys.stderr.write(f"[{done}/{total}] {row.name} batch {row.batch}: p50 {row.median_ms:.2f} ms "
                          f"({row.repeats} timed passes)\n")
 
-    machine = benchmarks.machine()
+    machine, busy = benchmarks.machine(), benchmarks.busy()
     rows = benchmarks.run(
         names, batches=batches, input_size=args.input_size, precision=args.precision, device=args.device,
         pretrained=False if args.random_weights else None, repeats=args.repeats, warmup=args.warmup, on_row=progress,
     )
     method = benchmarks.method(warmup=args.warmup, repeats=args.repeats, device=args.device, precision=args.precision)
+    if busy:
+        sys.stderr.write(f"note: {busy}\n")
     if args.json:
         print(benchmarks.to_json(rows, machine=machine, method=method))
         return
@@ -413,6 +446,75 @@ def _evaluate(args) -> None:
         print(f"{m.name[:20]:20s} {m.precision:9.3f} {m.recall:7.3f} {m.f1:6.3f} {m.support:8d}")
 
 
+def _train(args) -> None:
+    import dataclasses
+
+    from core import checkpoints, datasets, training
+    from core.errors import InvalidInputError
+
+    unfreeze = args.unfreeze
+    if unfreeze is not None and unfreeze != "all":
+        try:
+            unfreeze = int(unfreeze)
+        except ValueError:
+            raise InvalidInputError(f"--unfreeze takes a number of stages or 'all', got '{args.unfreeze}'.") from None
+    given = {
+        "strategy": args.strategy, "head": args.head, "hidden": args.hidden, "dropout": args.dropout,
+        "optimizer": args.optimizer, "lr_head": args.lr_head, "lr_backbone": args.lr_backbone,
+        "weight_decay": args.weight_decay, "batch_size": args.batch_size, "epochs": args.epochs,
+        "patience": args.patience, "clip_norm": args.clip, "train_fraction": args.train_fraction,
+        "val_fraction": args.val_fraction, "image_size": args.image_size, "random_crop": args.crop, "flip": args.flip,
+        "seed": args.seed,
+    }
+    config = training.TrainConfig(**{k: v for k, v in given.items() if v is not None})
+    if unfreeze is not None:
+        config = dataclasses.replace(config, unfreeze_stages=None if unfreeze == "all" else unfreeze)
+    config.check()
+    if args.out.exists() and not args.out.is_dir():
+        raise InvalidInputError(f"--out must be a folder (model.json and model.safetensors go in it); '{args.out}' is a file.")
+    if args.limit is not None and args.limit < 2:
+        raise InvalidInputError(f"--limit must be at least 2, got {args.limit}.")
+    dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
+    for reason, count in dataset.skipped_reasons().items():
+        sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
+    strategy = training.STRATEGIES[config.strategy]
+    model = _load(args) if strategy.pretrained else None
+    log = sys.stderr if args.json else sys.stdout
+
+    def epoch(s) -> None:
+        print(f"epoch {s.epoch:3d}/{config.epochs}  train loss {s.train_loss:.4f} acc {s.train_accuracy:.3f}  "
+              f"val loss {s.val_loss:.4f} acc {s.val_accuracy:.3f}  {s.seconds:.1f} s{'  *' if s.best else ''}",
+              file=log, flush=True)
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("Features"):
+            sys.stderr.write(f"\r{message}   " + ("\n" if fraction >= 1 else ""))
+
+    print(f"{strategy.title}: {model.label if model else strategy.title} on {dataset.name} ({len(dataset)} images, "
+          f"{len(dataset.classes)} classes)", file=log, flush=True)
+    result = training.train(model, dataset, config, device=args.device, on_epoch=epoch, on_progress=progress)
+    facts = {"dataset": dataset.name, "strategy": config.strategy, "test_accuracy": result.accuracy,
+             "best_epoch": result.best_epoch}
+    exported = checkpoints.export(result.model, args.out, trained=facts)
+    summary = {
+        "dataset": dataset.name, "strategy": config.strategy, "backbone": result.backbone, "ended": result.ended,
+        "best_epoch": result.best_epoch, "epochs": len(result.history), "test_images": len(result.split.test),
+        "accuracy": result.accuracy, "macro_precision": result.macro_precision, "macro_recall": result.macro_recall,
+        "macro_f1": result.macro_f1, "seconds": result.seconds, "trainable_params": result.trainable_params,
+        "total_params": result.total_params, "classes": list(result.classes),
+        "confusion": result.test.confusion.tolist(),
+        "export": {"json": str(exported.json), "weights": str(exported.weights)},
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"{result.ended}; kept epoch {result.best_epoch}. Test ({len(result.split.test)} images): accuracy "
+          f"{result.accuracy:.3f}, macro precision {result.macro_precision:.3f}, recall {result.macro_recall:.3f}, "
+          f"F1 {result.macro_f1:.3f}; {result.seconds:.1f} s; {result.trainable_params:,} of "
+          f"{result.total_params:,} parameters trained.")
+    print(f"export: {exported.json} and {exported.weights}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from core import runtime
@@ -420,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure_threads()
     try:
         {"predict": _predict, "explain": _explain, "models": _models, "benchmark": _benchmark,
-         "embed": _embed, "evaluate": _evaluate, "report": _report}[args.command](args)
+         "embed": _embed, "evaluate": _evaluate, "report": _report, "train": _train}[args.command](args)
     except CoreError as error:
         sys.stderr.write(f"error: {' '.join(str(error).split())}\n")
         return 2

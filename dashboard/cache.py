@@ -173,6 +173,11 @@ def depth_feature_maps(
     return features.feature_maps(loaded, decoded(key, _data).image, layer=layer, limit=limit)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def estimate(name: str, device: str, pretrained: bool, key: str, _data: bytes, method: str, layer: str | None) -> float:
+    return cams.estimate_seconds(model(name, device, pretrained), decoded(key, _data).image, method, layer=layer)
+
+
 @st.cache_data(max_entries=16, show_spinner="Listing layers…")
 def cam_layers(name: str, device: str, pretrained: bool) -> list[str]:
     return features.cam_layers(model(name, device, pretrained))
@@ -264,6 +269,7 @@ class BenchmarkResult:
     method: str
     finished: float  # time.time()
     complete: bool  # False when stopped: not cached
+    busy: str | None = None  # a warning when other work loaded the machine at the start
 
 
 class _Finished:
@@ -320,7 +326,7 @@ class BenchmarkJob:
     def _work(self) -> None:
         s = self.settings
         try:
-            machine = benchmarks.machine()
+            machine, busy = benchmarks.machine(), benchmarks.busy()
             rows = benchmarks.run(
                 s.names, batches=s.batches, input_size=s.input_size, precision=s.precision, device=s.device,
                 repeats=s.repeats, warmup=s.warmup, on_row=lambda row, done, total: self.rows.append(row),
@@ -329,7 +335,7 @@ class BenchmarkJob:
             result = BenchmarkResult(
                 s, tuple(rows), machine, benchmarks.method(warmup=s.warmup, repeats=s.repeats, device=s.device,
                                                             precision=s.precision),
-                time.time(), complete=len(rows) == s.total,
+                time.time(), complete=len(rows) == s.total, busy=busy,
             )
             if result.complete:
                 self._finished.put(s, result)
@@ -543,3 +549,131 @@ def gradcam_parts(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, target: int | None, top: int
 ) -> lessons.GradCamParts:
     return lessons.gradcam_parts(model(name, device, pretrained), decoded(key, _data).image, target=target, top=top)
+
+
+# --- training ---
+
+import dataclasses  # noqa: E402  (this section's imports stay in this section)
+import uuid  # noqa: E402
+
+from core import checkpoints, training  # noqa: E402
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedRun:
+    """A finished run of this session, with the dataset it was trained on (its images feed the CAMs)."""
+
+    id: str
+    number: int  # 1, 2, ... in the order the session trained them
+    result: training.RunResult
+    dataset: _datasets.Dataset
+    source: tuple[str, str, bool] | None  # (name, device, pretrained) of the starting backbone; None: a baseline
+
+    @property
+    def label(self) -> str:
+        return f"#{self.number} {self.result.strategy.name} · {self.result.backbone} · {self.result.dataset}"
+
+
+class TrainingJob:
+    """One training run in a background thread, so that the page can poll its curves and offer a Stop button.
+
+    The thread calls core only (no Streamlit). `history` grows by one EpochStats per epoch; `stop` is
+    polled by core between batches (the best epoch so far is kept); `result` or `error` is set at the end.
+    """
+
+    def __init__(self, source: tuple[str, str, bool] | None, device: str, dataset: _datasets.Dataset,
+                 config: training.TrainConfig, number: int) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.source, self.device, self.dataset, self.config, self.number = source, device, dataset, config, number
+        self.history: list[training.EpochStats] = []
+        self.progress, self.message = 0.0, "Starting…"
+        self.stop = threading.Event()
+        self.started = time.time()
+        self.result: TrainedRun | None = None
+        self.error: BaseException | None = None
+        # fetched here: the thread has no script context for st.cache_resource
+        self._model = model(*source) if source is not None else None
+        self._store = _dataset_results()
+        self._thread = threading.Thread(target=self._work, name="visionlens-training", daemon=True)
+        self._thread.start()
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.done
+
+    def _report(self, fraction: float, message: str) -> None:
+        self.progress, self.message = min(max(fraction, 0.0), 1.0), message
+
+    def _work(self) -> None:
+        try:
+            features, began = None, time.perf_counter()
+            if self.config.strategy == "feature-extraction":
+                loaded, (name, device, pretrained) = self._model, self.source
+                size = self.config.image_size or loaded.spec.input_size[0]
+                precision = "auto" if loaded.device.type == "cuda" else "fp32"
+                key = ("features", self.dataset.content_hash, name, device, pretrained, precision, 32, size)
+                features = self._store.get(key, lambda: embeddings.extract(
+                    loaded, self.dataset, batch_size=32, precision=precision, size=size,
+                    on_progress=lambda fraction, message: self._report(fraction, f"Frozen features: {message}"),
+                ))
+            seconds = time.perf_counter() - began  # about 0 when the features came from the cache
+            result = training.train(
+                self._model, self.dataset, self.config, features=features, device=self.device,
+                on_epoch=self.history.append, on_progress=self._report, should_stop=self.stop.is_set,
+            )
+            result = dataclasses.replace(result, feature_seconds=seconds) if features is not None else result
+            self.result = TrainedRun(self.id, self.number, result, self.dataset, self.source)
+        except BaseException as error:  # shown by the page, in the script thread
+            self.error = error
+
+
+def training_start(
+    source: tuple[str, str, bool] | None, device: str, _dataset: _datasets.Dataset, config: training.TrainConfig,
+    number: int,
+) -> TrainingJob:
+    return TrainingJob(source, device, _dataset, config, number)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def training_summary(
+    name: str, device: str, pretrained: bool, strategy: str, unfreeze: int | None, classes: int, head: str, hidden: int
+) -> training.ParameterSummary:
+    """Trainable and frozen parameter groups, before training (the shared model is only read)."""
+    loaded = model(name, device, pretrained) if training.STRATEGIES[strategy].pretrained else None
+    return training.parameter_summary(loaded, strategy, unfreeze, classes=classes, head=head, hidden=hidden)
+
+
+def training_cam(run: TrainedRun, index: int) -> cams.CamResult:
+    """Grad-CAM of the trained model for its predicted class on image `index` of the run's dataset."""
+    return _cam_results().get(
+        ("training", run.id, index),
+        lambda: cams.compute(run.result.model, run.dataset.images[index], methods=["gradcam"])[0],
+    )
+
+
+def checkpoint_files(run: TrainedRun) -> tuple:
+    """(JSON, safetensors) as callables for st.download_button: packed on the first click, then kept."""
+    store = _training_exports()
+    result = run.result
+
+    def files() -> tuple[bytes, bytes]:
+        facts = {"dataset": result.dataset, "strategy": result.config.strategy, "test_accuracy": result.accuracy,
+                 "best_epoch": result.best_epoch}
+        return store.get(run.id, lambda: checkpoints.serialize(result.model, trained=facts))
+
+    return (lambda: files()[0]), (lambda: files()[1])
+
+
+@st.cache_resource
+def _training_exports() -> _Results:
+    return _Results(4)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Checking and loading the model…")
+def imported(json_key: str, weights_key: str, _json: bytes, _weights: bytes) -> models.LoadedModel:
+    """A model from an export's two files (validated by core; nothing is unpickled), on the CPU."""
+    return checkpoints.load((_json, _weights), device="cpu")

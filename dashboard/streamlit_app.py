@@ -28,6 +28,7 @@ page = st.navigation([  # paths are relative to this file
     st.Page("app_pages/learn.py", title="Learn", icon="🎓"),
     st.Page("app_pages/batch.py", title="Batch", icon="🗂️"),
     st.Page("app_pages/datasets.py", title="Datasets", icon="📊"),
+    st.Page("app_pages/training.py", title="Transfer learning", icon="🎯"),
     st.Page("app_pages/benchmarks.py", title="Benchmarks", icon="⏱️"),
     st.Page("app_pages/features.py", title="Feature maps", icon="🧩"),
     st.Page("app_pages/architecture.py", title="Architecture", icon="🏗️"),

@@ -215,6 +215,8 @@ def test_datasets_page_upload_a_zip_and_see_the_map_and_the_confusion_matrix(ser
 
 
 def test_benchmarks_page_runs_a_small_benchmark_and_draws_its_charts(server, page):
+    assert "app_pages/benchmarks.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text(), \
+        "register the page: st.Page('app_pages/benchmarks.py', title='Benchmarks', icon='⏱️')"
     page.goto(f"{server}/benchmarks")
     page.get_by_role("heading", name="Benchmarks").first.wait_for(timeout=120_000)
     _settle(page)
@@ -319,3 +321,80 @@ def test_learn_every_step_renders_its_maths_and_is_screenshotted(learn_server, p
         assert page.locator(".katex").count() >= 1 and page.locator(".katex-error").count() == 0, step
         shot = _screenshot(page, f"learn-{slug}")
         assert shot.stat().st_size > 20_000
+
+
+TRAINING_ENTRY = """
+import sys
+sys.path.insert(0, {root!r})
+import streamlit as st
+from core.errors import CoreError
+st.set_page_config(page_title="VisionLens", page_icon="🔍", layout="wide")
+try:
+    st.navigation([st.Page({page!r}, title="Transfer learning", icon="🎯")]).run()
+except CoreError as error:
+    st.error(str(error))
+"""
+
+
+@pytest.fixture(scope="module")
+def training_server(request, tmp_path_factory):
+    """The Transfer learning page's address: on the app's server once streamlit_app.py registers it, else a one-page server."""
+    if "app_pages/training.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text():
+        yield f"{request.getfixturevalue('server')}/training"
+        return
+    entry = tmp_path_factory.mktemp("training") / "training_app.py"
+    entry.write_text(TRAINING_ENTRY.format(root=str(ROOT), page=str(ROOT / "dashboard" / "app_pages" / "training.py")))
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(entry), "--server.headless=true", "--server.address=127.0.0.1",
+         f"--server.port={port}", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the Transfer learning server did not become healthy in 90 s")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_training_a_head_on_digits_shows_curves_and_the_confusion_matrix(training_server, page):
+    page.goto(training_server)
+    page.get_by_role("heading", name="Transfer learning", exact=True).first.wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_text("Trainable parameters").wait_for(timeout=120_000)
+    images = page.get_by_role("spinbutton", name="Images (stratified sample)")
+    images.fill("200")
+    images.press("Enter")
+    _settle(page)
+    page.get_by_text("200 images in 10 classes").wait_for(timeout=60_000)
+    page.get_by_text("Optimiser and schedule").click()
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("2")
+    epochs.press("Enter")
+    _settle(page)
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Confusion matrix (test set)").wait_for(timeout=240_000)
+    _settle(page, timeout=240_000)
+    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=120_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.get_by_text("Results of this session").is_visible()
+    page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(timeout=60_000)  # the confusion matrix
+    page.wait_for_function(  # the curves: loss and accuracy, train and validation
+        "() => document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 4", timeout=60_000
+    )
+    assert page.get_by_text(re.compile(r"ImageNet head of EfficientNet-Lite0")).first.is_visible()
+    shot = _screenshot(page, "page-training")
+    assert shot.stat().st_size > 20_000

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core import registry
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def test_compare_with_another_backbone_and_depth(features_page):
     at.selectbox(key="compare_name").set_value(TINY).run()
     _ok(at)
     compared = [m.value for m in at.markdown if "Tiny CNN" in m.value]
-    assert compared and "`4`" in compared[0] and "12 channels" in compared[0]
+    assert compared and f"`{registry.get(TINY).cam_layer}`" in compared[0] and "12 channels" in compared[0]
     at.radio(key="compare_depth").set_value("early (1/4 deep)").run()
     _ok(at)
     compared = [m.value for m in at.markdown if "Tiny CNN" in m.value]

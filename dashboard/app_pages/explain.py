@@ -18,6 +18,18 @@ if picked is None:
 decoded = cache.decoded(picked.key, picked.data)
 for note in decoded.notes:
     st.info(note)
+custom = st.session_state.get("custom_model")  # a trained or imported model, set by the Transfer learning page
+if custom is not None and st.sidebar.checkbox(f"Use my trained model ({custom.spec.title})", key="use_custom"):
+    from core import predictions
+
+    mine = predictions.predict(custom, decoded.image, top_k=min(5, len(custom.categories)))
+    st.subheader(f"{custom.spec.title}: top predictions")
+    st.dataframe([{"class": p.index, "label": p.label, "probability": f"{p.prob:.2%}"} for p in mine], hide_index=True)
+    target = widgets.class_picker(custom.categories, mine[0].index, key="custom_target")
+    (result,) = cams.compute(custom, decoded.image, methods=["gradcam"], target=target)
+    st.image(result.overlay(decoded.image), width="stretch",
+             caption=f"Grad-CAM for “{result.label}” ({result.target}) at layer {result.layer} · {custom.spec.title}")
+    st.stop()
 model = cache.model(choice.name, choice.device, choice.pretrained)
 if not model.pretrained:
     st.warning(f"{model.spec.title} has random weights: its predictions and heatmaps are meaningless.")
