@@ -259,51 +259,8 @@ LEARN_STEPS = {
     "Transfer learning": "transfer-learning",
     "Grad-CAM": "gradcam",
 }
-LEARN_ENTRY = """
-import sys
-sys.path.insert(0, {root!r})
-import streamlit as st
-st.set_page_config(page_title="VisionLens", page_icon="🔍", layout="wide")
-st.navigation([st.Page({page!r}, title="Learn", icon="🎓")]).run()
-"""
-
-
-@pytest.fixture(scope="module")
-def learn_server(request, tmp_path_factory):
-    """The Learn page's address: on the app's server once streamlit_app.py registers it, else a one-page server."""
-    if "app_pages/learn.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text():
-        yield f"{request.getfixturevalue('server')}/learn"
-        return
-    entry = tmp_path_factory.mktemp("learn") / "learn_app.py"
-    entry.write_text(LEARN_ENTRY.format(root=str(ROOT), page=str(ROOT / "dashboard" / "app_pages" / "learn.py")))
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(entry), "--server.headless=true", "--server.address=127.0.0.1",
-         f"--server.port={port}", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the Learn server did not become healthy in 90 s")
-        yield url  # the only page is the default one, at the root
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def test_learn_every_step_renders_its_maths_and_is_screenshotted(learn_server, page):
-    page.goto(learn_server)
+def test_learn_every_step_renders_its_maths_and_is_screenshotted(server, page):
+    page.goto(f"{server}/learn")
     page.get_by_role("heading", name="Learn", exact=True).first.wait_for(timeout=120_000)
     _settle(page, timeout=240_000)
     steps = page.get_by_test_id("stButtonGroup")
@@ -323,55 +280,8 @@ def test_learn_every_step_renders_its_maths_and_is_screenshotted(learn_server, p
         assert shot.stat().st_size > 20_000
 
 
-TRAINING_ENTRY = """
-import sys
-sys.path.insert(0, {root!r})
-import streamlit as st
-from core.errors import CoreError
-st.set_page_config(page_title="VisionLens", page_icon="🔍", layout="wide")
-try:
-    st.navigation([st.Page({page!r}, title="Transfer learning", icon="🎯")]).run()
-except CoreError as error:
-    st.error(str(error))
-"""
-
-
-@pytest.fixture(scope="module")
-def training_server(request, tmp_path_factory):
-    """The Transfer learning page's address: on the app's server once streamlit_app.py registers it, else a one-page server."""
-    if "app_pages/training.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text():
-        yield f"{request.getfixturevalue('server')}/training"
-        return
-    entry = tmp_path_factory.mktemp("training") / "training_app.py"
-    entry.write_text(TRAINING_ENTRY.format(root=str(ROOT), page=str(ROOT / "dashboard" / "app_pages" / "training.py")))
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(entry), "--server.headless=true", "--server.address=127.0.0.1",
-         f"--server.port={port}", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the Transfer learning server did not become healthy in 90 s")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def test_training_a_head_on_digits_shows_curves_and_the_confusion_matrix(training_server, page):
-    page.goto(training_server)
+def test_training_a_head_on_digits_shows_curves_and_the_confusion_matrix(server, page):
+    page.goto(f"{server}/training")
     page.get_by_role("heading", name="Transfer learning", exact=True).first.wait_for(timeout=120_000)
     _settle(page)
     page.get_by_text("Trainable parameters").wait_for(timeout=120_000)
