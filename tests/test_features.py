@@ -61,7 +61,7 @@ def test_feature_maps_are_the_strongest_channels_normalised(lite0, chelsea):
 
 def test_default_layer_and_a_limit_above_the_channel_count(tiny, chelsea):
     result = features.feature_maps(tiny, chelsea, limit=64)
-    assert result.layer == tiny.spec.cam_layer == "4"
+    assert result.layer == tiny.spec.cam_layer == "3"
     assert result.map_shape[0] == 12 and sorted(result.channels) == list(range(12))
     assert result.maps.shape == (12, *result.map_shape[1:]) and result.means.shape == (12,)
 
