@@ -111,3 +111,43 @@ def report_button(image, sections, *, source: str, key: str, opacity: float = 0.
         "Download report (HTML)", document.encode("utf-8"), file_name="visionlens-report.html", mime="text/html",
         key=key, help="One self-contained file: the image, predictions, heatmaps, scores, settings and versions.",
     )
+
+
+DATASET_SOURCES = {
+    "digits": "Digits (built-in)",
+    "shapes": "Shapes with masks (built-in)",
+    "zip": "Upload a zip",
+    "folder": "Folder on this machine",
+    "torchvision": "torchvision set (online)",
+}
+
+
+def dataset_picker(*, key: str, default_limit: int, min_limit: int = 20):
+    """A labelled dataset from any source, stratified-sampled and seeded: returns (dataset, seed)."""
+    kind = st.radio("Dataset", list(DATASET_SOURCES), format_func=DATASET_SOURCES.get, horizontal=True,
+                    key=f"{key}_source")
+    left, middle, right = st.columns(3)
+    limit = int(left.number_input("Images (stratified sample)", min_limit, 20_000, default_limit, step=50,
+                                  key=f"{key}_limit", help="Every class keeps its share; the sample is seeded."))
+    seed = int(middle.number_input("Sample seed", 0, 2**31 - 1, 0, key=f"{key}_sample_seed"))
+    if kind in ("digits", "shapes"):
+        return cache.dataset(kind, kind, seed, limit), seed
+    if kind == "zip":
+        upload = st.file_uploader(
+            "A zip of class folders (cats/1.jpg, dogs/2.png, ...), optionally inside one top folder", type=["zip"],
+            key=f"{key}_zip",
+        )
+        if upload is None:
+            st.info("Upload a zip with one folder per class (at least two classes).")
+            st.stop()
+        raw = upload.getvalue()
+        return cache.dataset("zip", cache.digest(raw), seed, limit, raw), seed
+    if kind == "folder":
+        path = st.text_input("Folder that holds one folder per class", key=f"{key}_folder")
+        if not path:
+            st.info("Type the path of a folder on the machine that runs this app.")
+            st.stop()
+        return cache.dataset("folder", path, seed, limit), seed
+    name = right.selectbox("torchvision set", cache.TORCHVISION_SETS, key=f"{key}_torchvision")
+    st.caption(f"Downloaded on first use into {cache.TORCHVISION_ROOT} (needs the internet once).")
+    return cache.dataset("torchvision", name, seed, limit), seed

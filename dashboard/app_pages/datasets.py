@@ -9,13 +9,6 @@ import streamlit as st
 from core import cams
 from dashboard import cache, widgets
 
-SOURCES = {
-    "digits": "Digits (built-in)",
-    "shapes": "Shapes with masks (built-in)",
-    "zip": "Upload a zip",
-    "folder": "Folder on this machine",
-    "torchvision": "torchvision set (online)",
-}
 GALLERY = 8  # images shown per confusion-matrix cell
 LOCALISATION_IMAGES = 48
 
@@ -31,34 +24,8 @@ spec = cache.specs()[choice.name]
 # ---------------------------------------------------------------------------------------------
 # The dataset
 
-kind = st.radio("Dataset", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="ds_source")
-left, middle, right = st.columns(3)
-limit = left.number_input("Images (stratified sample)", 20, 20_000, 300, step=50, key="ds_limit",
-                          help="Large sets are subsampled, every class kept; the sample is seeded.")
-seed = middle.number_input("Seed", 0, 2**31 - 1, 0, key="ds_seed")
-
-if kind in ("digits", "shapes"):
-    data = cache.dataset(kind, kind, int(seed), int(limit))
-elif kind == "zip":
-    upload = st.file_uploader(
-        "A zip of class folders (cats/1.jpg, dogs/2.png, ...), optionally inside one top folder", type=["zip"],
-        key="ds_zip",
-    )
-    if upload is None:
-        st.info("Upload a zip with one folder per class (at least two classes).")
-        st.stop()
-    raw = upload.getvalue()
-    data = cache.dataset("zip", cache.digest(raw), int(seed), int(limit), raw)
-elif kind == "folder":
-    path = st.text_input("Folder that holds one folder per class", key="ds_folder")
-    if not path:
-        st.info("Type the path of a folder on the machine that runs this app.")
-        st.stop()
-    data = cache.dataset("folder", path, int(seed), int(limit))
-else:
-    name = right.selectbox("torchvision set", cache.TORCHVISION_SETS, key="ds_torchvision")
-    st.caption(f"Downloaded on first use into {cache.TORCHVISION_ROOT} (needs the internet once).")
-    data = cache.dataset("torchvision", name, int(seed), int(limit))
+data, seed = widgets.dataset_picker(key="ds", default_limit=300)
+kind = st.session_state["ds_source"]
 
 counts = data.counts()
 st.subheader(f"{data.name}: {len(data)} images in {len(data.classes)} classes")

@@ -13,13 +13,6 @@ from core.errors import CoreError
 from dashboard import cache, widgets
 
 JOB, RUNS, CUSTOM = "training_job", "training_runs", "custom_model"
-SOURCES = {
-    "digits": "Digits (built-in)",
-    "shapes": "Shapes (built-in)",
-    "zip": "Upload a zip",
-    "folder": "Folder on this machine",
-    "torchvision": "torchvision set (online)",
-}
 LR = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 
 st.title("Transfer learning")
@@ -36,29 +29,7 @@ runs: list[cache.TrainedRun] = st.session_state.setdefault(RUNS, [])
 # ---------------------------------------------------------------------------------------------
 # Dataset
 
-kind = st.radio("Dataset", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="tr_source")
-d1, d2, d3 = st.columns(3)
-limit = d1.number_input("Images (stratified sample)", 30, 20_000, 500, step=50, key="tr_limit",
-                        help="Every class keeps its share; the sample is seeded.")
-data_seed = d2.number_input("Sample seed", 0, 2**31 - 1, 0, key="tr_data_seed")
-if kind in ("digits", "shapes"):
-    data = cache.dataset(kind, kind, int(data_seed), int(limit))
-elif kind == "zip":
-    upload = st.file_uploader("A zip of class folders (cats/1.jpg, dogs/2.png, ...)", type=["zip"], key="tr_zip")
-    if upload is None:
-        st.info("Upload a zip with one folder per class (at least two classes, three images each).")
-        st.stop()
-    raw = upload.getvalue()
-    data = cache.dataset("zip", cache.digest(raw), int(data_seed), int(limit), raw)
-elif kind == "folder":
-    path = st.text_input("Folder that holds one folder per class", key="tr_folder")
-    if not path:
-        st.info("Type the path of a folder on the machine that runs this app.")
-        st.stop()
-    data = cache.dataset("folder", path, int(data_seed), int(limit))
-else:
-    name = d3.selectbox("torchvision set", cache.TORCHVISION_SETS, key="tr_torchvision")
-    data = cache.dataset("torchvision", name, int(data_seed), int(limit))
+data, _ = widgets.dataset_picker(key="tr", default_limit=500, min_limit=30)
 st.caption(f"**{data.name}**: {len(data)} images in {len(data.classes)} classes ({', '.join(data.classes[:12])}"
            f"{', …' if len(data.classes) > 12 else ''}).")
 
