@@ -297,22 +297,19 @@ def _benchmark_results() -> _Finished:
     return _Finished(16)
 
 
-class BenchmarkJob:
-    """One benchmark in a background thread, so that the page can show progress and a Stop button.
+class _BackgroundJob:
+    """Work in a daemon thread, so that a page can poll it (progress, partial results) and offer Stop.
 
-    The thread calls core only (no Streamlit). `rows` grows as settings finish; `stop` is polled by
-    core between passes; `result` or `error` is set when the thread ends.
+    Subclasses set their inputs, call `_start(name)`, and implement `_work()` returning the result. The
+    thread calls core only (no Streamlit); `stop` is polled by core; `result` or `error` is set at the end.
     """
 
-    def __init__(self, settings: BenchmarkSettings) -> None:
-        self.settings = settings
-        self.rows: list[benchmarks.BenchmarkRow] = []
+    def _start(self, name: str) -> None:
         self.stop = threading.Event()
         self.started = time.time()
-        self.result: BenchmarkResult | None = None
+        self.result = None
         self.error: BaseException | None = None
-        self._finished = _benchmark_results()  # fetched here: the thread has no script context
-        self._thread = threading.Thread(target=self._work, name="visionlens-benchmark", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     @property
@@ -323,25 +320,41 @@ class BenchmarkJob:
         self._thread.join(timeout)
         return self.done
 
-    def _work(self) -> None:
-        s = self.settings
+    def _run(self) -> None:
         try:
-            machine, busy = benchmarks.machine(), benchmarks.busy()
-            rows = benchmarks.run(
-                s.names, batches=s.batches, input_size=s.input_size, precision=s.precision, device=s.device,
-                repeats=s.repeats, warmup=s.warmup, on_row=lambda row, done, total: self.rows.append(row),
-                should_stop=self.stop.is_set,
-            )
-            result = BenchmarkResult(
-                s, tuple(rows), machine, benchmarks.method(warmup=s.warmup, repeats=s.repeats, device=s.device,
-                                                            precision=s.precision),
-                time.time(), complete=len(rows) == s.total, busy=busy,
-            )
-            if result.complete:
-                self._finished.put(s, result)
-            self.result = result
-        except BaseException as error:  # re-raised in the script thread, where the app shows it
+            self.result = self._work()
+        except BaseException as error:  # re-raised or shown in the script thread, where the app shows it
             self.error = error
+
+    def _work(self):
+        raise NotImplementedError
+
+
+class BenchmarkJob(_BackgroundJob):
+    """One benchmark in the background; `rows` grows as settings finish."""
+
+    def __init__(self, settings: BenchmarkSettings) -> None:
+        self.settings = settings
+        self.rows: list[benchmarks.BenchmarkRow] = []
+        self._finished = _benchmark_results()  # fetched here: the thread has no script context
+        self._start("visionlens-benchmark")
+
+    def _work(self) -> BenchmarkResult:
+        s = self.settings
+        machine, busy = benchmarks.machine(), benchmarks.busy()
+        rows = benchmarks.run(
+            s.names, batches=s.batches, input_size=s.input_size, precision=s.precision, device=s.device,
+            repeats=s.repeats, warmup=s.warmup, on_row=lambda row, done, total: self.rows.append(row),
+            should_stop=self.stop.is_set,
+        )
+        result = BenchmarkResult(
+            s, tuple(rows), machine, benchmarks.method(warmup=s.warmup, repeats=s.repeats, device=s.device,
+                                                        precision=s.precision),
+            time.time(), complete=len(rows) == s.total, busy=busy,
+        )
+        if result.complete:
+            self._finished.put(s, result)
+        return result
 
 
 def benchmark_cached(settings: BenchmarkSettings) -> BenchmarkResult | None:
@@ -574,11 +587,10 @@ class TrainedRun:
         return f"#{self.number} {self.result.strategy.name} · {self.result.backbone} · {self.result.dataset}"
 
 
-class TrainingJob:
-    """One training run in a background thread, so that the page can poll its curves and offer a Stop button.
+class TrainingJob(_BackgroundJob):
+    """One training run in the background; `history` grows by one EpochStats per epoch.
 
-    The thread calls core only (no Streamlit). `history` grows by one EpochStats per epoch; `stop` is
-    polled by core between batches (the best epoch so far is kept); `result` or `error` is set at the end.
+    Stop is polled by core between batches, and the best epoch so far is kept.
     """
 
     def __init__(self, source: tuple[str, str, bool] | None, device: str, dataset: _datasets.Dataset,
@@ -587,48 +599,32 @@ class TrainingJob:
         self.source, self.device, self.dataset, self.config, self.number = source, device, dataset, config, number
         self.history: list[training.EpochStats] = []
         self.progress, self.message = 0.0, "Starting…"
-        self.stop = threading.Event()
-        self.started = time.time()
-        self.result: TrainedRun | None = None
-        self.error: BaseException | None = None
         # fetched here: the thread has no script context for st.cache_resource
         self._model = model(*source) if source is not None else None
         self._store = _dataset_results()
-        self._thread = threading.Thread(target=self._work, name="visionlens-training", daemon=True)
-        self._thread.start()
-
-    @property
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return self.done
+        self._start("visionlens-training")
 
     def _report(self, fraction: float, message: str) -> None:
         self.progress, self.message = min(max(fraction, 0.0), 1.0), message
 
-    def _work(self) -> None:
-        try:
-            features, began = None, time.perf_counter()
-            if self.config.strategy == "feature-extraction":
-                loaded, (name, device, pretrained) = self._model, self.source
-                size = self.config.image_size or loaded.spec.input_size[0]
-                precision = "auto" if loaded.device.type == "cuda" else "fp32"
-                key = ("features", self.dataset.content_hash, name, device, pretrained, precision, 32, size)
-                features = self._store.get(key, lambda: embeddings.extract(
-                    loaded, self.dataset, batch_size=32, precision=precision, size=size,
-                    on_progress=lambda fraction, message: self._report(fraction, f"Frozen features: {message}"),
-                ))
-            seconds = time.perf_counter() - began  # about 0 when the features came from the cache
-            result = training.train(
-                self._model, self.dataset, self.config, features=features, device=self.device,
-                on_epoch=self.history.append, on_progress=self._report, should_stop=self.stop.is_set,
-            )
-            result = dataclasses.replace(result, feature_seconds=seconds) if features is not None else result
-            self.result = TrainedRun(self.id, self.number, result, self.dataset, self.source)
-        except BaseException as error:  # shown by the page, in the script thread
-            self.error = error
+    def _work(self) -> TrainedRun:
+        features, began = None, time.perf_counter()
+        if self.config.strategy == "feature-extraction":
+            loaded, (name, device, pretrained) = self._model, self.source
+            size = self.config.image_size or loaded.spec.input_size[0]
+            precision = "auto" if loaded.device.type == "cuda" else "fp32"
+            key = ("features", self.dataset.content_hash, name, device, pretrained, precision, 32, size)
+            features = self._store.get(key, lambda: embeddings.extract(
+                loaded, self.dataset, batch_size=32, precision=precision, size=size,
+                on_progress=lambda fraction, message: self._report(fraction, f"Frozen features: {message}"),
+            ))
+        seconds = time.perf_counter() - began  # about 0 when the features came from the cache
+        result = training.train(
+            self._model, self.dataset, self.config, features=features, device=self.device,
+            on_epoch=self.history.append, on_progress=self._report, should_stop=self.stop.is_set,
+        )
+        result = dataclasses.replace(result, feature_seconds=seconds) if features is not None else result
+        return TrainedRun(self.id, self.number, result, self.dataset, self.source)
 
 
 def training_start(
