@@ -90,6 +90,15 @@ def image_picker(*, key: str = "image") -> Picked | None:
 TOP1 = -1  # sentinel option: "explain the predicted class" (a None option would show as a placeholder)
 
 
+def require_image(*, key: str = "image") -> Picked:
+    """The picked image, or a hint and a stop of the page when there is none yet."""
+    picked = image_picker(key=key)
+    if picked is None:
+        st.info("Upload an image or take a photo to start, or pick a sample photo.")
+        st.stop()
+    return picked
+
+
 def class_picker(categories: tuple[str, ...], top1: int, *, key: str = "target") -> int | None:
     """None means "the predicted class". The select box is searchable: type part of a name."""
     options = [TOP1, *range(len(categories))]

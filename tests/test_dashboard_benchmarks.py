@@ -21,23 +21,11 @@ config.set_option("client.showErrorDetails", "full")  # tests read the real exce
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "streamlit_app.py"
-PAGE = ROOT / "dashboard" / "app_pages" / "benchmarks.py"
-REGISTERED = "app_pages/benchmarks.py" in APP.read_text()
 
 
 def _open(tmp_path: Path) -> AppTest:
-    if REGISTERED:
-        at = AppTest.from_file(str(APP), default_timeout=180)
-        at.switch_page("app_pages/benchmarks.py")
-    else:
-        entry = tmp_path / "entry.py"
-        entry.write_text(  # routes to the page alone and shows core's errors, as the real entry does
-            f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport streamlit as st\n"
-            "from core.errors import CoreError\n"
-            f"try:\n    st.navigation([st.Page({str(PAGE)!r})]).run()\n"
-            "except CoreError as error:\n    st.error(str(error))\n"
-        )
-        at = AppTest.from_file(str(entry), default_timeout=180)
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.switch_page("app_pages/benchmarks.py")
     at.run()
     return at
 

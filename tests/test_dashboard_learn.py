@@ -1,7 +1,6 @@
 """Streamlit AppTest: every step of the Learn page runs on the default image and follows its widgets.
 
-Through the real entry point once dashboard/streamlit_app.py registers app_pages/learn.py; until then
-through a one-page entry script in tmp_path, as the real one would run it.
+Through the real entry point (dashboard/streamlit_app.py), switched to app_pages/learn.py.
 """
 
 import json
@@ -15,28 +14,10 @@ config.set_option("client.showErrorDetails", "full")  # tests read the real exce
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "streamlit_app.py"
-LEARN = ROOT / "dashboard" / "app_pages" / "learn.py"
-ENTRY = f"""
-import sys
-sys.path.insert(0, {str(ROOT)!r})
-import streamlit as st
-from core.errors import CoreError
-try:
-    st.navigation([st.Page({str(LEARN)!r}, title="Learn")]).run()
-except CoreError as error:
-    st.error(str(error))
-"""
-
-
 def _learn_app(tmp_path_factory) -> AppTest:
-    if "app_pages/learn.py" in APP.read_text():
-        at = AppTest.from_file(str(APP), default_timeout=180)
-        at.run()
-        return at.switch_page("app_pages/learn.py").run()
-    entry = tmp_path_factory.mktemp("learn") / "entry.py"
-    entry.write_text(ENTRY)
-    at = AppTest.from_file(str(entry), default_timeout=180)
-    return at.run()
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.run()
+    return at.switch_page("app_pages/learn.py").run()
 
 
 def _ok(at: AppTest) -> None:

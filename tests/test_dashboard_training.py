@@ -1,8 +1,7 @@
 """Streamlit AppTest: the Transfer learning page trains a head for one epoch on digits in a background thread,
 lists the run with its metrics, confusion matrix and heatmaps, exports it, and hands it to the Explain page.
 
-Goes through the real entry point once dashboard/streamlit_app.py registers the page; until then, through
-an entry script that routes to this page and the Explain page. The tiny test CNN keeps it fast.
+Goes through the real entry point (dashboard/streamlit_app.py). The tiny test CNN keeps it fast.
 """
 
 import json
@@ -20,29 +19,15 @@ config.set_option("client.showErrorDetails", "full")  # tests read the real exce
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "streamlit_app.py"
-PAGE = ROOT / "dashboard" / "app_pages" / "training.py"
-EXPLAIN = ROOT / "dashboard" / "app_pages" / "explain.py"
-REGISTERED = "app_pages/training.py" in APP.read_text()
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def _open(tmp_path: Path) -> AppTest:
-    if REGISTERED:
-        at = AppTest.from_file(str(APP), default_timeout=180)
-        at.session_state["model_name"] = TINY
-        at.run()
-        at.switch_page("app_pages/training.py")
-    else:
-        entry = tmp_path / "entry.py"
-        entry.write_text(
-            f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport streamlit as st\n"
-            "from core.errors import CoreError\n"
-            f"page = st.navigation([st.Page({str(PAGE)!r}, default=True), st.Page({str(EXPLAIN)!r})])\n"
-            "try:\n    page.run()\nexcept CoreError as error:\n    st.error(str(error))\n"
-        )
-        at = AppTest.from_file(str(entry), default_timeout=180)
-        at.session_state["model_name"] = TINY
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.session_state["model_name"] = TINY
+    at.run()
+    at.switch_page("app_pages/training.py")
     at.session_state["tr_limit"] = 60
     at.session_state["tr_epochs"] = 1
     at.session_state[f"tr_size_{TINY}"] = 64
@@ -126,7 +111,7 @@ def test_export_and_use_in_explain(page):
     assert model.categories == tuple(str(d) for d in range(10)) and model.spec.name == "small_cnn"
     document, weights = checkpoints.serialize(model)
     assert checkpoints.load((document, weights)).categories == model.categories
-    at.switch_page("app_pages/explain.py" if REGISTERED else str(EXPLAIN)).run()
+    at.switch_page("app_pages/explain.py").run()
     at.sidebar.checkbox(key="use_custom").check().run()
     _ok(at)
     captions = [c for image in at.get("image") for c in image.captions]
@@ -137,7 +122,7 @@ def test_export_and_use_in_explain(page):
 
 def test_import_an_export_and_refuse_a_pickle(page):
     at = page
-    at.switch_page("app_pages/training.py" if REGISTERED else str(PAGE)).run()
+    at.switch_page("app_pages/training.py").run()
     run = at.session_state["training_runs"][0].result
     document, weights = checkpoints.serialize(run.model)
     at.file_uploader(key="tr_import").set_value(

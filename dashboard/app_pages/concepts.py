@@ -11,10 +11,7 @@ st.caption(
     "activations splits the image into K concepts; the model's own classifier names each concept."
 )
 choice = widgets.model_picker()
-picked = widgets.image_picker(key="concepts_image")
-if picked is None:
-    st.info("Upload an image or take a photo to start, or pick a sample photo.")
-    st.stop()
+picked = widgets.require_image(key="concepts_image")
 model = cache.model(choice.name, choice.device, choice.pretrained)
 c1, c2 = st.columns(2)
 k = c1.slider("Number of concepts (K)", 2, 10, 5, key="concepts_k")

@@ -12,10 +12,7 @@ st.caption(
     "see which explanations still change."
 )
 choice = widgets.model_picker()
-picked = widgets.image_picker(key="depth_image")
-if picked is None:
-    st.info("Upload an image or take a photo to start, or pick a sample photo.")
-    st.stop()
+picked = widgets.require_image(key="depth_image")
 model = cache.model(choice.name, choice.device, choice.pretrained)
 preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
 image = cache.decoded(picked.key, picked.data).image

@@ -10,10 +10,7 @@ st.title("Explain a prediction")
 st.caption("What does the model predict for this image, and where does it look? Everything runs on this machine.")
 
 choice = widgets.model_picker()
-picked = widgets.image_picker()
-if picked is None:
-    st.info("Upload an image or take a photo to start, or pick a sample photo.")
-    st.stop()
+picked = widgets.require_image()
 
 decoded = cache.decoded(picked.key, picked.data)
 for note in decoded.notes:

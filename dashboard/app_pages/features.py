@@ -31,10 +31,7 @@ st.caption(
 )
 
 choice = widgets.model_picker()
-picked = widgets.image_picker()
-if picked is None:
-    st.info("Upload an image or take a photo to start, or pick a sample photo.")
-    st.stop()
+picked = widgets.require_image()
 
 model = cache.model(choice.name, choice.device, choice.pretrained)
 if not model.pretrained:

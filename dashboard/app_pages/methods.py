@@ -13,10 +13,7 @@ st.caption(
 )
 
 choice = widgets.model_picker()
-picked = widgets.image_picker(key="methods_image")
-if picked is None:
-    st.info("Upload an image or take a photo to start, or pick a sample photo.")
-    st.stop()
+picked = widgets.require_image(key="methods_image")
 decoded = cache.decoded(picked.key, picked.data)
 model = cache.model(choice.name, choice.device, choice.pretrained)
 preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
