@@ -17,8 +17,9 @@ from torch.utils.data import Dataset as TorchDataset
 
 from core import hooks
 from core.datasets import Dataset
-from core.errors import DeviceError, InvalidInputError
+from core.errors import Cancelled, InvalidInputError
 from core.models import LoadedModel
+from core.runtime import HalvingBatches
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -104,6 +105,7 @@ def extract(
     workers: int | None = None,
     size: int | None = None,
     on_progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Embeddings:
     """Penultimate features (and logits) of every image, through a DataLoader.
 
@@ -114,7 +116,8 @@ def extract(
 
     Raises:
         InvalidInputError: an empty dataset, a bad batch size or precision.
-        DeviceError: the GPU ran out of memory.
+        Cancelled: should_stop() became true (polled between batches).
+        DeviceError: the GPU ran out of memory even at batch size 1 (larger batches are halved and retried).
     """
     if len(dataset) == 0:
         raise InvalidInputError("The dataset is empty: nothing to extract.")
@@ -139,19 +142,24 @@ def extract(
     done = 0
     started = time.perf_counter()
     report(0.0, f"Extracting features of {len(dataset)} images")
-    try:
-        for batch in loader:
-            batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
-            with model.lock, hooks.capture(model.module, [head], inputs=True) as captured, torch.inference_mode(), autocast:
-                output = model.module(batch)
-            features.append(captured[head].float().flatten(1).cpu().numpy())
-            logits.append(output.float().cpu().numpy())
-            done += len(batch)
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        raise DeviceError(f"The GPU ran out of memory at batch size {batch_size}. Choose a smaller batch.") from None
+    halving = HalvingBatches(batch_size, on_halve=lambda old, new: report(
+        done / len(dataset), f"The GPU ran out of memory at batch {old}: continuing at {new}"))
+
+    def forward(chunk: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        chunk = chunk.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+        with model.lock, hooks.capture(model.module, [head], inputs=True) as captured, torch.inference_mode(), autocast:
+            output = model.module(chunk)
+        return captured[head].float().flatten(1).cpu().numpy(), output.float().cpu().numpy()
+
+    for batch in loader:
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"Feature extraction was stopped after {done} of {len(dataset)} images.")
+        for chunk_features, chunk_logits in halving.run(batch, forward):
+            features.append(chunk_features)
+            logits.append(chunk_logits)
+        done += len(batch)
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
     seconds = time.perf_counter() - started
     names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
     return Embeddings(
@@ -191,12 +199,13 @@ def tsne(
     seed: int = 0,
     threads: int | None = None,
     on_progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """(N, 2) float32 t-SNE map with openTSNE (Barnes-Hut below 10,000 points, FFT above; PCA initialisation).
 
     The features are first reduced to `pca_dims` with PCA, as is standard. `iterations` counts the
     250 early-exaggeration steps too (as scikit-learn's `max_iter` does). The perplexity is clipped
-    to (N - 1) / 3 for small sets.
+    to (N - 1) / 3 for small sets. should_stop() is polled every 50 iterations: Cancelled when true.
     """
     from openTSNE import TSNE
 
@@ -217,7 +226,7 @@ def tsne(
         def __call__(self, iteration, error, embedding):
             self.step += 50
             report(min(self.step / total, 0.99), f"t-SNE iteration {min(self.step, total)} of {total}")
-            return False
+            return bool(should_stop and should_stop())  # True ends openTSNE's optimisation
 
     report(0.0, "t-SNE: finding neighbours")
     threads = threads or max(1, torch.get_num_threads())
@@ -226,6 +235,8 @@ def tsne(
         initialization="pca", negative_gradient_method="auto", n_jobs=threads, random_state=seed,
         callbacks=_Callback(), callbacks_every_iters=50,
     ).fit(reduced)
+    if should_stop is not None and should_stop():
+        raise Cancelled("t-SNE was stopped before it finished.")
     report(1.0, "t-SNE done")
     return np.asarray(embedding, dtype=np.float32)
 

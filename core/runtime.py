@@ -5,6 +5,7 @@ On a 2-core host, OpenMP spin-waiting from several pools made a forward pass 5-7
 
 import logging
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -59,3 +60,59 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(device)} (mixed precision {str(autocast_dtype(device)).removeprefix('torch.')})"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+class HalvingBatches:
+    """Runs work over a batch in chunks; a CUDA out-of-memory error halves the chunk and retries it.
+
+    The chunk size only shrinks (1 is the floor), so later batches start at the size that fitted. At
+    size 1 an out-of-memory error becomes a `DeviceError` with the advice to use the CPU.
+
+        halving = HalvingBatches(64)
+        for batch in loader:
+            outputs += halving.run(batch, lambda chunk: model(chunk.to(device)))
+    """
+
+    def __init__(self, batch_size: int, *, on_halve: Callable[[int, int], None] | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.size = batch_size
+        self.halvings = 0
+        self._on_halve = on_halve
+
+    def run(self, batch, step):
+        """[step(chunk) for each chunk of `batch`], chunks of at most `self.size` rows (halved on OOM)."""
+        from core.errors import DeviceError
+
+        outputs, start = [], 0
+        while start < len(batch):
+            chunk = batch[start:start + self.size]
+            try:
+                outputs.append(step(chunk))
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+                if not _is_oom(error):
+                    raise
+                out_of_memory = True
+            else:
+                out_of_memory = False
+                start += len(chunk)
+            if out_of_memory:  # outside the except block, so the failed step's tensors are already freed
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if self.size == 1:
+                    raise DeviceError(
+                        "The GPU ran out of memory even for one image at a time. Close other GPU programs, "
+                        "choose a smaller input size, or use the CPU."
+                    )
+                previous, self.size = self.size, max(1, self.size // 2)
+                self.halvings += 1
+                log.warning("GPU out of memory at batch %d: retrying at %d", previous, self.size)
+                if self._on_halve is not None:
+                    self._on_halve(previous, self.size)
+        return outputs
