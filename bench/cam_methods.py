@@ -1,4 +1,4 @@
-"""CAM speed, measured in one run on the same model, image, layer and class (CPU, 224 x 224).
+"""CAM speed, measured in one run on the same model, image, layer and class (224 x 224; CPU, or --device cuda).
 
 Prints per model:
   (a) our Grad-CAM / one inference forward pass                       (target <= 1.3)
@@ -23,18 +23,25 @@ from core import cams, hooks, models, runtime  # noqa: E402
 SEVEN = ["gradcam", "hirescam", "gradcam_elementwise", "gradcam++", "xgradcam", "layercam", "eigengradcam"]
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # GPU work is asynchronous: time it to the end
+
+
 def _median(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
+        _sync()
         started = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
-def measure(name: str, repeats: int) -> dict[str, float]:
-    model = models.load(name, device="cpu", pretrained=models.weights_available(name))
-    tensor = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+def measure(name: str, repeats: int, device: str = "cpu") -> dict[str, float]:
+    model = models.load(name, device=device, pretrained=models.weights_available(name))
+    tensor = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(model.device)
     target, layer = 281, model.spec.cam_layer
     module = hooks.find(model.module, layer)
 
@@ -70,12 +77,18 @@ def measure(name: str, repeats: int) -> dict[str, float]:
 
 
 def main() -> None:
-    threads = runtime.configure_threads()
-    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    print(f"torch {torch.__version__}, {threads} threads, CPU, batch 1, 224x224, medians of {repeats} rounds")
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repeats", nargs="?", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args()
+    threads, repeats = runtime.configure_threads(), args.repeats
+    where = runtime.describe_device(runtime.resolve_device(args.device))
+    print(f"torch {torch.__version__}, {threads} threads, {where}, batch 1, 224x224, medians of {repeats} rounds")
     print(f"{'model':20s} {'forward':>9s} {'ours GC':>9s} {'ours 7':>9s} {'lib GC':>9s} {'lib 7':>9s}   (a)    (b)    (c)")
     for name in ("resnet18", "resnet50", "efficientnet_lite0"):
-        r = measure(name, repeats)
+        r = measure(name, repeats, args.device)
         a = r["ours_gradcam"] / r["forward"]
         b = r["ours_seven"] / r["lib_seven"]
         c = r["ours_seven"] / r["lib_gradcam"]
