@@ -8,7 +8,7 @@ Metrics are scikit-learn's.
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -41,14 +41,32 @@ class Mapping:
         return all(t is not None for t in self.targets)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Probe:
-    """A logistic regression on frozen features: which rows trained it and what it says about the rest."""
+    """A logistic regression on frozen features: which rows trained it and what it says about the rest.
+
+    `weight` and `bias` are the whole probe (standardisation folded in) as one linear map over the raw
+    features, one row per folder class: `logits(x) = x @ weight.T + bias` ranks the classes as the probe
+    does, so a copy of the backbone with this Linear as its head explains the probe's classes.
+    """
 
     train: np.ndarray  # (n_train,) int64 dataset indices
     test: np.ndarray  # (n_test,) int64 dataset indices
     predicted: np.ndarray  # (n_test,) int64 class indices for `test`
     train_accuracy: float
+    weight: np.ndarray | None = field(default=None, repr=False)  # (C, D) float32
+    bias: np.ndarray | None = field(default=None, repr=False)  # (C,) float32
+    classifier: object = field(default=None, repr=False)  # the fitted scikit-learn pipeline
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """(N, C) float32 class scores of (N, D) raw features: the classifier's decision_function, per class.
+
+        With two classes the classifier has one score d (positive: class 1); the logits are (-d/2, d/2),
+        whose softmax is its predict_proba. A class with no training image gets a score far below the others.
+        """
+        if self.weight is None or self.bias is None:
+            raise InvalidInputError("This probe carries no weights; train it with linear_probe.")
+        return (np.asarray(features, dtype=np.float32) @ self.weight.T + self.bias).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,7 @@ class Evaluation:
     mapping: Mapping | None = None  # zero-shot only
     train_size: int = 0  # linear probe only
     train_accuracy: float | None = None
+    probe: Probe | None = field(default=None, repr=False)  # linear probe only: its weights, for heatmaps
 
     @property
     def normalised(self) -> np.ndarray:
@@ -189,11 +208,13 @@ def zero_shot(logits: np.ndarray, mapping: Mapping) -> np.ndarray:
 
 
 def linear_probe(
-    features: np.ndarray, labels: np.ndarray, *, test_fraction: float = 0.3, seed: int = 0, strength: float = 1.0
+    features: np.ndarray, labels: np.ndarray, *, test_fraction: float = 0.3, seed: int = 0, strength: float = 1.0,
+    classes: int | None = None,
 ) -> Probe:
     """Logistic regression on standardised frozen features, trained on a stratified split.
 
-    `strength` is the inverse L2 regularisation (scikit-learn's C).
+    `strength` is the inverse L2 regularisation (scikit-learn's C). `classes` is the number of folder
+    classes (default: the largest label + 1): the probe's linear map has one row per class.
 
     Raises:
         InvalidInputError: fewer than two images in some class, or a split with no room for a test set.
@@ -225,10 +246,37 @@ def linear_probe(
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=strength, max_iter=2000))
     classifier.fit(features[train], labels[train])
     train, test = np.sort(train), np.sort(test)
+    count = int(labels.max()) + 1 if classes is None else int(classes)
+    weight, bias = _folded(classifier, count)
     return Probe(
         train.astype(np.int64), test.astype(np.int64), classifier.predict(features[test]).astype(np.int64),
-        float(classifier.score(features[train], labels[train])),
+        float(classifier.score(features[train], labels[train])), weight, bias, classifier,
     )
+
+
+_ABSENT = -1e4  # the score of a class the probe never saw: far below any trained class
+
+
+def _folded(classifier, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """((C, D), (C,)) float32: StandardScaler then LogisticRegression as one linear map of the raw features.
+
+    (x - mean) / scale @ coef.T + intercept  =  x @ (coef / scale).T + (intercept - coef @ (mean / scale)).
+    """
+    scaler, regression = classifier[0], classifier[-1]
+    mean = np.asarray(scaler.mean_, dtype=np.float64) if scaler.with_mean else 0.0
+    scale = np.asarray(scaler.scale_, dtype=np.float64) if scaler.with_std else 1.0
+    coef = np.asarray(regression.coef_, dtype=np.float64)
+    intercept = np.asarray(regression.intercept_, dtype=np.float64)
+    if coef.shape[0] == 1:  # two classes: one score d for classes_[1]; (-d/2, d/2) has the same softmax
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    coef = coef / scale
+    intercept = intercept - coef @ np.broadcast_to(mean, coef.shape[1:])
+    weight = np.zeros((classes, coef.shape[1]), np.float64)
+    bias = np.full(classes, _ABSENT, np.float64)
+    rows = np.asarray(regression.classes_, dtype=np.int64)
+    weight[rows], bias[rows] = coef, intercept
+    return weight.astype(np.float32), bias.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,9 +310,10 @@ def evaluate(
         predicted = zero_shot(logits, mapping)
         result = metrics(labels, predicted, classes, method="zero-shot")
         return _with(result, mapping=mapping)
-    probe = linear_probe(features, labels, test_fraction=test_fraction, seed=seed)
+    probe = linear_probe(features, labels, test_fraction=test_fraction, seed=seed, classes=len(classes))
     result = metrics(labels[probe.test], probe.predicted, classes, method="linear probe", indices=probe.test)
-    return _with(result, mapping=mapping, train_size=len(probe.train), train_accuracy=probe.train_accuracy)
+    return _with(result, mapping=mapping, train_size=len(probe.train), train_accuracy=probe.train_accuracy,
+                 probe=probe)
 
 
 def _with(result: Evaluation, **changes) -> Evaluation:
