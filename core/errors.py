@@ -32,6 +32,10 @@ class DeviceError(CoreError, RuntimeError):
     """The chosen device cannot run the work (no CUDA, out of GPU memory)."""
 
 
+class Cancelled(CoreError):
+    """Work stopped on request (a Stop button) before it finished; nothing partial was kept."""
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """' Did you mean 'x'?' for the closest known name, or '' if nothing is close."""
     matches = get_close_matches(str(name), list(known), n=1)

@@ -20,6 +20,7 @@ from core import (
     images,
     models,
     predictions,
+    queueing,
     registry,
     runtime,
     sanity,
@@ -66,11 +67,39 @@ class _Results:
                 self.items.move_to_end(key)
                 return self.items[key]
         value = compute()
+        self.put(key, value)
+        return value
+
+    def peek(self, key, default=None):
+        """The value for `key` if it is computed, else `default` (computes nothing)."""
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        return default
+
+    def put(self, key, value) -> None:
         with self.lock:
             self.items[key] = value
+            self.items.move_to_end(key)
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
-        return value
+
+
+@st.cache_resource(show_spinner=False)
+def heavy_gate() -> queueing.SlotQueue:
+    """The process-wide bounded queue every heavy computation goes through (Score-CAM, dataset features,
+    t-SNE, benchmarks, training): $VISIONLENS_HEAVY_SLOTS at once, else half the cores."""
+    return queueing.SlotQueue()
+
+
+def heavy(label: str, _on_wait=None) -> queueing.Ticket:
+    """Block the calling thread until it holds a heavy-work slot (a context manager releases it).
+
+    `_on_wait(ticket)` runs about 4 times a second while queued: in a script thread an element update there
+    also lets Streamlit interrupt the wait on a rerun, and the ticket then leaves the queue.
+    """
+    return heavy_gate().acquire(label, on_wait=_on_wait)
 
 
 @st.cache_resource
@@ -93,10 +122,21 @@ def cam_grid(
 ) -> list[cams.CamResult]:
     """Several methods at once (the gradient methods share one pass), cached by image sha256 + settings."""
     memo_key = (name, device, pretrained, key, tuple(methods), target, layer, eigen_smooth, aug_smooth)
-    return _cam_results().get(memo_key, lambda: cams.compute(
-        model(name, device, pretrained), decoded(key, _data).image, methods=list(methods), target=target,
-        layer=layer, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=_on_progress,
-    ))
+
+    def compute() -> list[cams.CamResult]:
+        run = lambda: cams.compute(  # noqa: E731
+            model(name, device, pretrained), decoded(key, _data).image, methods=list(methods), target=target,
+            layer=layer, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=_on_progress,
+        )
+        slow = [cams.METHODS[m].title for m in methods if m in cams.METHODS and cams.METHODS[m].slow]
+        if not slow:
+            return run()
+        # one pass per channel: a heavy-work slot first, the queue's state in the progress bar meanwhile
+        on_wait = (lambda ticket: _on_progress(0.0, ticket.describe())) if _on_progress else None
+        with heavy(", ".join(slow), on_wait):
+            return run()
+
+    return _cam_results().get(memo_key, compute)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -302,13 +342,22 @@ class _BackgroundJob:
 
     Subclasses set their inputs, call `_start(name)`, and implement `_work()` returning the result. The
     thread calls core only (no Streamlit); `stop` is polled by core; `result` or `error` is set at the end.
+    The job joins the heavy-work queue (`heavy_gate`) when it starts and runs `_work` once it holds a slot:
+    `state` is "queued" (`queue_text` says how many are ahead), "running" or "done". Stop while queued
+    ends it without running, with `error` a core `Cancelled`.
     """
+
+    label = "Heavy work"  # how the queue names the job
 
     def _start(self, name: str) -> None:
         self.stop = threading.Event()
         self.started = time.time()
+        self.running_since: float | None = None
+        self.ran = False  # whether _work was called
         self.result = None
         self.error: BaseException | None = None
+        # in the script thread: the place in the queue is taken at the click, and cache_resource has a context
+        self.ticket = heavy_gate().enter(self.label)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -316,13 +365,30 @@ class _BackgroundJob:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
+    @property
+    def state(self) -> str:
+        """One of "queued" (waiting for a heavy-work slot), "running" or "done"."""
+        if self.done:
+            return "done"
+        return "queued" if self.ticket.state == "queued" else "running"
+
+    @property
+    def ahead(self) -> int | None:
+        """Jobs queued before this one (0: next in line); None unless queued."""
+        return self.ticket.ahead
+
+    def queue_text(self) -> str:
+        return self.ticket.describe()
+
     def wait(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return self.done
 
     def _run(self) -> None:
         try:
-            self.result = self._work()
+            with self.ticket.gate.hold(self.ticket, should_stop=self.stop.is_set):
+                self.running_since, self.ran = time.time(), True
+                self.result = self._work()
         except BaseException as error:  # re-raised or shown in the script thread, where the app shows it
             self.error = error
 
@@ -332,6 +398,8 @@ class _BackgroundJob:
 
 class BenchmarkJob(_BackgroundJob):
     """One benchmark in the background; `rows` grows as settings finish."""
+
+    label = "Benchmark"
 
     def __init__(self, settings: BenchmarkSettings) -> None:
         self.settings = settings
@@ -373,6 +441,7 @@ def benchmark_precisions(device: str) -> list[str]:
 
 from core import datasets as _datasets  # noqa: E402  (this section's imports stay in this section)
 from core import embeddings, evaluation, localisation  # noqa: E402
+from core import probing  # noqa: E402
 
 BUILTIN_SETS = ("digits", "shapes")
 TORCHVISION_SETS = _datasets.TORCHVISION_SETS
@@ -420,7 +489,10 @@ def dataset_features(
 def dataset_map(
     features_key: tuple, _features, method: str, perplexity: float, iterations: int, seed: int, _on_progress=None,
 ):
-    """(points (N, 2) float32, trustworthiness) of a PCA or t-SNE map, cached by the features' key + settings."""
+    """(points (N, 2) float32, trustworthiness) of a PCA or t-SNE map, cached by the features' key + settings.
+
+    Runs in the calling thread; the Datasets page runs t-SNE through dataset_tsne_job instead.
+    """
     def compute():
         if method == "pca":
             points = embeddings.pca(_features, seed=seed)
@@ -432,48 +504,259 @@ def dataset_map(
     return _dataset_results().get(("map", features_key, method, perplexity, iterations, seed), compute)
 
 
+# Feature extraction and t-SNE run as background jobs: a rerun (any widget click) or another session with
+# the same settings re-attaches to the job instead of starting the work again.
+
+
+class _Jobs:
+    """Background jobs by their result's cache key, shared by all sessions and bounded (`size`).
+
+    A job stays registered while it runs and after it ended: a success keeps its `result` (also put in the
+    result cache), a failure or a stop its `error`, so that every session watching it sees why until one of
+    them `forget`s it. Over `size`, ended jobs are dropped first, then the oldest unfinished one is stopped.
+    Sessions watching a job are its `watchers`: when the last one `leave`s it unfinished (its settings
+    changed), nobody waits for it any more, and it is stopped and forgotten.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def attach(self, key, start, session: str | None = None):
+        """The registered job for `key`, else start() registered under it; `session` now watches it."""
+        with self.lock:
+            job = self.items.get(key)
+            if job is None:
+                job = self.items[key] = start()
+            if session is not None:
+                job.watchers.add(session)
+            while len(self.items) > self.size:
+                ended = [k for k, j in self.items.items() if j.done and k != key]
+                oldest = ended[0] if ended else next(k for k in self.items if k != key)
+                self.items.pop(oldest).stop.set()
+            return job
+
+    def get(self, key):
+        with self.lock:
+            return self.items.get(key)
+
+    def forget(self, job) -> None:
+        with self.lock:
+            if self.items.get(job.key) is job:
+                del self.items[job.key]
+
+    def leave(self, job, session: str) -> None:
+        with self.lock:
+            job.watchers.discard(session)
+            if job.watchers or job.done:
+                return
+            job.stop.set()
+            if self.items.get(job.key) is job:
+                del self.items[job.key]
+
+
+@st.cache_resource
+def _dataset_jobs() -> _Jobs:
+    return _Jobs(16)
+
+
+class _DatasetJob(_BackgroundJob):
+    """Work whose result lands in `_dataset_results()` under `key`; `progress` and `message` for the page."""
+
+    def __init__(self, key: tuple) -> None:
+        self.key = key
+        self.progress, self.message = 0.0, "Starting…"
+        self.watchers: set[str] = set()  # sessions waiting for it (see _Jobs)
+        self._store = _dataset_results()  # fetched here: the thread has no script context
+        self._start(f"visionlens-{self.label.lower().replace(' ', '-')}")
+
+    def _report(self, fraction: float, message: str) -> None:
+        self.progress, self.message = min(max(fraction, 0.0), 1.0), message
+
+    def _work(self):
+        value = self._compute()
+        self._store.put(self.key, value)
+        return value
+
+    def _compute(self):
+        raise NotImplementedError
+
+
+class FeaturesJob(_DatasetJob):
+    """Penultimate features of a dataset (core.embeddings.extract), batch by batch; Stop between batches."""
+
+    label = "Feature extraction"
+
+    def __init__(self, key: tuple, loaded: models.LoadedModel, dataset: _datasets.Dataset, precision: str,
+                 batch_size: int, size: int | None) -> None:
+        self._loaded, self._dataset = loaded, dataset
+        self._precision, self._batch_size, self._size = precision, batch_size, size
+        super().__init__(key)
+
+    def _compute(self) -> embeddings.Embeddings:
+        return embeddings.extract(self._loaded, self._dataset, batch_size=self._batch_size, precision=self._precision,
+                                  size=self._size, on_progress=self._report, should_stop=self.stop.is_set)
+
+
+class TsneJob(_DatasetJob):
+    """A t-SNE map and its trustworthiness, (points, trust) as dataset_map returns; Stop every 50 iterations."""
+
+    label = "t-SNE"
+
+    def __init__(self, key: tuple, features, perplexity: float, iterations: int, seed: int) -> None:
+        self._features, self._perplexity, self._iterations, self._seed = features, perplexity, iterations, seed
+        super().__init__(key)
+
+    def _compute(self):
+        points = embeddings.tsne(self._features, perplexity=self._perplexity, iterations=self._iterations,
+                                 seed=self._seed, on_progress=self._report, should_stop=self.stop.is_set)
+        return points, embeddings.trustworthiness(self._features, points)
+
+
+def _features_key(content_hash: str, name: str, device: str, pretrained: bool, precision: str, batch_size: int,
+                  size: int | None) -> tuple:
+    return ("features", content_hash, name, device, pretrained, precision, batch_size, size)
+
+
+def dataset_features_ready(
+    name: str, device: str, pretrained: bool, _dataset: _datasets.Dataset, precision: str, batch_size: int,
+    size: int | None,
+) -> embeddings.Embeddings | None:
+    """The cached features (as dataset_features computes them), or None: computes nothing."""
+    key = _features_key(_dataset.content_hash, name, device, pretrained, precision, batch_size, size)
+    return _dataset_results().peek(key)
+
+
+def dataset_features_job(
+    name: str, device: str, pretrained: bool, _dataset: _datasets.Dataset, precision: str, batch_size: int,
+    size: int | None, session: str | None = None,
+) -> FeaturesJob:
+    """The background extraction for these settings: the one already registered (running or ended), else a new
+    one. The page asks for it only when dataset_features_ready has nothing."""
+    key = _features_key(_dataset.content_hash, name, device, pretrained, precision, batch_size, size)
+    return _dataset_jobs().attach(key, lambda: FeaturesJob(
+        key, model(name, device, pretrained), _dataset, precision, batch_size, size), session)
+
+
+def _map_key(features_key: tuple, method: str, perplexity: float, iterations: int, seed: int) -> tuple:
+    return ("map", features_key, method, perplexity, iterations, seed)
+
+
+def dataset_tsne_ready(features_key: tuple, perplexity: float, iterations: int, seed: int):
+    """The cached (points, trustworthiness) of this t-SNE map, or None: computes nothing."""
+    return _dataset_results().peek(_map_key(features_key, "tsne", perplexity, iterations, seed))
+
+
+def dataset_tsne_job(
+    features_key: tuple, _features, perplexity: float, iterations: int, seed: int, session: str | None = None,
+) -> TsneJob:
+    """The background t-SNE for these settings: the one already registered (running or ended), else a new one."""
+    key = _map_key(features_key, "tsne", perplexity, iterations, seed)
+    return _dataset_jobs().attach(key, lambda: TsneJob(key, _features, perplexity, iterations, seed), session)
+
+
+def dataset_job_forget(job: _DatasetJob) -> None:
+    """Drop a failed or stopped job, so that the next request starts the work again."""
+    _dataset_jobs().forget(job)
+
+
+def dataset_job_leave(job: _DatasetJob, session: str) -> None:
+    """`session` no longer waits for `job` (its settings changed): stopped and dropped if nobody else does."""
+    _dataset_jobs().leave(job, session)
+
+
+def dataset_evaluation_key(features_key: tuple, mode: str, test_fraction: float, seed: int) -> tuple:
+    return ("evaluation", features_key, mode, test_fraction, seed)
+
+
 def dataset_evaluation(
     features_key: tuple, _embedded: embeddings.Embeddings, _dataset: _datasets.Dataset, categories: tuple[str, ...],
     mode: str, test_fraction: float, seed: int,
 ) -> evaluation.Evaluation:
-    return _dataset_results().get(("evaluation", features_key, mode, test_fraction, seed), lambda: evaluation.evaluate(
+    key = dataset_evaluation_key(features_key, mode, test_fraction, seed)
+    return _dataset_results().get(key, lambda: evaluation.evaluate(
         _embedded.features, _embedded.logits, _dataset.labels, _dataset.classes, categories=categories, mode=mode,
         test_fraction=test_fraction, seed=seed,
     ))
 
 
+@dataclass(frozen=True, eq=False)
+class DatasetHead:
+    """The head a dataset's heatmaps explain: an evaluation's (its linear probe, or zero-shot's mapped classes).
+
+    `key` is the evaluation's cache key (dataset_evaluation_key); `size` the side of the square the
+    features were extracted at (Embeddings.image_size), which the probe model resizes images to.
+    """
+
+    key: tuple
+    evaluation: evaluation.Evaluation
+    size: int
+
+    @property
+    def probe(self) -> bool:
+        return self.evaluation.probe is not None
+
+    def describe(self, cam: cams.CamResult) -> str:
+        """Which head and class a heatmap explains: "probe class 'circle'" or "ImageNet 'tabby'"."""
+        return f"probe class '{cam.label}'" if self.probe else f"ImageNet '{cam.label}'"
+
+
+@st.cache_resource
+def _probe_models() -> _Results:
+    return _Results(2)  # each is a private copy of a backbone: keep few
+
+
+def dataset_probe_model(name: str, device: str, pretrained: bool, head: DatasetHead) -> models.LoadedModel:
+    """The backbone with the evaluation's linear probe as its head (a copy; the shared model is untouched)."""
+    return _probe_models().get(("probe model", head.key), lambda: probing.probe_model(
+        model(name, device, pretrained), head.evaluation, size=head.size))
+
+
 def dataset_cams(
     name: str, device: str, pretrained: bool, _dataset: _datasets.Dataset, index: int, targets: tuple[int | None, ...],
-    method: str = "gradcam",
+    method: str = "gradcam", head: DatasetHead | None = None,
 ) -> list[cams.CamResult]:
-    """One CAM per target class (None: the predicted class) for image `index` of the dataset."""
-    def compute():
-        loaded = model(name, device, pretrained)
-        image = _dataset.images[index]
-        return [cams.compute(loaded, image, methods=[method], target=t)[0] for t in targets]
+    """One CAM per target class for image `index` of the dataset.
 
-    return _cam_results().get(("dataset", _dataset.content_hash, name, device, pretrained, index, targets, method),
-                              compute)
+    Without `head`, targets are classes of the backbone's own ImageNet head (None: its top-1). With an
+    evaluation's `head`, targets are folder classes (None: that head's top-1): a linear probe's classes are
+    explained on the probe model (the backbone whose final Linear is the probe), zero-shot classes as the
+    ImageNet classes they map to.
+    """
+    def compute():
+        image = _dataset.images[index]
+        if head is not None and head.probe:
+            loaded, explained = dataset_probe_model(name, device, pretrained, head), targets
+        else:
+            loaded = model(name, device, pretrained)
+            mapped = head.evaluation.mapping.targets if head is not None else None
+            explained = tuple(t if mapped is None or t is None else mapped[t] for t in targets)
+        return [cams.compute(loaded, image, methods=[method], target=t)[0] for t in explained]
+
+    return _cam_results().get(("dataset", _dataset.content_hash, name, device, pretrained, index, targets, method,
+                               head.key if head is not None else None), compute)
 
 
 def dataset_average_cam(
     name: str, device: str, pretrained: bool, _dataset: _datasets.Dataset, rows: tuple[int, ...], target: int | None,
-    size: int = 96,
+    size: int = 96, head: DatasetHead | None = None,
 ):
-    """(size, size) float32 mean Grad-CAM over the images at `rows` (each resized to a square first)."""
+    """(size, size) float32 mean Grad-CAM over the images at `rows` (each resized to a square first).
+
+    `target` and `head` as for dataset_cams: with an evaluation's head, `target` is a folder class.
+    """
     import numpy as np
     from PIL import Image
 
     def compute():
         heat = np.zeros((size, size), np.float32)
         for row in rows:
-            (result,) = dataset_cams(name, device, pretrained, _dataset, row, (target,))
+            (result,) = dataset_cams(name, device, pretrained, _dataset, row, (target,), head=head)
             picture = Image.fromarray(result.heatmap.astype(np.float32), mode="F").resize((size, size))
             heat += np.asarray(picture, dtype=np.float32)
         return heat / max(len(rows), 1)
 
-    return _dataset_results().get(("average cam", _dataset.content_hash, name, device, pretrained, rows, target),
-                                  compute)
+    return _dataset_results().get(("average cam", _dataset.content_hash, name, device, pretrained, rows, target,
+                                   size, head.key if head is not None else None), compute)
 
 
 def dataset_localisation(
@@ -566,10 +849,9 @@ def gradcam_parts(
 
 # --- training ---
 
-import dataclasses  # noqa: E402  (this section's imports stay in this section)
-import uuid  # noqa: E402
+import uuid  # noqa: E402  (this section's imports stay in this section)
 
-from core import checkpoints, training  # noqa: E402
+from core import checkpoints, processes, training  # noqa: E402
 
 
 @dataclass(frozen=True, eq=False)
@@ -588,42 +870,45 @@ class TrainedRun:
 
 
 class TrainingJob(_BackgroundJob):
-    """One training run in the background; `history` grows by one EpochStats per epoch.
+    """One training run in a process of its own (core.processes); `history` grows by one EpochStats per epoch.
 
-    Stop is polled by core between batches, and the best epoch so far is kept.
+    This thread only passes the process's reports on to the fields the page polls (progress, message,
+    history, then result or error). The process builds its own model: the cached one (`model()`) is never
+    touched. Stop is passed on and polled between batches; the best epoch so far is kept. Frozen features
+    come from (and go to) the cache the Datasets page shares.
     """
+
+    label = "Training"
 
     def __init__(self, source: tuple[str, str, bool] | None, device: str, dataset: _datasets.Dataset,
                  config: training.TrainConfig, number: int) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.source, self.device, self.dataset, self.config, self.number = source, device, dataset, config, number
         self.history: list[training.EpochStats] = []
-        self.progress, self.message = 0.0, "Starting…"
-        # fetched here: the thread has no script context for st.cache_resource
-        self._model = model(*source) if source is not None else None
-        self._store = _dataset_results()
+        self.progress, self.message = 0.0, "Starting the training process…"
+        self.pid: int | None = None  # the training process, once it has started
+        self._store = _dataset_results()  # fetched here: the thread has no script context for st.cache_resource
         self._start("visionlens-training")
 
     def _report(self, fraction: float, message: str) -> None:
         self.progress, self.message = min(max(fraction, 0.0), 1.0), message
 
+    def _started(self, pid: int, threads: int) -> None:
+        self.pid, self.message = pid, f"Training process {pid} started ({threads} threads), loading…"
+
     def _work(self) -> TrainedRun:
-        features, began = None, time.perf_counter()
-        if self.config.strategy == "feature-extraction":
-            loaded, (name, device, pretrained) = self._model, self.source
-            size = self.config.image_size or loaded.spec.input_size[0]
-            precision = "auto" if loaded.device.type == "cuda" else "fp32"
+        features = key = None
+        name, device, pretrained = self.source if self.source is not None else (None, self.device, True)
+        if self.config.strategy == "feature-extraction" and name is not None:
+            size = self.config.image_size or registry.get(name).input_size[0]
+            precision = "auto" if runtime.resolve_device(device).type == "cuda" else "fp32"
             key = ("features", self.dataset.content_hash, name, device, pretrained, precision, 32, size)
-            features = self._store.get(key, lambda: embeddings.extract(
-                loaded, self.dataset, batch_size=32, precision=precision, size=size,
-                on_progress=lambda fraction, message: self._report(fraction, f"Frozen features: {message}"),
-            ))
-        seconds = time.perf_counter() - began  # about 0 when the features came from the cache
-        result = training.train(
-            self._model, self.dataset, self.config, features=features, device=self.device,
-            on_epoch=self.history.append, on_progress=self._report, should_stop=self.stop.is_set,
+            features = self._store.peek(key)  # else the process computes them, and they are kept for next time
+        result = processes.train(
+            name, self.dataset, self.config, pretrained=pretrained, features=features, device=device,
+            on_start=self._started, on_epoch=self.history.append, on_progress=self._report,
+            on_features=lambda computed: self._store.put(key, computed), should_stop=self.stop.is_set,
         )
-        result = dataclasses.replace(result, feature_seconds=seconds) if features is not None else result
         return TrainedRun(self.id, self.number, result, self.dataset, self.source)
 
 

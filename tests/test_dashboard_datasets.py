@@ -6,6 +6,8 @@ fast. The last test goes through the real entry point once dashboard/streamlit_a
 
 import base64
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ import pytest
 from streamlit import config
 from streamlit.testing.v1 import AppTest
 
+from core import embeddings, queueing
+from dashboard import cache
 from tests import zips
 from tests.conftest import TINY
 
@@ -50,13 +54,31 @@ def _texts(at: AppTest) -> str:
     return " | ".join([s.value for s in at.subheader] + [c.value for c in at.caption] + [h.value for h in at.header])
 
 
+def _settle(at: AppTest, *, until=None, timeout: float = 300) -> AppTest:
+    """Rerun the page while it watches a background job (features, t-SNE), as the page's polling does in a
+    browser, until no job is watched (or until(job) is true for the watched one)."""
+    deadline = time.monotonic() + timeout
+    while "ds_job" in at.session_state:
+        job = at.session_state["ds_job"]
+        if until is not None and until(job):
+            break
+        assert time.monotonic() < deadline, f"{job.label} did not finish"
+        job.wait(timeout=1)
+        at.run()
+    return at
+
+
+def _progress_texts(at: AppTest) -> str:
+    return " | ".join(p.proto.text for p in at.get("progress"))
+
+
 @pytest.fixture(scope="module")
 def digits_page() -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=240)
     at.session_state["model_name"] = TINY
     at.session_state["ds_limit"] = 60
     at.run()
-    return at
+    return _settle(at)
 
 
 def test_digits_page_shows_counts_map_confusion_and_metrics(digits_page):
@@ -90,6 +112,33 @@ def test_clicking_a_point_and_a_cell(digits_page):
     assert "True 2, predicted 2" in _texts(at)
 
 
+def _captions(at: AppTest) -> list[str]:
+    return [c for image in at.get("image") for c in image.captions]
+
+
+def test_a_probe_cell_explains_the_probes_classes(digits_page):
+    """Issue #4: a linear probe's gallery explains the probe's classes, not the ImageNet head's same index."""
+    at = digits_page
+    heatmap = next(c for c in _charts(at).values() if c["data"][0].get("type") == "heatmap")
+    counts = _array(heatmap["data"][0]["z"])
+    true, predicted = next((t, p) for t in range(10) for p in range(10) if t != p and counts[t, p] > 0)
+    at.session_state["ds_confusion"] = {"selection": {"points": [{"customdata": [true, predicted]}],
+                                                      "point_indices": [0], "box": [], "lasso": []}}
+    at.run()
+    _ok(at)
+    assert f"True {true}, predicted {predicted}" in _texts(at) and "linear probe's score" in _texts(at)
+    captions = _captions(at)
+    # the tiny CNN's own head calls its classes 'class N': a folder name in the caption comes from the probe model
+    assert f"Grad-CAM for probe class '{predicted}' (predicted: {predicted})" in captions, captions
+    assert f"Grad-CAM for probe class '{true}' (true: {true})" in captions, captions
+    assert not any("ImageNet" in c or "'class " in c for c in captions)
+    at.toggle(key="ds_average").set_value(True)
+    at.run()
+    _ok(at)
+    averages = [c for c in _captions(at) if "images): " in c]
+    assert sorted(averages) == [f"{d} (6 images): probe class '{d}'" for d in range(10)], averages
+
+
 def test_pca_and_normalised_matrix(digits_page):
     at = digits_page
     at.radio(key="ds_map").set_value("PCA")
@@ -108,6 +157,7 @@ def test_shapes_page_ranks_cam_methods_against_a_random_map():
     at.session_state["ds_limit"] = 24
     at.session_state["ds_map"] = "PCA"
     at.run()
+    _settle(at)
     _ok(at)
     assert "Localisation scores" in _texts(at)
     table = at.dataframe[-1].value
@@ -124,11 +174,44 @@ def test_uploaded_zip_and_a_hostile_one():
     assert any("Upload a zip" in i.value for i in at.info)
     data = zips.build(zips.classes(("red", "blue", "green"), per_class=6) | {"red/notes.txt": b"x"})
     at.file_uploader(key="ds_zip").set_value(("set.zip", data, "application/zip")).run()
+    _settle(at)
     _ok(at)
     assert "upload.zip: 18 images in 3 classes" in _texts(at)
     assert any("Skipped 1 file(s): 1 not an image (.txt)" in w.value for w in at.warning)
     at.file_uploader(key="ds_zip").set_value(("evil.zip", zips.zip_slip(), "application/zip")).run()
     assert at.exception and "unsafe path" in at.exception[0].message
+
+
+def test_zero_shot_cells_explain_the_mapped_imagenet_classes():
+    at = AppTest.from_file(PAGE, default_timeout=240)  # the default backbone: Lite0, ImageNet's 1000 classes
+    at.session_state["ds_source"] = "zip"
+    at.session_state["ds_map"] = "PCA"
+    at.session_state["ds_size"] = 96
+    at.run()
+    data = zips.build(zips.classes(("goldfish", "tabby"), per_class=4))
+    at.file_uploader(key="ds_zip").set_value(("set.zip", data, "application/zip")).run()
+    _settle(at)
+    _ok(at)
+    assert "Zero-shot" in _texts(at)
+    heatmap = next(c for c in _charts(at).values() if c["data"][0].get("type") == "heatmap")
+    counts = _array(heatmap["data"][0]["z"])
+    true = int(np.argmax(counts.sum(axis=1) > 0))
+    predicted = int(np.argmax(counts[true]))
+    at.session_state["ds_confusion"] = {"selection": {"points": [{"customdata": [true, predicted]}],
+                                                      "point_indices": [0], "box": [], "lasso": []}}
+    at.toggle(key="ds_average").set_value(True)
+    at.run()
+    _ok(at)
+    names = ("goldfish", "tabby")
+    assert f"True {names[true]}, predicted {names[predicted]}" in _texts(at)
+    captions = _captions(at)
+    guess = f"Grad-CAM for ImageNet '{names[predicted]}' (predicted: {names[predicted]})"
+    assert guess in captions, captions
+    if true != predicted:
+        assert f"Grad-CAM for ImageNet '{names[true]}' (true: {names[true]})" in captions, captions
+    assert not any("probe class" in c for c in captions)
+    averages = [c for c in captions if "images): " in c]
+    assert averages == ["goldfish (4 images): ImageNet 'goldfish'", "tabby (4 images): ImageNet 'tabby'"], averages
 
 
 def test_through_the_entry_point():
@@ -142,5 +225,158 @@ def test_through_the_entry_point():
     at.session_state["ds_map"] = "PCA"
     at.session_state["ds_size"] = 96
     at.run()
+    _settle(at)
     _ok(at)
     assert at.title[0].value == "Datasets"
+
+
+def _digits(limit: int, **state) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=240)
+    at.session_state["model_name"] = TINY
+    at.session_state["ds_limit"] = limit
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at
+
+
+def _is_tsne(job) -> bool:
+    return isinstance(job, cache.TsneJob)
+
+
+@pytest.fixture
+def held_tsne(monkeypatch):
+    """core's t-SNE held after its first progress report until `release` is set (or Stop is pressed)."""
+    release, calls, real = threading.Event(), [], embeddings.tsne
+
+    def tsne(features, **kwargs):
+        calls.append(kwargs)
+        kwargs["on_progress"](0.4, "t-SNE iteration 300 of 750")
+        deadline = time.monotonic() + 120
+        while not release.is_set() and not kwargs["should_stop"]() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return real(features, **kwargs)
+
+    monkeypatch.setattr(embeddings, "tsne", tsne)
+    yield release, calls
+    release.set()
+
+
+def test_tsne_runs_in_the_background_and_a_rerun_reattaches_to_it(held_tsne):
+    release, calls = held_tsne
+    at = _digits(40, ds_perplexity=17)
+    at.run()
+    _settle(at, until=_is_tsne)  # the features first, then the t-SNE job is watched
+    _ok(at)
+    job = at.session_state["ds_job"]
+    assert _is_tsne(job) and not job.done
+    deadline = time.monotonic() + 60
+    while job.progress < 0.4 and time.monotonic() < deadline:  # core's first report, from the job's thread
+        time.sleep(0.02)
+    at.run()
+    # the page is never empty: the PCA map, the note with the progress, and everything below the map
+    assert "t-SNE running, 40%" in _progress_texts(at), _progress_texts(at)
+    assert "PCA map" in _texts(at) and "The PCA map is shown until t-SNE is done" in _texts(at)
+    charts = _charts(at)
+    assert "ds_scatter" in charts and any(c["data"][0].get("type") == "heatmap" for c in charts.values())
+    assert at.button(key="ds_stop_tsne")
+    # a rerun after another widget's click, and a second session with the same settings: the same job
+    at.radio(key="ds_colour").set_value("predicted label").run()
+    _ok(at)
+    assert at.session_state["ds_job"] is job
+    other = _digits(40, ds_perplexity=17)
+    other.run()
+    _settle(other, until=_is_tsne)
+    assert other.session_state["ds_job"] is job and len(calls) == 1
+    release.set()
+    _settle(at)
+    _ok(at)
+    assert job.done and job.error is None and len(calls) == 1
+    assert "t-SNE map" in _texts(at) and "ds_job" not in at.session_state
+    _, features_key, _, perplexity, iterations, seed = job.key
+    assert cache.dataset_tsne_ready(features_key, perplexity, iterations, seed) is job.result  # in the cache
+    _settle(other)
+    assert "t-SNE map" in _texts(other) and len(calls) == 1
+
+
+def test_stop_ends_tsne_keeps_the_pca_map_and_it_can_run_again(held_tsne):
+    release, calls = held_tsne
+    at = _digits(40, ds_perplexity=18)
+    at.run()
+    _settle(at, until=_is_tsne)
+    job = at.session_state["ds_job"]
+    at.button(key="ds_stop_tsne").click().run()
+    _settle(at)
+    _ok(at)
+    assert job.done and type(job.error).__name__ == "Cancelled"
+    assert any("t-SNE was stopped" in i.value for i in at.info)
+    assert "ds_scatter" in _charts(at) and "PCA map" in _texts(at)
+    at.button(key="ds_tsne_again").click().run()
+    _settle(at, until=_is_tsne)
+    again = at.session_state["ds_job"]
+    assert _is_tsne(again) and again is not job and len(calls) == 2
+    release.set()
+    _settle(at)
+    _ok(at)
+    assert "t-SNE map" in _texts(at)
+
+
+def test_extraction_waits_in_the_queue_while_the_slots_are_full(monkeypatch):
+    gate = queueing.SlotQueue(1)
+    monkeypatch.setattr(cache, "heavy_gate", lambda: gate)
+    holder = gate.enter("someone else's Score-CAM")
+    try:
+        first = _digits(36, ds_map="PCA", ds_batch=8)
+        first.run()
+        _ok(first)
+        job = first.session_state["ds_job"]
+        assert isinstance(job, cache.FeaturesJob) and job.state == "queued" and job.ahead == 0
+        assert any("Queued: 0 ahead of you" in i.value for i in first.info), [i.value for i in first.info]
+        assert not first.get("plotly_chart") or "ds_scatter" not in _charts(first)
+        second = _digits(36, ds_map="PCA", ds_batch=16)  # other settings: another job, behind the first
+        second.run()
+        queued = second.session_state["ds_job"]
+        assert queued is not job and queued.ahead == 1
+        assert any("Queued: 1 ahead of you" in i.value for i in second.info)
+        second.button(key="ds_stop_features").click().run()  # Stop while queued: it never runs
+        _settle(second)
+        _ok(second)
+        assert queued.done and type(queued.error).__name__ == "Cancelled" and not queued.ran
+        assert any("Feature extraction was stopped" in i.value for i in second.info)
+        assert job.state == "queued" and job.ahead == 0 and not job.ran
+    finally:
+        holder.release()
+    _settle(first)
+    _ok(first)
+    assert job.ran and job.error is None and "ds_scatter" in _charts(first)
+
+
+def test_a_tsne_nobody_waits_for_any_more_is_stopped(held_tsne):
+    release, calls = held_tsne
+    at = _digits(40, ds_perplexity=21)
+    at.run()
+    _settle(at, until=_is_tsne)
+    abandoned = at.session_state["ds_job"]
+    at.slider(key="ds_perplexity").set_value(22).run()  # new settings: a new job; nobody else waits for the old
+    _ok(at)
+    watched = at.session_state["ds_job"]
+    assert _is_tsne(watched) and watched is not abandoned
+    assert abandoned.wait(60) and type(abandoned.error).__name__ == "Cancelled"
+    # another session waiting for the same job keeps it alive when this one moves on
+    other = _digits(40, ds_perplexity=22)
+    other.run()
+    _settle(other, until=_is_tsne)
+    assert other.session_state["ds_job"] is watched
+    at.radio(key="ds_map").set_value("PCA").run()
+    _ok(at)
+    assert "ds_job" not in at.session_state and not watched.wait(0.5) and not watched.stop.is_set()
+    release.set()
+    _settle(other)
+    _ok(other)
+    assert watched.error is None and "t-SNE map" in _texts(other)
+    at.radio(key="ds_map").set_value("t-SNE").run()  # perplexity 22: from the cache now
+    assert "t-SNE map" in _texts(at) and "ds_job" not in at.session_state
+    at.slider(key="ds_perplexity").set_value(21).run()
+    _settle(at)
+    _ok(at)
+    assert "t-SNE map" in _texts(at)  # the stopped job was forgotten: back at 21, t-SNE ran again
+    assert len(calls) == 3

@@ -1,10 +1,11 @@
-"""Streamlit AppTest: the Transfer learning page trains a head for one epoch on digits in a background thread,
+"""Streamlit AppTest: the Transfer learning page trains a head for one epoch on digits in a background process,
 lists the run with its metrics, confusion matrix and heatmaps, exports it, and hands it to the Explain page.
 
 Goes through the real entry point (dashboard/streamlit_app.py). The tiny test CNN keeps it fast.
 """
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -73,8 +74,10 @@ def test_one_epoch_of_feature_extraction_on_digits(page):
     at.button(key="tr_start").click().run()
     _ok(at)
     assert "training_job" in at.session_state
+    job = at.session_state["training_job"]
     _finish(at)
     _ok(at)
+    assert job.pid is not None and job.pid != os.getpid()  # trained in a process of its own, not in the server
     runs = at.session_state["training_runs"]
     assert len(runs) == 1 and len(runs[0].result.history) == 1
     table = next(d.value for d in at.dataframe if "test accuracy" in d.value.columns)

@@ -71,6 +71,7 @@ def test_precisions_offered_on_cpu():
     offered = embeddings.precisions("cpu")
     assert offered[:2] == ("auto", "fp32")
     assert ("bf16" in offered) == embeddings.cpu_bf16_supported()
+    assert embeddings.resolve_precision("auto", torch.device("cpu")) is None  # fp32: bf16 only when chosen
 
 
 def test_pca_and_trustworthiness_of_separated_clusters():
@@ -100,3 +101,31 @@ def test_tsne_small_sets_and_bad_settings():
         embeddings.tsne(rng.normal(size=(20, 5)), perplexity=0)
     with pytest.raises(InvalidInputError, match="at least 5"):
         embeddings.tsne(rng.normal(size=(3, 5)))
+
+
+def test_stop_ends_extraction_between_batches(tiny):
+    from core.errors import Cancelled
+
+    data = datasets.shapes(0, 12, 48)
+    batches = []
+
+    def on_progress(fraction, message):
+        if fraction > 0:
+            batches.append(fraction)
+
+    with pytest.raises(Cancelled, match="stopped after 4 of 12 images"):
+        embeddings.extract(tiny, data, batch_size=4, precision="fp32", on_progress=on_progress,
+                           should_stop=lambda: len(batches) >= 1)
+    assert len(batches) == 1 and hooks.count(tiny.module) == 0
+
+
+def test_stop_ends_tsne_at_the_next_callback():
+    from core.errors import Cancelled
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 8)).astype(np.float32)
+    steps = []
+    with pytest.raises(Cancelled, match="t-SNE was stopped"):
+        embeddings.tsne(features, perplexity=10, iterations=750, on_progress=lambda f, m: steps.append(f),
+                        should_stop=lambda: len(steps) >= 3)
+    assert len(steps) == 3  # "finding neighbours", then two callbacks: the optimisation ended at the second

@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import benchmarks
+from core.errors import Cancelled
 from dashboard import cache
 
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -61,7 +62,11 @@ def _progress(job: cache.BenchmarkJob) -> None:
     done, total = len(job.rows), job.settings.total
     plan = [(n, b) for n in job.settings.names for b in sorted(set(job.settings.batches))]
     now = f"now {specs[plan[done][0]].title} at batch {plan[done][1]}" if done < total else "finishing"
-    st.progress(done / total, text=f"Measured {done} of {total} settings; {now} ({time.time() - job.started:.0f} s)")
+    if job.state == "queued":  # other heavy work holds every slot
+        st.info(job.queue_text())
+    else:
+        elapsed = time.time() - (job.running_since or job.started)
+        st.progress(done / total, text=f"Measured {done} of {total} settings; {now} ({elapsed:.0f} s)")
     if job.stop.is_set():
         st.caption("Stopping after the current pass…")
     else:
@@ -83,9 +88,12 @@ if running:
     st.stop()
 if job is not None:  # finished since the last run
     del st.session_state[JOB]
-    if job.error is not None:
+    if isinstance(job.error, Cancelled):  # stopped while queued: nothing was measured
+        st.info(str(job.error))
+    elif job.error is not None:
         raise job.error  # core's errors are shown by the entry point
-    st.session_state[RESULT] = job.result
+    else:
+        st.session_state[RESULT] = job.result
 
 result: cache.BenchmarkResult | None = st.session_state.get(RESULT)
 if result is not None and not result.complete:

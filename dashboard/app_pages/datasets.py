@@ -1,16 +1,21 @@
 """Datasets: class-folder zips and built-in sets -> features, t-SNE / PCA map, confusion matrix, metrics,
 misclassified images with their heatmaps, and localisation scores on the shapes set."""
 
+import time
+import uuid
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 import streamlit as st
 
 from core import cams
+from core.errors import Cancelled, CoreError
 from dashboard import cache, widgets
 
 GALLERY = 8  # images shown per confusion-matrix cell
 LOCALISATION_IMAGES = 48
+JOB = "ds_job"  # the background job (features or t-SNE) this session is watching now, if any
 
 st.title("Datasets")
 st.caption(
@@ -18,8 +23,53 @@ st.caption(
     "confuse them, and do its heatmaps land on the object?"
 )
 
+st.session_state.pop(JOB, None)  # set again below while a job is watched
+SESSION = st.session_state.setdefault("ds_session", uuid.uuid4().hex)  # this session, as the jobs know it
 choice = widgets.model_picker()
 spec = cache.specs()[choice.name]
+
+
+def _follow(kind: str, job) -> None:
+    """This session now waits for `job` ("features" or "tsne"; None: for nothing). The job it waited for
+    before, if the settings changed, is stopped unless another session still waits for it."""
+    watched = st.session_state.setdefault("ds_watched", {})
+    old = watched.pop(kind, None)
+    if old is not None and old is not job:
+        cache.dataset_job_leave(old, SESSION)
+    if job is not None and not job.done:
+        watched[kind] = job
+
+
+@st.fragment(run_every=1.0)
+def _watch(job, title: str, stop_key: str) -> None:
+    """A background job's queue place or progress, and Stop; the whole page reruns when it ends."""
+    if job.done:
+        st.rerun()
+    if job.state == "queued":
+        st.info(f"{title} — {job.queue_text()}")
+    else:
+        elapsed = time.time() - (job.running_since or job.started)
+        st.progress(job.progress, text=f"{title}, {job.progress:.0%} · {job.message} ({elapsed:.0f} s)")
+    if job.stop.is_set():
+        st.caption("Stopping…")
+    else:
+        st.button("Stop", key=stop_key, on_click=job.stop.set,
+                  help="Stops it for every session waiting for the same result.")
+
+
+def _ended(job, again: str, key: str) -> bool:
+    """For an ended job: True when it succeeded; else say why it has no result, with a button to start again."""
+    if job.error is None:
+        return True
+    if isinstance(job.error, Cancelled):  # Stop, here or in another session watching the same job
+        st.info(str(job.error))
+    elif isinstance(job.error, CoreError):
+        st.error(str(job.error))
+    else:
+        cache.dataset_job_forget(job)
+        raise job.error
+    st.button(again, key=key, on_click=cache.dataset_job_forget, args=(job,))
+    return False
 
 # ---------------------------------------------------------------------------------------------
 # The dataset
@@ -52,8 +102,8 @@ with st.expander("Extraction settings"):
     batch_size = a.selectbox("Batch size", [8, 16, 32, 64, 128], index=2, key="ds_batch")
     precision = b.selectbox(
         "Precision", cache.dataset_precisions(choice.device), key="ds_precision",
-        help="auto: bf16/fp16 autocast on a GPU; on a CPU, bf16 only where the processor runs it natively "
-        "(elsewhere it is slower than fp32).",
+        help="auto: bf16/fp16 autocast on a GPU, fp32 on a CPU. bf16 is offered on CPUs that run it natively: "
+        "faster, but the features move by a few percent.",
     )
     own = spec.input_size[0]
     sizes = [own, *[s for s in (160, 128, 96) if s < own]]
@@ -63,12 +113,23 @@ with st.expander("Extraction settings"):
         help="Small pictures (digits are 8x8) lose little at a smaller size, and it is several times faster.",
     )
 
-progress = st.progress(0.0, text="Extracting features…")
-embedded = cache.dataset_features(
-    choice.name, choice.device, choice.pretrained, data, precision, batch_size, size,
-    _on_progress=lambda fraction, message: progress.progress(fraction, text=message),
-)
-progress.empty()
+# in the background: a rerun (any click) re-attaches to the running extraction instead of restarting it
+embedded = cache.dataset_features_ready(choice.name, choice.device, choice.pretrained, data, precision, batch_size,
+                                        size)
+if embedded is None:
+    job = cache.dataset_features_job(choice.name, choice.device, choice.pretrained, data, precision, batch_size, size,
+                                     session=SESSION)
+    _follow("features", job)
+    _follow("tsne", None)  # a t-SNE of other features is no longer wanted
+    if not job.done:
+        st.session_state[JOB] = job
+        _watch(job, "Extracting features", "ds_stop_features")
+        st.stop()
+    if not _ended(job, "Extract again", "ds_extract_again"):
+        st.stop()
+    embedded = job.result
+else:
+    _follow("features", None)
 features_key = (data.content_hash, choice.name, choice.device, choice.pretrained, precision, batch_size, size)
 st.caption(
     f"{embedded.features.shape[1]}-d features of {len(data)} images from {spec.title}'s `{spec.head}` input, "
@@ -98,6 +159,11 @@ else:
         f"{result.train_accuracy:.1%}."
     )
 predicted_of = dict(zip(result.indices.tolist(), result.predicted.tolist(), strict=True))
+# the head the heatmaps explain: the probe's classes (a copy of the backbone with the probe as its head), or
+# zero-shot's folder classes as the ImageNet classes they map to
+explained_head = cache.DatasetHead(
+    cache.dataset_evaluation_key(features_key, mode, float(test_fraction), int(seed)), result, embedded.image_size
+)
 
 # ---------------------------------------------------------------------------------------------
 # Map
@@ -132,22 +198,27 @@ colour_by = b.radio("Colour by", ["true label", "predicted label"], horizontal=T
 perplexity = c.slider("Perplexity", 5, 100, 30, key="ds_perplexity", disabled=method == "PCA")
 iterations = d.select_slider("Iterations", [500, 750, 1000, 1500], 750, key="ds_iterations", disabled=method == "PCA")
 
-slot = st.empty()
-pca_points, pca_trust = cache.dataset_map(features_key, embedded.features, "pca", 0, 0, int(seed))
-if method == "t-SNE":
-    slot.plotly_chart(_scatter(pca_points, colour_by), width="stretch")  # shown while t-SNE runs
-    with st.status("Running t-SNE…", expanded=False) as status:
-        bar = st.progress(0.0)
-        points, trust = cache.dataset_map(
-            features_key, embedded.features, "tsne", float(perplexity), int(iterations), int(seed),
-            _on_progress=lambda fraction, message: bar.progress(fraction, text=message),
-        )
-        status.update(label="t-SNE done", state="complete")
-else:
-    points, trust = pca_points, pca_trust
-event = slot.plotly_chart(_scatter(points, colour_by), width="stretch", on_select="rerun", key="ds_scatter",
-                          selection_mode="points")
+points, trust = cache.dataset_map(features_key, embedded.features, "pca", 0, 0, int(seed))  # PCA: fast
+tsne, tsne_job = None, None
+if method == "t-SNE":  # in the background, with the PCA map shown meanwhile
+    tsne = cache.dataset_tsne_ready(features_key, float(perplexity), int(iterations), int(seed))
+    if tsne is None:
+        tsne_job = cache.dataset_tsne_job(features_key, embedded.features, float(perplexity), int(iterations),
+                                          int(seed), session=SESSION)
+        if tsne_job.done:
+            tsne = tsne_job.result if _ended(tsne_job, "Run t-SNE again", "ds_tsne_again") else None
+            tsne_job = None
+    if tsne is not None:
+        points, trust = tsne
+_follow("tsne", tsne_job)  # None: a t-SNE this session started for other settings is stopped
+if tsne_job is not None:  # running or queued
+    st.session_state[JOB] = tsne_job
+    _watch(tsne_job, "t-SNE running", "ds_stop_tsne")
+    st.caption("The PCA map is shown until t-SNE is done; it replaces it then.")
+event = st.plotly_chart(_scatter(points, colour_by), width="stretch", on_select="rerun", key="ds_scatter",
+                        selection_mode="points")
 st.caption(
+    f"{'t-SNE' if tsne is not None else 'PCA'} map. "
     f"Trustworthiness {trust:.3f} (1.0: every neighbour on the map is a neighbour in feature space; "
     "below about 0.9, read clusters with care). Click a point to see that image."
 )
@@ -166,25 +237,27 @@ def _first_point(returned, key: str) -> list | None:
 
 
 def _targets(true: int, predicted: int | None) -> tuple[tuple[int | None, str], ...]:
-    """Classes to explain: mapped ImageNet classes (zero-shot), else the backbone's own top-1."""
-    if result.method == "zero-shot":
-        pairs = [(result.mapping.targets[predicted], f"predicted: {data.classes[predicted]}")] if predicted is not None else []
-        if predicted != true:
-            pairs.append((result.mapping.targets[true], f"true: {data.classes[true]}"))
-        return tuple(pairs)
-    return ((None, "the backbone's own top-1 ImageNet class"),)
+    """Folder classes to explain (None: the head's own top-1, for a training row of the probe), with why."""
+    if predicted is None:
+        pairs = [(None, "the probe's prediction" if explained_head.probe else "top-1")]
+    else:
+        pairs = [(predicted, f"predicted: {data.classes[predicted]}")]
+    if predicted != true:
+        pairs.append((true, f"true: {data.classes[true]}"))
+    return tuple(pairs)
 
 
 def _explain(row: int, column) -> None:
     true = int(data.labels[row])
     guess = predicted_of.get(row)
     targets = _targets(true, guess)
-    results = cache.dataset_cams(choice.name, choice.device, choice.pretrained, data, row, tuple(t for t, _ in targets))
+    results = cache.dataset_cams(choice.name, choice.device, choice.pretrained, data, row,
+                                 tuple(t for t, _ in targets), head=explained_head)
     image = data.images[row]
     column.image(image, caption=f"{data.files[row]}: true {data.classes[true]}, predicted "
                  f"{data.classes[guess] if guess is not None else '(training row)'}", width=160)
     for (_, why), cam in zip(targets, results, strict=True):
-        column.image(cam.overlay(image), caption=f"Grad-CAM for {cam.label} ({why})", width=160)
+        column.image(cam.overlay(image), caption=f"Grad-CAM for {explained_head.describe(cam)} ({why})", width=160)
 
 
 selected = _first_point(event, "ds_scatter")
@@ -238,9 +311,11 @@ if cell is None and options:
 if cell is not None:
     rows = result.cell(*cell)
     st.subheader(f"True {data.classes[cell[0]]}, predicted {data.classes[cell[1]]}: {len(rows)} image(s)")
-    if result.method != "zero-shot":
-        st.caption("A linear probe's classes are not ImageNet classes: the heatmaps explain the backbone's own "
-                   "top-1 ImageNet class.")
+    if explained_head.probe:
+        st.caption("Heatmaps explain the linear probe's score for each class: the backbone with the probe "
+                   "(standardisation folded in) as its final layer.")
+    else:
+        st.caption("Heatmaps explain the ImageNet class each folder maps to.")
     for column, r in zip(st.columns(4) * 2, rows[:GALLERY].tolist(), strict=False):
         _explain(r, column)
 elif not options:
@@ -255,14 +330,17 @@ with st.expander("Misclassified images"):
         st.write("None.")
 
 with st.expander("Average Grad-CAM per class"):
-    st.caption("The mean heatmap over up to 8 images of each class (each image resized to a square first).")
+    st.caption("The mean heatmap over up to 8 images of each class, for that class (each image resized to a square "
+               "first): the linear probe's class, or the ImageNet class a zero-shot folder maps to.")
     if st.toggle("Compute", value=False, key="ds_average"):
         columns = st.columns(min(len(data.classes), 6))
         for c, name in enumerate(data.classes):
             members = tuple(int(i) for i in (data.labels == c).nonzero()[0][:8])
-            target = result.mapping.targets[c] if result.method == "zero-shot" else None
-            heat = cache.dataset_average_cam(choice.name, choice.device, choice.pretrained, data, members, target)
-            columns[c % len(columns)].image(heat, caption=f"{name} ({len(members)} images)", clamp=True, width=120)
+            heat = cache.dataset_average_cam(choice.name, choice.device, choice.pretrained, data, members, c,
+                                             head=explained_head)
+            which = f"probe class '{name}'" if explained_head.probe else f"ImageNet '{result.mapping.labels[c]}'"
+            columns[c % len(columns)].image(heat, caption=f"{name} ({len(members)} images): {which}", clamp=True,
+                                            width=120)
 
 # ---------------------------------------------------------------------------------------------
 # Localisation (masks: the shapes set)

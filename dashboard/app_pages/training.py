@@ -124,7 +124,7 @@ st.dataframe(
 )
 
 # ---------------------------------------------------------------------------------------------
-# Training (background thread, polled by a fragment)
+# Training (a process of its own, core.processes; its reports polled by a fragment)
 
 job: cache.TrainingJob | None = st.session_state.get(JOB)
 running = job is not None and not job.done
@@ -160,6 +160,8 @@ def _curves(history, *, best: int | None = None) -> go.Figure:
 def _live(job: cache.TrainingJob) -> None:
     if job.done:
         st.rerun()  # the whole page, which then files the run
+    if job.state == "queued":
+        st.info(job.queue_text())  # other sessions' heavy work holds every slot
     st.progress(job.progress, text=f"{job.message} ({time.time() - job.started:.0f} s)")
     if job.stop.is_set():
         st.caption("Stopping after the current batch; the best epoch so far is kept…")
