@@ -205,7 +205,9 @@ def test_datasets_page_upload_a_zip_and_see_the_map_and_the_confusion_matrix(ser
     page.get_by_text("18 images in 3 classes").wait_for(timeout=120_000)
     page.get_by_text("Confusion matrix and metrics").wait_for(timeout=240_000)
     _settle(page, timeout=240_000)
-    page.get_by_text("Trustworthiness").first.wait_for(timeout=120_000)
+    # t-SNE runs in the background (the PCA map meanwhile); the page's polling swaps the map in when it is done
+    page.get_by_text(re.compile(r"t-SNE map\. Trustworthiness")).first.wait_for(timeout=240_000)
+    _settle(page, timeout=120_000)
     assert page.get_by_text("Skipped 1 file(s): 1 not an image (.txt)").is_visible()
     assert page.locator(".js-plotly-plot .scatterlayer .point").count() >= 18  # the map (and the cell markers)
     assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 1  # the confusion matrix
@@ -308,3 +310,75 @@ def test_training_a_head_on_digits_shows_curves_and_the_confusion_matrix(server,
     assert page.get_by_text(re.compile(r"ImageNet head of EfficientNet-Lite0")).first.is_visible()
     shot = _screenshot(page, "page-training")
     assert shot.stat().st_size > 20_000
+
+
+def test_live_camera_answers_frames_in_a_closed_loop(server, page):
+    """Chromium's fake camera (FLAGS) feeds the live component; Python answers each frame before the next is sent."""
+    assert "app_pages/live.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text(), \
+        "register the page: st.Page('app_pages/live.py', title='Live camera', icon='📷')"
+    page.context.grant_permissions(["camera"], origin=server)
+    page.goto(f"{server}/live")
+    page.get_by_role("heading", name="Live camera").first.wait_for(timeout=120_000)
+    _settle(page)
+    holder = page.get_by_test_id("stCustomComponentV1")
+    holder.wait_for(timeout=60_000)
+    camera = holder.element_handle().content_frame()
+    camera.get_by_role("button", name="Start camera").click()
+    camera.wait_for_function("() => Number(document.body.dataset.answered || 0) >= 10", timeout=180_000)
+    answered = int(camera.evaluate("() => document.body.dataset.answered"))
+    fps = float(camera.evaluate("() => document.body.dataset.fps"))
+    assert fps > 0
+    assert re.search(r"Frame \d+ · [\d.]+ frames/s · \d+ ms on the server", camera.locator("#status").inner_text())
+    assert camera.locator("#overlay").evaluate("img => img.complete && img.naturalWidth") == 299  # 4:3 at 224 high
+    assert camera.locator("#labels b").count() == 3
+    assert camera.locator("#message").is_hidden()
+    page.get_by_text(re.compile(r"^Server stages: decode")).first.wait_for(timeout=30_000)
+    shown = page.get_by_test_id("stMetric").filter(has_text="Frames per second (browser)")
+    value = shown.get_by_test_id("stMetricValue").inner_text()
+    server_ms = page.get_by_test_id("stMetric").filter(has_text="Server time per frame").get_by_test_id(
+        "stMetricValue").inner_text()
+    assert re.fullmatch(r"\d+\.\d", value) and float(value) > 0, value
+    print(f"\nlive camera end to end: {answered} frames answered, {fps:.2f} frames/s in the browser "
+          f"(page shows {value}), server {server_ms} per frame")
+    assert page.locator("[data-testid='stException']").count() == 0
+    shot = _screenshot(page, "page-live")
+    assert shot.stat().st_size > 10_000
+    camera.get_by_role("button", name="Stop camera").click()
+    assert re.match(r"Stopped after \d+ frames", camera.locator("#status").inner_text())
+
+
+@pytest.fixture
+def page_camera_denied(browser):
+    """A second Chromium without the fake permission prompt, and no camera permission: getUserMedia is denied."""
+    flags = [flag for flag in FLAGS if flag != "--use-fake-ui-for-media-stream"]
+    instance = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=flags)
+    context = instance.new_context(viewport={"width": 1400, "height": 1000})
+    outside: list[str] = []
+
+    def guard(route):
+        if (urlparse(route.request.url).hostname or "") in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", guard)
+    yield context.new_page()
+    instance.close()
+    assert not outside, f"the page tried to reach outside 127.0.0.1: {outside}"
+
+
+def test_live_camera_denied_shows_a_message_and_the_still_photo_fallback(server, page_camera_denied):
+    page = page_camera_denied
+    page.goto(f"{server}/live")
+    page.get_by_role("heading", name="Live camera").first.wait_for(timeout=120_000)
+    _settle(page)
+    camera = page.get_by_test_id("stCustomComponentV1").element_handle().content_frame()
+    camera.get_by_role("button", name="Start camera").click()
+    camera.locator("#message").wait_for(state="visible", timeout=60_000)
+    assert "blocked" in camera.locator("#message").inner_text()
+    page.get_by_text("Live video is not available").wait_for(timeout=60_000)
+    page.get_by_test_id("stCameraInput").wait_for(timeout=60_000)
+    _settle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    _screenshot(page, "page-live-denied")
