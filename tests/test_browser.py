@@ -216,6 +216,27 @@ def test_datasets_page_upload_a_zip_and_see_the_map_and_the_confusion_matrix(ser
     assert shot.stat().st_size > 20_000
 
 
+def test_datasets_page_refuses_hostile_zips_with_a_message(server, page, tmp_path):
+    from tests import zips
+
+    page.goto(f"{server}/datasets")
+    page.get_by_role("heading", name="Datasets").first.wait_for(timeout=120_000)
+    _settle(page, timeout=240_000)
+    page.get_by_text("Upload a zip", exact=True).click()
+    _settle(page)
+    uploader = page.get_by_test_id("stFileUploader").locator("input[type=file]")
+    for name, data, message in (
+        ("slip.zip", zips.zip_slip(), "unsafe path '../evil.jpg'"),
+        ("bomb.zip", zips.high_ratio_bomb(), "possible zip bomb"),
+        ("renamed.zip", zips.not_a_zip(), "not a zip archive we can read"),
+    ):
+        uploader.set_input_files(files=[{"name": name, "mimeType": "application/zip", "buffer": data}])
+        page.get_by_text(message).first.wait_for(timeout=60_000)
+        _settle(page)
+        assert page.locator("[data-testid='stException']").count() == 0, name
+    _screenshot(page, "page-datasets-hostile-zip")
+
+
 def test_benchmarks_page_runs_a_small_benchmark_and_draws_its_charts(server, page):
     assert "app_pages/benchmarks.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text(), \
         "register the page: st.Page('app_pages/benchmarks.py', title='Benchmarks', icon='⏱️')"
