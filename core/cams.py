@@ -245,10 +245,7 @@ def _raw_maps(model, tensor, methods, target, layer, eigen_smooth, aug_smooth, r
         pass_seconds = time.perf_counter() - started
         for name in shared:
             began = time.perf_counter()
-            cam = _bare(METHODS[name].cls, module)
-            cam.activations_and_grads = _Captured([activations], [grads] if grads is not None else [])
-            per_layer = cam.compute_cam_per_layer(tensor, [ClassifierOutputTarget(target)], eigen_smooth)
-            raw = cam.aggregate_multi_layers(per_layer)[0]
+            raw = _weigh(name, module, tensor, activations, grads, target, eigen_smooth)
             results[name] = (raw, pass_seconds / len(shared) + time.perf_counter() - began)
     for index, name in enumerate(others):
         began = time.perf_counter()
@@ -263,13 +260,60 @@ def _raw_maps(model, tensor, methods, target, layer, eigen_smooth, aug_smooth, r
     return {name: results[name] for name in methods}
 
 
+def compute_top1(
+    model: LoadedModel, image: Image.Image, *, method: str = DEFAULT_METHOD, layer: str | None = None
+) -> tuple[Tensor, CamResult]:
+    """The class probabilities and the `method` map of the most probable class, from ONE forward pass.
+
+    `compute(target=None)` runs an inference pass to find the class, then the shared pass; here the shared
+    pass's own logits give both (half the work, for live video). Shared-pass methods only. Returns
+    ((1, classes) float32 softmax probabilities on the CPU, from this fp32 pass, the CamResult).
+
+    Raises:
+        UnknownMethodError (also for a method that is not computed from the shared pass), LayerNotFoundError.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("cams.compute_top1 needs gradients; call it outside torch.inference_mode().")
+    info = check_method(method, model)
+    if not info.shared:
+        raise UnknownMethodError(f"{info.title} is not computed from one shared pass ({info.cost}).")
+    layer = layer or model.spec.cam_layer
+    tensor = preprocessing.to_tensor(image, model.spec)
+    started = time.perf_counter()
+    with model.lock:
+        module = hooks.find(model.module, layer)
+        activations, grads, logits = _forward_backward(model, tensor, module, layer, None, info.uses_gradients)
+    target = int(logits[0].argmax())
+    raw = _weigh(method, module, tensor, activations, grads, target, False)
+    width, height = image.size
+    cam = CamResult(method, target, model.categories[target], layer, _resize(raw, width, height),
+                    time.perf_counter() - started)
+    return logits.softmax(dim=1), cam
+
+
+def _weigh(name, module, tensor, activations, grads, target, eigen_smooth) -> np.ndarray:
+    """One shared-pass method's (h, w) map from the captured tensors, by pytorch-grad-cam's own code."""
+    cam = _bare(METHODS[name].cls, module)
+    cam.activations_and_grads = _Captured([activations], [grads] if grads is not None else [])
+    per_layer = cam.compute_cam_per_layer(tensor, [ClassifierOutputTarget(target)], eigen_smooth)
+    return cam.aggregate_multi_layers(per_layer)[0]
+
+
 # ---------------------------------------------------------------------------------------------
 
 
 def _shared_pass(
     model: LoadedModel, tensor: Tensor, module: nn.Module, layer: str, target: int, needs_grads: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """The target layer's activations and d(score)/d(activations), each (1, C, h, w) on the CPU.
+    """The target layer's activations and d(score)/d(activations), each (1, C, h, w) on the CPU."""
+    activations, grads, _ = _forward_backward(model, tensor, module, layer, target, needs_grads)
+    return activations, grads
+
+
+def _forward_backward(
+    model: LoadedModel, tensor: Tensor, module: nn.Module, layer: str, target: int | None, needs_grads: bool
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """`_shared_pass`, plus the (1, classes) float32 logits on the CPU; target None: the most probable class.
 
     The hook swaps the layer's output for a fresh leaf tensor, so autograd stops there: the
     backward pass runs from the class score down to the layer and no further.
@@ -290,6 +334,7 @@ def _shared_pass(
         logits = model.module(batch)
         grads = None
         if needs_grads:
+            target = int(logits[0].argmax()) if target is None else target
             score = ClassifierOutputTarget(target)(logits[0])
             (grads,) = torch.autograd.grad(score, store["leaf"])
     activations = store["leaf"].detach()
@@ -302,7 +347,8 @@ def _shared_pass(
             f"Layer '{layer}' outputs shape {tuple(activations.shape)}; CAMs need feature maps (B, C, H, W). "
             "Choose a convolutional layer or block."
         )
-    return activations.float().cpu(), (grads.float().cpu() if grads is not None else None)
+    return (activations.float().cpu(), (grads.float().cpu() if grads is not None else None),
+            logits.detach().float().cpu())
 
 
 def layer_needs_reshape(model: LoadedModel, output: Tensor) -> bool:

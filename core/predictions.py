@@ -29,7 +29,14 @@ def predict_tensor(model: LoadedModel, batch: torch.Tensor, *, top_k: int = 5) -
     classes = len(model.categories)
     if not 1 <= top_k <= classes:
         raise InvalidInputError(f"top_k must be between 1 and {classes}, got {top_k}.")
-    probs = probabilities(model, batch)
+    return top(model, probabilities(model, batch), top_k=top_k)
+
+
+def top(model: LoadedModel, probs: torch.Tensor, *, top_k: int = 5) -> list[list[Prediction]]:
+    """Top-k for each row of (B, classes) probabilities (from `probabilities`, or cams.compute_top1)."""
+    classes = len(model.categories)
+    if not 1 <= top_k <= classes:
+        raise InvalidInputError(f"top_k must be between 1 and {classes}, got {top_k}.")
     values, indices = probs.topk(top_k, dim=1)
     return [
         [Prediction(int(i), model.categories[int(i)], float(p)) for p, i in zip(row_p, row_i, strict=True)]

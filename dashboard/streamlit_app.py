@@ -25,6 +25,7 @@ page = st.navigation([  # paths are relative to this file
     st.Page("app_pages/concepts.py", title="Concepts", icon="🧠"),
     st.Page("app_pages/depth.py", title="Through depth", icon="🪜"),
     st.Page("app_pages/present.py", title="Presenter mode", icon="🎬"),
+    st.Page("app_pages/live.py", title="Live camera", icon="📷"),
     st.Page("app_pages/learn.py", title="Learn", icon="🎓"),
     st.Page("app_pages/batch.py", title="Batch", icon="🗂️"),
     st.Page("app_pages/datasets.py", title="Datasets", icon="📊"),

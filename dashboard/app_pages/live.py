@@ -1,0 +1,98 @@
+"""Live camera: the top-3 classes and a heatmap for every webcam frame, one frame in flight at a time."""
+
+import streamlit as st
+
+from core import cams, live
+from core.errors import CoreError
+from dashboard import cache, widgets
+from dashboard.components import live_camera
+
+KEY = "live_camera"  # the component's value: the latest frame from the browser
+ANSWER = "live_answer"  # our reply to it, kept so that a rerun for another reason does not compute it again
+
+st.title("Live camera")
+st.caption(
+    "Every frame of your camera gets the top-3 classes and a heatmap of the top class; the browser sends the next "
+    "frame as soon as the answer to the previous one is back. Browsers give a camera only to pages opened over "
+    "**https://** or from **localhost** / 127.0.0.1: elsewhere, use the still photo."
+)
+
+choice = widgets.model_picker()
+left, middle, right = st.columns(3)
+method = left.selectbox("CAM method (one-pass methods only)", live.METHODS, format_func=lambda m: cams.METHODS[m].title,
+                        key="live_method")
+opacity = middle.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="live_opacity")
+mode = right.radio("Camera", ["Live video", "Still photo"], horizontal=True, key="live_mode",
+                   help="Still photo: one picture at a time with Streamlit's camera input, when live video is "
+                   "not possible (no camera access, or a slow connection).")
+if not choice.pretrained:
+    st.warning("Architecture only (random weights): the predictions are meaningless.")
+model = cache.model(choice.name, choice.device, choice.pretrained)  # loaded before the first frame arrives
+
+
+def _answer(frame: dict) -> dict:
+    """The reply to one frame: overlay, top-3 and timings, or the error, tagged with the frame it answers."""
+    number, fps = frame.get("frame"), frame.get("fps")  # from the browser: plain values only
+    reply = {"session": str(frame.get("session"))[:32], "frame": number if isinstance(number, int) else None,
+             "fps": float(fps) if isinstance(fps, int | float) else None}
+    try:
+        result = live.analyse(model, frame.get("image"), method=method, opacity=opacity)
+    except CoreError as error:
+        return reply | {"error": str(error)}
+    t = result.timings
+    return reply | {
+        "overlay": result.overlay_data_uri,
+        "top": [{"label": p.label, "prob": round(p.prob, 4)} for p in result.predictions],
+        "caption": f"{cams.METHODS[method].title} for “{result.predictions[0].label}”",
+        "server_ms": round(t.total_ms, 1),
+        "stages": {"decode": t.decode_ms, "cam": t.cam_ms, "overlay": t.overlay_ms},
+    }
+
+
+def _still(key: str) -> None:
+    shot = st.camera_input("Take a still photo", key=key)
+    if shot is None:
+        return
+    try:  # caught here: a fragment's rerun does not pass through the entry point's `except CoreError`
+        result = live.analyse(model, shot.getvalue(), method=method, opacity=opacity)
+    except CoreError as error:
+        st.error(str(error))
+        return
+    image, labels = st.columns([3, 2])
+    image.image(result.overlay_jpeg, caption=f"{cams.METHODS[method].title} for “{result.predictions[0].label}”",
+                width="stretch")
+    for p in result.predictions:
+        labels.markdown(f"**{p.label}** — {p.prob:.1%}")
+        labels.progress(p.prob)
+    labels.caption(f"{result.timings.total_ms:.0f} ms on the server")
+
+
+@st.fragment
+def _live() -> None:
+    """Each frame reruns only this fragment: analyse the frame that arrived, then hand the answer to the component."""
+    frame = st.session_state.get(KEY)
+    answer = st.session_state.get(ANSWER)
+    if isinstance(frame, dict) and "image" in frame and (
+        answer is None or (answer["session"], answer["frame"]) != (str(frame.get("session"))[:32], frame.get("frame"))
+    ):
+        answer = st.session_state[ANSWER] = _answer(frame)
+    live_camera(answer, key=KEY)
+    if isinstance(frame, dict) and "error" in frame:
+        st.warning(f"Live video is not available ({str(frame['error'])[:40]}): take a still photo instead.")
+        _still("live_still_fallback")
+        return
+    fps, ms, frames = st.columns(3)
+    fps.metric("Frames per second (browser)", f"{answer['fps']:.1f}" if answer and answer.get("fps") else "–")
+    ms.metric("Server time per frame", f"{answer['server_ms']:.0f} ms" if answer and "server_ms" in answer else "–")
+    frames.metric("Frames answered", answer["frame"] if answer else 0)
+    if answer and "stages" in answer:
+        s = answer["stages"]
+        st.caption(f"Server stages: decode and shrink {s['decode']:.0f} ms · one forward pass (top-3) + backward for "
+                   f"{cams.METHODS[method].title} {s['cam']:.0f} ms · overlay and JPEG {s['overlay']:.0f} ms. "
+                   "Frames per second counts the answers arriving in the browser over the last 3 s.")
+
+
+if mode == "Live video":
+    _live()
+else:
+    _still("live_still")
