@@ -327,8 +327,10 @@ def _child(request: _Request, conn) -> None:
     except (AttributeError, OSError):
         pass
     threads = runtime.configure_threads(request.threads)
-    if request.config.workers:  # DataLoader workers: a daemon process may not start children otherwise
-        multiprocessing.current_process()._config["daemon"] = False
+    # DataLoader workers (the config's, and feature extraction's own on a GPU, found on an H200) are children
+    # of this process, which a daemon may not have. The parent still ends this process (and the watch thread
+    # above ends it with its parent); the workers watch this process and exit with it.
+    multiprocessing.current_process()._config["daemon"] = False
     try:
         conn.send(("started", os.getpid(), threads))
         result = _train_here(request, conn)

@@ -100,3 +100,44 @@ def test_hooks_are_gone_and_the_cached_model_is_unchanged_after_gpu_work(lite0_c
     after = lite0_cuda.module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert dataclasses.replace(lite0_cuda).device.type == "cuda"
+
+
+def test_a_live_camera_frame_on_the_gpu_agrees_with_the_cpu(lite0_cuda, lite0):
+    from core import live
+
+    frame = sample("chelsea")
+    gpu, cpu = live.analyse(lite0_cuda, frame), live.analyse(lite0, frame)
+    assert gpu.target == cpu.target == 285
+    assert [p.index for p in gpu.predictions] == [p.index for p in cpu.predictions]
+    for _ in range(10):
+        gpu = live.analyse(lite0_cuda, frame)
+    print(f"\nlive frame on the GPU: {gpu.timings.total_ms:.1f} ms ({gpu.timings.cam_ms:.1f} ms pass + backward)")
+
+
+def test_the_probe_model_on_the_gpu_predicts_as_the_evaluation(lite0_cuda):
+    from core import evaluation, probing, preprocessing
+
+    data = datasets.shapes(5, 24, 96)
+    extracted = embeddings.extract(lite0_cuda, data, batch_size=24, size=96, precision="fp32")
+    result = evaluation.evaluate(extracted.features, extracted.logits, data.labels, data.classes,
+                                 categories=lite0_cuda.categories, mode="linear probe", seed=0)
+    model = probing.probe_model(lite0_cuda, result, size=96)
+    assert next(model.module.parameters()).device.type == "cuda"
+    rows = result.indices.tolist()
+    with torch.inference_mode():
+        logits = torch.cat([model.module(preprocessing.to_tensor(data.images[r], model.spec).to("cuda"))
+                            for r in rows]).float().cpu().numpy()
+    assert (logits.argmax(1) == result.predicted).mean() >= 0.9  # TF32 convolutions: ties may flip
+    (cam,) = cams.compute(model, data.images[rows[0]], target=int(result.predicted[0]))
+    assert cam.label == data.classes[int(result.predicted[0])]
+
+
+def test_training_in_its_own_process_uses_the_gpu():
+    from core import processes, training
+
+    started = []
+    run = processes.train("efficientnet_lite0", datasets.digits(0, 60), training.TrainConfig(image_size=64, epochs=2),
+                          device="cuda", on_start=lambda pid, threads: started.append(pid))
+    assert started and run.ended in ("completed", "early stopping") and len(run.history) >= 1
+    assert run.model.device.type == "cuda"
+    print(f"\ntraining in a child process on the GPU: test accuracy {run.accuracy:.3f}")
