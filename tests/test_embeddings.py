@@ -129,3 +129,13 @@ def test_stop_ends_tsne_at_the_next_callback():
         embeddings.tsne(features, perplexity=10, iterations=750, on_progress=lambda f, m: steps.append(f),
                         should_stop=lambda: len(steps) >= 3)
     assert len(steps) == 3  # "finding neighbours", then two callbacks: the optimisation ended at the second
+
+
+def test_tsne_of_5000_points_takes_the_fft_path_and_stays_trustworthy():
+    """The FFT path (5,000 points and more, coarser grid cells) must keep the map faithful."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 6, (10, 50))
+    features = (centres[rng.integers(0, 10, 5000)] + rng.normal(0, 1, (5000, 50))).astype(np.float32)
+    points = embeddings.tsne(features, seed=0, iterations=500)
+    assert points.shape == (5000, 2) and np.isfinite(points).all()
+    assert embeddings.trustworthiness(features, points, limit=2000) > 0.95
