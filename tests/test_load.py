@@ -49,15 +49,8 @@ def test_twenty_sessions_each_get_their_own_result(server, browser):  # noqa: F8
         overlay = cams.compute(model, image, methods=["gradcam"], target=top)[0].overlay(image)
         expected.append((top, overlay))
 
-    contexts = [browser.new_context(viewport={"width": 1300, "height": 1000}) for _ in range(SESSIONS + 1)]
-    pages = [c.new_page() for c in contexts]
+    contexts, pages = _sessions(browser, server, SESSIONS + 1)
     try:
-        for page in pages:
-            page.set_default_timeout(300_000)
-            page.goto(server, wait_until="commit", timeout=300_000)
-        for page in pages:
-            page.get_by_text("Top-5 predictions").wait_for(timeout=300_000)
-            _settle(page, timeout=300_000)
         for page in pages[:SESSIONS]:
             page.get_by_text("Upload", exact=True).click()
         for page in pages[:SESSIONS]:
@@ -69,16 +62,7 @@ def test_twenty_sessions_each_get_their_own_result(server, browser):  # noqa: F8
                 files=[{"name": name, "mimeType": "image/png", "buffer": data}]
             )
         # a light rerun in the 21st session while the others work: move the opacity slider by keyboard
-        light = pages[SESSIONS]
-        slider = light.get_by_role("slider").first
-        light_times = []
-        for _ in range(8):
-            began = time.perf_counter()
-            slider.focus()
-            slider.press("ArrowRight")
-            light.wait_for_timeout(50)
-            _settle(light, timeout=120_000)
-            light_times.append(time.perf_counter() - began)
+        light_times = _light_reruns(pages[SESSIONS])
 
         got = []
         for page, (name, _) in zip(pages, photos):
@@ -112,15 +96,8 @@ HEAVY = 8
 def test_a_light_page_stays_responsive_while_8_sessions_queue_heavy_work(server, browser):  # noqa: F811
     """8 sessions ask for Score-CAM at once: they queue for the heavy-work slots and say so, while a light
     rerun in a 9th session is timed (printed, not asserted) and the server stays up."""
-    contexts = [browser.new_context(viewport={"width": 1300, "height": 1000}) for _ in range(HEAVY + 1)]
-    pages = [c.new_page() for c in contexts]
+    contexts, pages = _sessions(browser, server, HEAVY + 1)
     try:
-        for page in pages:
-            page.set_default_timeout(300_000)
-            page.goto(server, wait_until="commit", timeout=300_000)
-        for page in pages:
-            page.get_by_text("Top-5 predictions").wait_for(timeout=300_000)
-            _settle(page, timeout=300_000)
         for page in pages[:HEAVY]:
             page.get_by_test_id("stSelectbox").filter(has_text="CAM method").click()
             page.get_by_role("option", name=re.compile(r"^Score-CAM")).click()
@@ -131,15 +108,7 @@ def test_a_light_page_stays_responsive_while_8_sessions_queue_heavy_work(server,
         queued = [page for page in pages[:HEAVY] if _shows(page, "Queued:", timeout=60_000)]
 
         light = pages[HEAVY]
-        slider = light.get_by_role("slider").first
-        light_times = []
-        for _ in range(8):
-            began = time.perf_counter()
-            slider.focus()
-            slider.press("ArrowRight")
-            light.wait_for_timeout(50)
-            _settle(light, timeout=120_000)
-            light_times.append(time.perf_counter() - began)
+        light_times = _light_reruns(light)
         still_queued = sum(_shows(page, "Queued:", timeout=1_000) for page in pages[:HEAVY])
         assert light.get_by_text(CAPTION).count() >= 1, "the light session lost its heatmap"
         waited = time.perf_counter() - started
@@ -151,6 +120,33 @@ def test_a_light_page_stays_responsive_while_8_sessions_queue_heavy_work(server,
     p95 = statistics.quantiles(light_times, n=20)[-1]
     print(f"\n{HEAVY} sessions queued Score-CAM ({len(queued)} showed 'Queued:', {still_queued} still queued after "
           f"{waited:.0f} s); light rerun meanwhile: median {statistics.median(light_times):.2f} s, p95 {p95:.2f} s")
+
+
+def _sessions(browser, server, count: int):  # noqa: F811
+    """`count` browser sessions on the Explain page, each with its first prediction and heatmap shown."""
+    contexts = [browser.new_context(viewport={"width": 1300, "height": 1000}) for _ in range(count)]
+    pages = [c.new_page() for c in contexts]
+    for page in pages:
+        page.set_default_timeout(300_000)
+        page.goto(server, wait_until="commit", timeout=300_000)
+    for page in pages:
+        page.get_by_text("Top-5 predictions").wait_for(timeout=300_000)
+        _settle(page, timeout=300_000)
+    return contexts, pages
+
+
+def _light_reruns(page, count: int = 8) -> list[float]:
+    """Seconds of `count` light reruns: the opacity slider moved by keyboard, until the script is idle."""
+    slider = page.get_by_role("slider").first
+    times = []
+    for _ in range(count):
+        began = time.perf_counter()
+        slider.focus()
+        slider.press("ArrowRight")
+        page.wait_for_timeout(50)
+        _settle(page, timeout=120_000)
+        times.append(time.perf_counter() - began)
+    return times
 
 
 def _shows(page, text: str, *, timeout: int) -> bool:

@@ -44,6 +44,7 @@ def test_30_reruns_do_not_grow_memory_or_leave_hooks():
         _rerun(at, i)
     gc.collect()
     grown = _rss_mb() - before
+    print(f"\n30 AppTest reruns: RSS grew by {grown:.1f} MB")
     assert grown < 50, f"RSS grew by {grown:.1f} MB over 30 reruns"
     model = next(v for v in _cached_models())
     assert hooks.count(model.module) == 0
