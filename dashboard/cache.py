@@ -773,6 +773,17 @@ def dataset_precisions(device: str) -> tuple[str, ...]:
     return embeddings.precisions(runtime.resolve_device(device))
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def dataset_mean_picture(content_hash: str, _dataset: _datasets.Dataset, rows: tuple[int, ...], side: int):
+    """The pixel-wise mean of the images at `rows`, each resized to a (side, side) square, as a PIL image
+    (cached by the dataset's content hash)."""
+    import numpy as np
+    from PIL import Image
+
+    stack = [np.asarray(_dataset.images[r].convert("RGB").resize((side, side)), dtype=np.float32) for r in rows]
+    return Image.fromarray(np.mean(stack, axis=0).round().astype(np.uint8))
+
+
 def dataset_thumbnail(_dataset: _datasets.Dataset, index: int, side: int = 96):
     """(side, side, 3) uint8 preview of image `index` (the whole image, letterboxed on white)."""
     import numpy as np

@@ -213,6 +213,14 @@ def test_datasets_page_upload_a_zip_and_see_the_map_and_the_confusion_matrix(ser
     assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 1  # the confusion matrix
     assert page.locator("[data-testid='stException']").count() == 0
     shot = _screenshot(page, "page-datasets")
+    # a click on a cell of the matrix opens that cell's images with their heatmaps
+    matrix = page.locator(".js-plotly-plot").filter(has=page.locator(".heatmaplayer")).first
+    matrix.scroll_into_view_if_needed()
+    box = matrix.locator(".scatterlayer .point").first.bounding_box()  # the clickable marker of (blue, blue)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_text("True blue, predicted blue: 2 image(s)").wait_for(timeout=120_000)
+    _settle(page, timeout=120_000)
+    assert page.get_by_text(re.compile(r"Grad-CAM for probe class 'blue'")).count() >= 2
     assert shot.stat().st_size > 20_000
 
 

@@ -129,8 +129,8 @@ def test_a_probe_cell_explains_the_probes_classes(digits_page):
     assert f"True {true}, predicted {predicted}" in _texts(at) and "linear probe's score" in _texts(at)
     captions = _captions(at)
     # the tiny CNN's own head calls its classes 'class N': a folder name in the caption comes from the probe model
-    assert f"Grad-CAM for probe class '{predicted}' (predicted: {predicted})" in captions, captions
-    assert f"Grad-CAM for probe class '{true}' (true: {true})" in captions, captions
+    assert _has(captions, f"Grad-CAM for probe class '{predicted}' (predicted: {predicted})"), captions
+    assert _has(captions, f"Grad-CAM for probe class '{true}' (true: {true})"), captions
     assert not any("ImageNet" in c or "'class " in c for c in captions)
     at.toggle(key="ds_average").set_value(True)
     at.run()
@@ -206,9 +206,9 @@ def test_zero_shot_cells_explain_the_mapped_imagenet_classes():
     assert f"True {names[true]}, predicted {names[predicted]}" in _texts(at)
     captions = _captions(at)
     guess = f"Grad-CAM for ImageNet '{names[predicted]}' (predicted: {names[predicted]})"
-    assert guess in captions, captions
+    assert _has(captions, guess), captions
     if true != predicted:
-        assert f"Grad-CAM for ImageNet '{names[true]}' (true: {names[true]})" in captions, captions
+        assert _has(captions, f"Grad-CAM for ImageNet '{names[true]}' (true: {names[true]})"), captions
     assert not any("probe class" in c for c in captions)
     averages = [c for c in captions if "images): " in c]
     assert averages == ["goldfish (4 images): ImageNet 'goldfish'", "tabby (4 images): ImageNet 'tabby'"], averages
@@ -380,3 +380,8 @@ def test_a_tsne_nobody_waits_for_any_more_is_stopped(held_tsne):
     _ok(at)
     assert "t-SNE map" in _texts(at)  # the stopped job was forgotten: back at 21, t-SNE ran again
     assert len(calls) == 3
+
+
+def _has(captions: list[str], start: str) -> bool:
+    """A caption that starts with `start` (an all-zero map adds a note after it)."""
+    return any(c.startswith(start) for c in captions)

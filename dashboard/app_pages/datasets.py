@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 import streamlit as st
 
-from core import cams
+from core import cams, images
 from core.errors import Cancelled, CoreError
 from dashboard import cache, widgets
 
@@ -88,7 +88,8 @@ if data.skipped:
 with st.expander("Sample images and class counts", expanded=True):
     chart, grid = st.columns([1, 2])
     bars = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color="#4C78A8"))
-    bars.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Images per class")
+    bars.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Images per class",
+                       xaxis_type="category")
     chart.plotly_chart(bars, width="stretch")
     shown = data.examples(per_class=max(1, min(4, 32 // len(data.classes))))[:32]
     grid.image([cache.dataset_thumbnail(data, i) for i in shown],
@@ -257,7 +258,9 @@ def _explain(row: int, column) -> None:
     column.image(image, caption=f"{data.files[row]}: true {data.classes[true]}, predicted "
                  f"{data.classes[guess] if guess is not None else '(training row)'}", width=160)
     for (_, why), cam in zip(targets, results, strict=True):
-        column.image(cam.overlay(image), caption=f"Grad-CAM for {explained_head.describe(cam)} ({why})", width=160)
+        blank = " (all zero: nothing at this layer speaks for this class)" if cam.heatmap.max() <= 1e-6 else ""
+        column.image(cam.overlay(image), caption=f"Grad-CAM for {explained_head.describe(cam)} ({why}){blank}",
+                     width=160)
 
 
 selected = _first_point(event, "ds_scatter")
@@ -284,11 +287,16 @@ cells = [(t, p) for t in range(len(data.classes)) for p in range(len(data.classe
 figure.add_trace(go.Scatter(
     x=[data.classes[p] for _, p in cells], y=[data.classes[t] for t, _ in cells], mode="markers",
     marker=dict(size=28, opacity=0.01, symbol="square"), customdata=[[t, p] for t, p in cells],
-    hoverinfo="skip", showlegend=False,
+    # "skip" would also drop the click events these markers are here for; the hover repeats the heatmap's
+    text=[f"{values[t, p]:.2f}" if normalised else f"{int(values[t, p])}" for t, p in cells],
+    hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>", showlegend=False,
 ))
+last = len(data.classes) - 0.5
 figure.update_layout(
     height=max(360, 40 * len(data.classes) + 120), margin=dict(l=10, r=10, t=10, b=10),
-    xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", clickmode="event+select",
+    # class names are categories even when they are digits; the ranges stop the markers widening the axes
+    xaxis=dict(title="predicted", type="category", range=[-0.5, last]),
+    yaxis=dict(title="true", type="category", range=[last, -0.5]), clickmode="event+select",
 )
 clicked = b.plotly_chart(figure, width="stretch", on_select="rerun", key="ds_confusion", selection_mode="points")
 
@@ -306,7 +314,7 @@ if cell is None and options:
     cell = st.selectbox(
         "Open a cell (or click one in the matrix)", options, key="ds_cell",
         format_func=lambda tp: f"true {data.classes[tp[0]]} → predicted {data.classes[tp[1]]} "
-        f"({result.confusion[tp[0], tp[1]]} images)",
+        f"({result.confusion[tp[0], tp[1]]} image{'s' if result.confusion[tp[0], tp[1]] != 1 else ''})",
     )
 if cell is not None:
     rows = result.cell(*cell)
@@ -331,7 +339,8 @@ with st.expander("Misclassified images"):
 
 with st.expander("Average Grad-CAM per class"):
     st.caption("The mean heatmap over up to 8 images of each class, for that class (each image resized to a square "
-               "first): the linear probe's class, or the ImageNet class a zero-shot folder maps to.")
+               "first), over the mean of those images; each scaled to its own maximum. The class explained is the "
+               "linear probe's, or the ImageNet class a zero-shot folder maps to.")
     if st.toggle("Compute", value=False, key="ds_average"):
         columns = st.columns(min(len(data.classes), 6))
         for c, name in enumerate(data.classes):
@@ -339,8 +348,9 @@ with st.expander("Average Grad-CAM per class"):
             heat = cache.dataset_average_cam(choice.name, choice.device, choice.pretrained, data, members, c,
                                              head=explained_head)
             which = f"probe class '{name}'" if explained_head.probe else f"ImageNet '{result.mapping.labels[c]}'"
-            columns[c % len(columns)].image(heat, caption=f"{name} ({len(members)} images): {which}", clamp=True,
-                                            width=120)
+            picture = cache.dataset_mean_picture(data.content_hash, data, members, heat.shape[0])
+            columns[c % len(columns)].image(images.overlay(picture, heat / max(float(heat.max()), 1e-6)),
+                                            caption=f"{name} ({len(members)} images): {which}", width=120)
 
 # ---------------------------------------------------------------------------------------------
 # Localisation (masks: the shapes set)
