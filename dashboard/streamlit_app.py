@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spinning OpenMP threads
+os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's progress bars would fill the server log
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # Streamlit only adds the script's folder; core lives beside dashboard

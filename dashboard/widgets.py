@@ -1,5 +1,6 @@
 """Shared input widgets: backbone, image and class pickers."""
 
+import time
 from dataclasses import dataclass
 
 import streamlit as st
@@ -160,3 +161,23 @@ def dataset_picker(*, key: str, default_limit: int, min_limit: int = 20):
     name = right.selectbox("torchvision set", cache.TORCHVISION_SETS, key=f"{key}_torchvision")
     st.caption(f"Downloaded on first use into {cache.TORCHVISION_ROOT} (needs the internet once).")
     return cache.dataset("torchvision", name, seed, limit), seed
+
+
+def slow_progress(title: str, *, key: str):
+    """A progress bar with the time spent and left, and a Cancel button, for slow work in the script thread.
+
+    Returns (report, clear): report(fraction, message) updates the bar; clear() removes bar and button.
+    Cancel reruns the page, and the work stops at its next report (Streamlit ends the old run there).
+    """
+    holder = st.empty()
+    with holder.container():
+        bar = st.progress(0.0, text=f"{title}…")
+        st.button("Cancel", key=key, help="Stops at the next step; nothing is kept.")
+    started = time.monotonic()
+
+    def report(fraction: float, message: str) -> None:
+        elapsed = time.monotonic() - started
+        left = f", about {elapsed * (1 - fraction) / fraction:.0f} s left" if 0.02 < fraction < 1 else ""
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{message} ({elapsed:.0f} s{left})")
+
+    return report, holder.empty

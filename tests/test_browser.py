@@ -154,6 +154,20 @@ def test_a_non_image_upload_shows_a_message(server, page, tmp_path):
     _screenshot(page, "explain-bad-upload")
 
 
+def test_a_slow_method_can_be_cancelled(server, page):
+    page.goto(server)
+    page.get_by_text("Top-5 predictions").wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_test_id("stSelectbox").filter(has_text="CAM method").click()
+    page.get_by_role("option", name=re.compile(r"^Score-CAM")).click()
+    page.get_by_role("button", name="Run Score-CAM").click()
+    page.get_by_role("button", name="Cancel").click(timeout=60_000)
+    page.get_by_role("button", name="Run Score-CAM").wait_for(timeout=120_000)  # back to before the run
+    _settle(page)
+    assert page.get_by_text(re.compile(r"^Score-CAM for")).count() == 0
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
 PAGES = {
     "methods": "All methods at a glance",
     "compare": "Compare backbones",

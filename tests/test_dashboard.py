@@ -240,3 +240,19 @@ def test_slow_method_waits_for_a_click_and_says_how_long():
     assert not at.exception
     assert any("about" in w.value and " s here" in w.value for w in at.warning)
     assert not [c for img in at.get("image") for c in img.captions if "at layer" in c]  # nothing ran yet
+
+
+def test_slow_progress_shows_the_time_left_and_a_cancel_button():
+    def script():
+        from dashboard import widgets
+
+        report, clear = widgets.slow_progress("Computing Score-CAM", key="cancel")
+        report(0.5, "Score-CAM: forward pass 20 of 40")
+
+    at = AppTest.from_function(script, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.button(key="cancel").label == "Cancel"
+    (bar,) = at.get("progress")
+    assert bar.proto.value == 50
+    assert bar.proto.text.startswith("Score-CAM: forward pass 20 of 40 (") and " s left)" in bar.proto.text

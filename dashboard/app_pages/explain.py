@@ -87,14 +87,14 @@ with right:
         st.warning(f"{cams.METHODS[method].title} costs {cams.METHODS[method].cost}: about {seconds:.0f} s here.")
         run = st.button(f"Run {cams.METHODS[method].title}", key="run_slow")
     if run:
-        bar = st.progress(0.0, text=f"Computing {cams.METHODS[method].title}…") if slow else None
-        progress = (lambda fraction, message: bar.progress(fraction, text=message)) if bar else None
+        progress, clear = (widgets.slow_progress(f"Computing {cams.METHODS[method].title}", key="cancel_slow")
+                           if slow else (None, None))
         result = cache.cam(
             choice.name, choice.device, choice.pretrained, picked.key, picked.data, method, target,
             layer if layer != model.spec.cam_layer else None, eigen_smooth, aug_smooth, _on_progress=progress,
         )
-        if bar:
-            bar.empty()
+        if clear:
+            clear()
         overlay = result.overlay(decoded.image, opacity=opacity, colormap=colormap)
         st.image(
             overlay,
