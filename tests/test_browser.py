@@ -388,6 +388,8 @@ def test_live_camera_answers_frames_in_a_closed_loop(server, page):
     assert shot.stat().st_size > 10_000
     camera.get_by_role("button", name="Stop camera").click()
     assert re.match(r"Stopped after \d+ frames", camera.locator("#status").inner_text())
+    page.get_by_text(re.compile(r"^Camera stopped after \d+ frames")).wait_for(timeout=30_000)  # no stale figures
+    assert page.get_by_test_id("stMetric").count() == 0
 
 
 @pytest.fixture

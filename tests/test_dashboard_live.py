@@ -82,6 +82,17 @@ def test_a_frame_from_the_browser_is_answered_once(app):
     assert app.session_state["live_answer"]["frame"] == 2 and _metrics(app)["Frames answered"] == "2"
 
 
+def test_stop_in_the_browser_replaces_the_last_run_figures(app):
+    app.session_state["live_camera"] = {"session": "abc", "frame": 1, "image": _frame_b64(), "fps": 7.5}
+    app.run()
+    assert _metrics(app)["Frames per second (browser)"] == "7.5"
+    app.session_state["live_camera"] = {"session": "abc", "stopped": True, "frames": 1}  # the Stop button's value
+    app.run()
+    _ok(app)
+    assert not _metrics(app), "a stopped camera shows no live figures"
+    assert any("Camera stopped after 1 frame." in c.value for c in app.caption)
+
+
 def test_a_hostile_frame_gets_an_error_answer_not_an_exception(app):
     app.session_state["live_camera"] = {"session": "x", "frame": 3, "image": "<script>alert(1)</script>", "fps": 0}
     app.run()

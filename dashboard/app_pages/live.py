@@ -81,6 +81,10 @@ def _live() -> None:
         st.warning(f"Live video is not available ({str(frame['error'])[:40]}): take a still photo instead.")
         _still("live_still_fallback")
         return
+    if isinstance(frame, dict) and frame.get("stopped"):
+        count = frame.get("frames") if type(frame.get("frames")) is int else 0  # a value from the browser
+        st.caption(f"Camera stopped after {count} frame{'' if count == 1 else 's'}. Press Start camera for a new run.")
+        return
     fps, ms, frames = st.columns(3)
     fps.metric("Frames per second (browser)", f"{answer['fps']:.1f}" if answer and answer.get("fps") else "–")
     ms.metric("Server time per frame", f"{answer['server_ms']:.0f} ms" if answer and "server_ms" in answer else "–")
