@@ -112,7 +112,8 @@ st.subheader("What trains and what stays frozen")
 m1, m2, m3 = st.columns(3)
 m1.metric("Trainable parameters", f"{summary.trainable:,}")
 m2.metric("Frozen parameters", f"{summary.frozen:,}")
-m3.metric("Total", f"{summary.total:,}", f"{summary.trainable / summary.total:.1%} trainable", delta_color="off")
+m3.metric("Total", f"{summary.total:,}", help=f"{summary.trainable / summary.total:.1%} of them train")
+m3.caption(f"{summary.trainable / summary.total:.1%} trainable")  # a share, not a change: no delta arrow
 st.dataframe(
     pd.DataFrame({
         "group": [g.name for g in summary.groups],
@@ -148,8 +149,9 @@ def _curves(history, *, best: int | None = None) -> go.Figure:
     if best:
         for col in (1, 2):
             figure.add_vline(x=best, line_dash="dot", line_color="grey", row=1, col=col)
-        figure.add_annotation(x=best, y=1, yref="y2 domain", text=f"kept: epoch {best}", showarrow=False,
-                              xanchor="left", row=1, col=2)
+        # at the foot of the accuracy panel: the curves run along its top once the model is good
+        figure.add_annotation(x=best, y=0.02, yref="y2 domain", text=f"kept: epoch {best}", showarrow=False,
+                              xanchor="right" if best > len(history) / 2 else "left", yanchor="bottom", row=1, col=2)
     figure.update_xaxes(title="epoch", dtick=1 if len(history) <= 20 else None)
     figure.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     figure.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
