@@ -243,6 +243,14 @@ def _is_tsne(job) -> bool:
     return isinstance(job, cache.TsneJob)
 
 
+def _watching_tsne(perplexity: int) -> tuple[AppTest, object]:
+    """A session on 40 digits whose page watches a t-SNE job (the features first), and that job."""
+    at = _digits(40, ds_perplexity=perplexity)
+    at.run()
+    _settle(at, until=_is_tsne)
+    return at, at.session_state["ds_job"]
+
+
 @pytest.fixture
 def held_tsne(monkeypatch):
     """core's t-SNE held after its first progress report until `release` is set (or Stop is pressed)."""
@@ -263,11 +271,8 @@ def held_tsne(monkeypatch):
 
 def test_tsne_runs_in_the_background_and_a_rerun_reattaches_to_it(held_tsne):
     release, calls = held_tsne
-    at = _digits(40, ds_perplexity=17)
-    at.run()
-    _settle(at, until=_is_tsne)  # the features first, then the t-SNE job is watched
+    at, job = _watching_tsne(17)
     _ok(at)
-    job = at.session_state["ds_job"]
     assert _is_tsne(job) and not job.done
     deadline = time.monotonic() + 60
     while job.progress < 0.4 and time.monotonic() < deadline:  # core's first report, from the job's thread
@@ -283,10 +288,8 @@ def test_tsne_runs_in_the_background_and_a_rerun_reattaches_to_it(held_tsne):
     at.radio(key="ds_colour").set_value("predicted label").run()
     _ok(at)
     assert at.session_state["ds_job"] is job
-    other = _digits(40, ds_perplexity=17)
-    other.run()
-    _settle(other, until=_is_tsne)
-    assert other.session_state["ds_job"] is job and len(calls) == 1
+    other, theirs = _watching_tsne(17)
+    assert theirs is job and len(calls) == 1
     release.set()
     _settle(at)
     _ok(at)
@@ -300,10 +303,7 @@ def test_tsne_runs_in_the_background_and_a_rerun_reattaches_to_it(held_tsne):
 
 def test_stop_ends_tsne_keeps_the_pca_map_and_it_can_run_again(held_tsne):
     release, calls = held_tsne
-    at = _digits(40, ds_perplexity=18)
-    at.run()
-    _settle(at, until=_is_tsne)
-    job = at.session_state["ds_job"]
+    at, job = _watching_tsne(18)
     at.button(key="ds_stop_tsne").click().run()
     _settle(at)
     _ok(at)
@@ -352,20 +352,15 @@ def test_extraction_waits_in_the_queue_while_the_slots_are_full(monkeypatch):
 
 def test_a_tsne_nobody_waits_for_any_more_is_stopped(held_tsne):
     release, calls = held_tsne
-    at = _digits(40, ds_perplexity=21)
-    at.run()
-    _settle(at, until=_is_tsne)
-    abandoned = at.session_state["ds_job"]
+    at, abandoned = _watching_tsne(21)
     at.slider(key="ds_perplexity").set_value(22).run()  # new settings: a new job; nobody else waits for the old
     _ok(at)
     watched = at.session_state["ds_job"]
     assert _is_tsne(watched) and watched is not abandoned
     assert abandoned.wait(60) and type(abandoned.error).__name__ == "Cancelled"
     # another session waiting for the same job keeps it alive when this one moves on
-    other = _digits(40, ds_perplexity=22)
-    other.run()
-    _settle(other, until=_is_tsne)
-    assert other.session_state["ds_job"] is watched
+    other, theirs = _watching_tsne(22)
+    assert theirs is watched
     at.radio(key="ds_map").set_value("PCA").run()
     _ok(at)
     assert "ds_job" not in at.session_state and not watched.wait(0.5) and not watched.stop.is_set()

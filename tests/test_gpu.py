@@ -115,18 +115,14 @@ def test_a_live_camera_frame_on_the_gpu_agrees_with_the_cpu(lite0_cuda, lite0):
 
 
 def test_the_probe_model_on_the_gpu_predicts_as_the_evaluation(lite0_cuda):
-    from core import evaluation, probing, preprocessing
+    from core import probing
+    from tests.test_probing import _probe_logits, probed
 
     data = datasets.shapes(5, 24, 96)
-    extracted = embeddings.extract(lite0_cuda, data, batch_size=24, size=96, precision="fp32")
-    result = evaluation.evaluate(extracted.features, extracted.logits, data.labels, data.classes,
-                                 categories=lite0_cuda.categories, mode="linear probe", seed=0)
+    _, result = probed(lite0_cuda, data, size=96, batch_size=24)
     model = probing.probe_model(lite0_cuda, result, size=96)
     assert next(model.module.parameters()).device.type == "cuda"
-    rows = result.indices.tolist()
-    with torch.inference_mode():
-        logits = torch.cat([model.module(preprocessing.to_tensor(data.images[r], model.spec).to("cuda"))
-                            for r in rows]).float().cpu().numpy()
+    logits = np.stack([_probe_logits(model, data.images[r]) for r in result.indices.tolist()])
     assert (logits.argmax(1) == result.predicted).mean() >= 0.9  # TF32 convolutions: ties may flip
     (cam,) = cams.compute(model, data.images[rows[0]], target=int(result.predicted[0]))
     assert cam.label == data.classes[int(result.predicted[0])]

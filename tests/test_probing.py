@@ -9,6 +9,14 @@ from core.errors import InvalidInputError
 
 
 
+def probed(model, data, *, size: int | None = None, batch_size: int = 8):
+    """(features, linear-probe evaluation) of `model` on `data`, extracted in fp32 at `size`."""
+    extracted = embeddings.extract(model, data, batch_size=batch_size, size=size, precision="fp32")
+    result = evaluation.evaluate(extracted.features, extracted.logits, data.labels, data.classes,
+                                 categories=model.categories, mode="linear probe", seed=0)
+    return extracted, result
+
+
 def _probe_logits(model, image) -> np.ndarray:
     """The probe model's logits for one image, preprocessed exactly as cams.compute does it."""
     with model.lock, torch.inference_mode():
@@ -38,10 +46,7 @@ def test_folded_probe_scores_equal_the_pipeline_decision_function(classes):
 @pytest.fixture(scope="module")
 def tiny_probe(tiny):
     data = datasets.shapes(3, 24, 48)
-    extracted = embeddings.extract(tiny, data, batch_size=8, precision="fp32")
-    result = evaluation.evaluate(extracted.features, extracted.logits, data.labels, data.classes,
-                                 categories=tiny.categories, mode="linear probe", seed=0)
-    return data, extracted, result
+    return (data, *probed(tiny, data))
 
 
 def test_probe_model_logits_are_the_probes_scores(tiny, tiny_probe):
@@ -82,9 +87,7 @@ def test_cams_explain_the_probe_class_not_the_imagenet_class(tiny, tiny_probe):
 
 def test_probe_model_on_lite0_predicts_as_the_evaluation(lite0):
     data = datasets.shapes(5, 16, 96)
-    extracted = embeddings.extract(lite0, data, batch_size=16, size=96, precision="fp32")
-    result = evaluation.evaluate(extracted.features, extracted.logits, data.labels, data.classes,
-                                 categories=lite0.categories, mode="linear probe", seed=0)
+    extracted, result = probed(lite0, data, size=96, batch_size=16)
     model = probing.probe_model(lite0, result, size=96)
     rows = result.indices.tolist()
     logits = np.stack([_probe_logits(model, data.images[r]) for r in rows])
