@@ -122,7 +122,8 @@ def test_the_probe_model_on_the_gpu_predicts_as_the_evaluation(lite0_cuda):
     _, result = probed(lite0_cuda, data, size=96, batch_size=24)
     model = probing.probe_model(lite0_cuda, result, size=96)
     assert next(model.module.parameters()).device.type == "cuda"
-    logits = np.stack([_probe_logits(model, data.images[r]) for r in result.indices.tolist()])
+    rows = result.indices.tolist()
+    logits = np.stack([_probe_logits(model, data.images[r]) for r in rows])
     assert (logits.argmax(1) == result.predicted).mean() >= 0.9  # TF32 convolutions: ties may flip
     (cam,) = cams.compute(model, data.images[rows[0]], target=int(result.predicted[0]))
     assert cam.label == data.classes[int(result.predicted[0])]
