@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from core import models, registry
+from core import models, registry, runtime
 from core.errors import DeviceError, InvalidInputError
 from core.models import LoadedModel
 from core.runtime import resolve_device
@@ -516,7 +516,7 @@ def busy() -> str | None:
     """A warning when other work loads this machine (1-minute load average >= half its cores, at least 1)."""
     if not hasattr(os, "getloadavg"):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = runtime.cores()
     load = os.getloadavg()[0]
     if load < max(1.0, cores / 2):
         return None

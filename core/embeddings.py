@@ -4,7 +4,6 @@ Features are the input of the backbone's final Linear (`spec.head`), captured wi
 the whole network runs, so the logits come for free (zero-shot predictions use them).
 """
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -16,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from core import hooks
+from core import hooks, runtime
 from core.datasets import Dataset
 from core.errors import Cancelled, InvalidInputError
 from core.models import LoadedModel
@@ -63,12 +62,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """The autocast dtype for `precision` on `device`, or None for fp32."""
     if precision not in PRECISIONS:
         raise InvalidInputError(f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}.")
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        # On a CPU, fp32: bf16 moves Lite0's features by about 5% and cost the digits probe a point of
-        # accuracy; it stays on offer (2.6x faster where the processor runs it natively).
-        return None
+    if precision == "auto":  # fp32 on a CPU: bf16 moved Lite0's features ~5% and cost the digits probe a point
+        return runtime.autocast_dtype(device)
     if precision == "fp16" and device.type != "cuda":
         raise InvalidInputError("fp16 runs on a GPU only; on the CPU choose fp32 or bf16.")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -142,8 +137,7 @@ def extract(
         # On a small CPU host the forward pass uses every core; a worker process only pays off on a GPU.
         # Resizing on the CPU feeds a GPU only with several processes (measured on an H200 host: 4 workers
         # gave 0.14 of the model's throughput); a CPU host's forward pass uses every core itself.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
-        workers = min(8, max(1, cores - 1)) if cuda else 0
+        workers = min(8, max(1, runtime.cores() - 1)) if cuda else 0
     source = tensors(model, dataset, size=size, normalise=False)
     mean = torch.tensor(model.spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std = torch.tensor(model.spec.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)

@@ -54,9 +54,9 @@ class Probe:
     test: np.ndarray  # (n_test,) int64 dataset indices
     predicted: np.ndarray  # (n_test,) int64 class indices for `test`
     train_accuracy: float
-    weight: np.ndarray | None = field(default=None, repr=False)  # (C, D) float32
-    bias: np.ndarray | None = field(default=None, repr=False)  # (C,) float32
-    classifier: object = field(default=None, repr=False)  # the fitted scikit-learn pipeline
+    weight: np.ndarray = field(repr=False)  # (C, D) float32
+    bias: np.ndarray = field(repr=False)  # (C,) float32
+    classifier: object = field(repr=False)  # the fitted scikit-learn pipeline
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """(N, C) float32 class scores of (N, D) raw features: the classifier's decision_function, per class.
@@ -64,8 +64,6 @@ class Probe:
         With two classes the classifier has one score d (positive: class 1); the logits are (-d/2, d/2),
         whose softmax is its predict_proba. A class with no training image gets a score far below the others.
         """
-        if self.weight is None or self.bias is None:
-            raise InvalidInputError("This probe carries no weights; train it with linear_probe.")
         return (np.asarray(features, dtype=np.float32) @ self.weight.T + self.bias).astype(np.float32)
 
 

@@ -21,8 +21,6 @@ from core.models import LoadedModel
 
 def linear(probe: Probe) -> nn.Linear:
     """An nn.Linear computing `probe.logits`: (D,) raw features -> (C,) class scores, float32, frozen."""
-    if probe.weight is None or probe.bias is None:
-        raise InvalidInputError("This probe carries no weights; train it with evaluation.linear_probe.")
     classes, width = probe.weight.shape
     layer = nn.Linear(width, classes)
     with torch.no_grad():

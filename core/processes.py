@@ -35,14 +35,13 @@ from multiprocessing import spawn as _spawn
 from core import checkpoints, datasets, embeddings, models, registry, runtime, training
 from core.datasets import Dataset
 from core.embeddings import Embeddings
-from core.errors import CoreError, InvalidInputError
+from core.errors import Cancelled, CoreError, InvalidInputError
 from core.registry import BackboneSpec
 
 log = logging.getLogger(__name__)
 
 NAME = "visionlens-training"  # prefix of the child processes' names
-STOPPED_EARLY = ("Training stopped before the first epoch ended: there is no checkpoint to keep. Train again and "
-                 "let at least one epoch finish.")
+STOPPED_EARLY = training.STOPPED_EARLY
 _numbers = itertools.count(1)
 
 
@@ -59,11 +58,7 @@ class TrainingProcessError(CoreError, RuntimeError):
 
 def default_threads() -> int:
     """Torch threads for a training process: every core this process may use but one (at least 1)."""
-    try:
-        cores = len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, runtime.cores() - 1)
 
 
 @dataclass(frozen=True)
@@ -313,10 +308,6 @@ def _keep_main_out_of_children() -> None:
 # The child's side
 
 
-class _Stopped(Exception):
-    pass
-
-
 def _child(request: _Request, conn) -> None:
     """The training process: build, train, report, hand back plain data."""
     threading.Thread(target=_watch_parent, args=(request.parent,), name="parent-watch", daemon=True).start()
@@ -392,20 +383,16 @@ def _train_here(request: _Request, conn) -> training.RunResult:
     features = request.features
     computed = None
     if config.strategy == "feature-extraction" and features is None and model is not None:
-        def extracting(fraction: float, message: str) -> None:
-            if should_stop():
-                raise _Stopped
-            progress(fraction, f"Frozen features: {message}")
-
+        batch_size, precision, size = training.feature_settings(config, model.spec)
         try:
             computed = features = embeddings.extract(
-                model, dataset, batch_size=32, precision="auto" if model.device.type == "cuda" else "fp32",
-                size=config.image_size or model.spec.input_size[0], on_progress=extracting,
+                model, dataset, batch_size=batch_size, precision=precision, size=size, should_stop=should_stop,
+                on_progress=lambda fraction, message: progress(fraction, f"Frozen features: {message}"),
                 # The config's workers (0 by default), not extract's own GPU default of up to 8: in this child
                 # on an H200, extraction through 8 forked workers stalled for over 80 s on 60 images.
                 workers=config.workers,
             )
-        except _Stopped:
+        except Cancelled:
             raise InvalidInputError(STOPPED_EARLY) from None
         conn.send(("features", computed))
     result = training.train(

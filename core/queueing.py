@@ -10,7 +10,7 @@ sessions on one server share the cores instead of all slowing to a crawl, and li
 A waiter can see its place (`Ticket.ahead`), and leaves the queue when it is cancelled. Slots are handed
 over by the gate itself (on enter, release and cancel), so the order is strictly first come, first served.
 A thread that already holds a slot gets a nested ticket at once (no deadlock on nested heavy calls).
-Framework-free: threads only.
+No Streamlit: plain threads.
 """
 
 import os
@@ -18,24 +18,17 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from core import runtime
 from core.errors import Cancelled, InvalidInputError
 
 ENV = "VISIONLENS_HEAVY_SLOTS"
-
-
-def cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def default_slots(environ=None) -> int:
     """Slots from $VISIONLENS_HEAVY_SLOTS, else half the cores (at least 1)."""
     value = (os.environ if environ is None else environ).get(ENV, "").strip()
     if not value:
-        return max(1, cores() // 2)
+        return max(1, runtime.cores() // 2)
     try:
         slots = int(value)
     except ValueError:
@@ -140,9 +133,7 @@ class SlotQueue:
         """
         try:
             while not ticket.wait(0):
-                if ticket.state == "cancelled":
-                    raise Cancelled(f"{ticket.label or 'The work'} was stopped while queued: nothing ran.")
-                if should_stop is not None and should_stop():
+                if ticket.state == "cancelled" or (should_stop is not None and should_stop()):
                     raise Cancelled(f"{ticket.label or 'The work'} was stopped while queued: nothing ran.")
                 if on_wait is not None:
                     on_wait(ticket)
@@ -177,12 +168,7 @@ class SlotQueue:
 
     def _ahead(self, ticket: Ticket) -> int | None:
         with self._cond:
-            if ticket.state != "queued":
-                return None
-            try:
-                return self._waiting.index(ticket)
-            except ValueError:
-                return None
+            return self._waiting.index(ticket) if ticket.state == "queued" else None  # queued <=> in _waiting
 
     def _wait(self, ticket: Ticket, timeout: float | None) -> bool:
         with self._cond:

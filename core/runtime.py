@@ -9,14 +9,24 @@ from collections.abc import Callable
 
 import torch
 
+from core.errors import DeviceError
+
 log = logging.getLogger(__name__)
 _CONFIGURED = False
+
+
+def cores() -> int:
+    """CPU cores this process may use (at least 1)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def configure_threads(torch_threads: int | None = None) -> int:
     """Give torch the cores, and BLAS and OpenCV one thread each. Idempotent; returns torch's threads."""
     global _CONFIGURED
-    threads = torch_threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    threads = torch_threads or cores()
     if _CONFIGURED and torch_threads is None:
         return torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -38,8 +48,6 @@ def configure_threads(torch_threads: int | None = None) -> int:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is refused with a clear message."""
-    from core.errors import DeviceError
-
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -88,14 +96,12 @@ class HalvingBatches:
 
     def run(self, batch, step):
         """[step(chunk) for each chunk of `batch`], chunks of at most `self.size` rows (halved on OOM)."""
-        from core.errors import DeviceError
-
         outputs, start = [], 0
         while start < len(batch):
             chunk = batch[start:start + self.size]
             try:
                 outputs.append(step(chunk))
-            except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            except RuntimeError as error:  # torch.cuda.OutOfMemoryError is a RuntimeError
                 if not _is_oom(error):
                     raise
                 out_of_memory = True

@@ -663,12 +663,26 @@ def train(
         return _image_run(model, dataset, labels, parts, size, config, target, on_epoch, report, stop)
 
 
+FEATURE_BATCH = 32
+STOPPED_EARLY = ("Training stopped before the first epoch ended: there is no checkpoint to keep. Train again and "
+                 "let at least one epoch finish.")
+
+
+def feature_settings(config: TrainConfig, spec: BackboneSpec) -> tuple[int, str, int]:
+    """(batch size, precision, image size) of the frozen features a feature-extraction run computes.
+
+    The one place these are chosen: the training process computes features with them, and the dashboard
+    keys its feature cache on them ("auto": autocast on a GPU, fp32 on a CPU).
+    """
+    return FEATURE_BATCH, "auto", config.image_size or spec.input_size[0]
+
+
 def _feature_run(model, dataset, labels, parts, size, config, features, on_epoch, report, stop) -> RunResult:
     feature_seconds = 0.0
     if features is None:
-        precision = "auto" if model.device.type == "cuda" else "fp32"
+        batch_size, precision, _ = feature_settings(config, model.spec)
         features = embeddings.extract(
-            model, dataset, size=size, precision=precision,
+            model, dataset, size=size, precision=precision, batch_size=batch_size,
             on_progress=lambda fraction, message: report(fraction, f"Features: {message}"),
         )
         feature_seconds = features.seconds
@@ -825,8 +839,7 @@ def _fit(network, groups, train_batches, batches_per_epoch, val_batches, config,
         if ended == "diverged":
             raise InvalidInputError("Training diverged in the first epoch (the loss became NaN or infinite). Lower "
                                     "the learning rate or turn on gradient clipping.")
-        raise InvalidInputError("Training stopped before the first epoch ended: there is no checkpoint to keep. "
-                                "Train again and let at least one epoch finish.")
+        raise InvalidInputError(STOPPED_EARLY)
     network.load_state_dict(best_state)
     summary = tuple(OptimizerGroup(g["name"], float(g["lr"]), float(g["weight_decay"]),
                                    sum(p.numel() for p in g["params"])) for g in optim.param_groups)

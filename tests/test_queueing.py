@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from core import queueing
+from core import queueing, runtime
 from core.errors import Cancelled, InvalidInputError
 
 
@@ -131,7 +131,7 @@ def test_a_thread_that_holds_a_slot_is_not_blocked_by_its_own_nested_call():
 
 
 def test_slot_count_from_the_environment_or_the_cores():
-    assert queueing.default_slots({}) == max(1, queueing.cores() // 2)
+    assert queueing.default_slots({}) == max(1, runtime.cores() // 2)
     assert queueing.default_slots({queueing.ENV: "3"}) == 3
     for bad in ("0", "-1", "many"):
         with pytest.raises(InvalidInputError, match=queueing.ENV):
