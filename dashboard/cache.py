@@ -62,12 +62,10 @@ class _Results:
         self.lock = threading.Lock()
 
     def get(self, key, compute):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        value = compute()
-        self.put(key, value)
+        value = self.peek(key, _MISSING)
+        if value is _MISSING:
+            value = compute()
+            self.put(key, value)
         return value
 
     def peek(self, key, default=None):
@@ -84,6 +82,9 @@ class _Results:
             self.items.move_to_end(key)
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
+
+
+_MISSING = object()
 
 
 @st.cache_resource(show_spinner=False)
@@ -312,29 +313,10 @@ class BenchmarkResult:
     busy: str | None = None  # a warning when other work loaded the machine at the start
 
 
-class _Finished:
-    """Complete benchmark results by settings, shared by all sessions, the oldest dropped first."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
-
-    def get(self, key: BenchmarkSettings) -> BenchmarkResult | None:
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-            return self.items.get(key)
-
-    def put(self, key: BenchmarkSettings, value: BenchmarkResult) -> None:
-        with self.lock:
-            self.items[key] = value
-            self.items.move_to_end(key)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-
 @st.cache_resource
-def _benchmark_results() -> _Finished:
-    return _Finished(16)
+def _benchmark_results() -> _Results:
+    """Complete benchmark results by settings, shared by all sessions, the oldest dropped first."""
+    return _Results(16)
 
 
 class _BackgroundJob:
@@ -426,7 +408,7 @@ class BenchmarkJob(_BackgroundJob):
 
 
 def benchmark_cached(settings: BenchmarkSettings) -> BenchmarkResult | None:
-    return _benchmark_results().get(settings)
+    return _benchmark_results().peek(settings)
 
 
 def benchmark_start(settings: BenchmarkSettings) -> BenchmarkJob:
@@ -474,34 +456,14 @@ def _dataset_results() -> _Results:
     return _Results(16)
 
 
-def dataset_features(
-    name: str, device: str, pretrained: bool, _dataset: _datasets.Dataset, precision: str, batch_size: int,
-    size: int | None, _on_progress=None,
-) -> embeddings.Embeddings:
-    """Penultimate features, cached by the dataset's content hash + backbone + settings."""
-    key = ("features", _dataset.content_hash, name, device, pretrained, precision, batch_size, size)
-    return _dataset_results().get(key, lambda: embeddings.extract(
-        model(name, device, pretrained), _dataset, batch_size=batch_size, precision=precision, size=size,
-        on_progress=_on_progress,
-    ))
-
-
-def dataset_map(
-    features_key: tuple, _features, method: str, perplexity: float, iterations: int, seed: int, _on_progress=None,
-):
-    """(points (N, 2) float32, trustworthiness) of a PCA or t-SNE map, cached by the features' key + settings.
-
-    Runs in the calling thread; the Datasets page runs t-SNE through dataset_tsne_job instead.
-    """
+def dataset_pca(features_key: tuple, _features, seed: int):
+    """(points (N, 2) float32, trustworthiness) of the PCA map, cached by the features' key + seed. Fast, so it
+    runs in the calling thread; t-SNE runs in the background (dataset_tsne_job)."""
     def compute():
-        if method == "pca":
-            points = embeddings.pca(_features, seed=seed)
-        else:
-            points = embeddings.tsne(_features, perplexity=perplexity, iterations=iterations, seed=seed,
-                                     on_progress=_on_progress)
+        points = embeddings.pca(_features, seed=seed)
         return points, embeddings.trustworthiness(_features, points)
 
-    return _dataset_results().get(("map", features_key, method, perplexity, iterations, seed), compute)
+    return _dataset_results().get(_map_key(features_key, "pca", 0, 0, seed), compute)
 
 
 # Feature extraction and t-SNE run as background jobs: a rerun (any widget click) or another session with
@@ -534,10 +496,6 @@ class _Jobs:
                 oldest = ended[0] if ended else next(k for k in self.items if k != key)
                 self.items.pop(oldest).stop.set()
             return job
-
-    def get(self, key):
-        with self.lock:
-            return self.items.get(key)
 
     def forget(self, job) -> None:
         with self.lock:
@@ -598,7 +556,7 @@ class FeaturesJob(_DatasetJob):
 
 
 class TsneJob(_DatasetJob):
-    """A t-SNE map and its trustworthiness, (points, trust) as dataset_map returns; Stop every 50 iterations."""
+    """A t-SNE map and its trustworthiness, (points, trust) as dataset_pca returns; Stop every 50 iterations."""
 
     label = "t-SNE"
 
@@ -633,8 +591,9 @@ def dataset_features_job(
     """The background extraction for these settings: the one already registered (running or ended), else a new
     one. The page asks for it only when dataset_features_ready has nothing."""
     key = _features_key(_dataset.content_hash, name, device, pretrained, precision, batch_size, size)
-    return _dataset_jobs().attach(key, lambda: FeaturesJob(
-        key, model(name, device, pretrained), _dataset, precision, batch_size, size), session)
+    loaded = model(name, device, pretrained)  # before the registry's lock: a first load must not hold it
+    return _dataset_jobs().attach(key, lambda: FeaturesJob(key, loaded, _dataset, precision, batch_size, size),
+                                  session)
 
 
 def _map_key(features_key: tuple, method: str, perplexity: float, iterations: int, seed: int) -> tuple:
@@ -787,7 +746,7 @@ def dataset_mean_picture(content_hash: str, _dataset: _datasets.Dataset, rows: t
 def dataset_thumbnail(_dataset: _datasets.Dataset, index: int, side: int = 96):
     """(side, side, 3) uint8 preview of image `index` (the whole image, letterboxed on white)."""
     import numpy as np
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     return np.asarray(ImageOps.pad(_dataset.images[index], (side, side), color=(255, 255, 255)))
 
@@ -911,9 +870,8 @@ class TrainingJob(_BackgroundJob):
         features = key = None
         name, device, pretrained = self.source if self.source is not None else (None, self.device, True)
         if self.config.strategy == "feature-extraction" and name is not None:
-            size = self.config.image_size or registry.get(name).input_size[0]
-            precision = "auto" if runtime.resolve_device(device).type == "cuda" else "fp32"
-            key = ("features", self.dataset.content_hash, name, device, pretrained, precision, 32, size)
+            batch_size, precision, size = training.feature_settings(self.config, registry.get(name))
+            key = _features_key(self.dataset.content_hash, name, device, pretrained, precision, batch_size, size)
             features = self._store.peek(key)  # else the process computes them, and they are kept for next time
         result = processes.train(
             name, self.dataset, self.config, pretrained=pretrained, features=features, device=device,

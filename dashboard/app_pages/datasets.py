@@ -199,7 +199,7 @@ colour_by = b.radio("Colour by", ["true label", "predicted label"], horizontal=T
 perplexity = c.slider("Perplexity", 5, 100, 30, key="ds_perplexity", disabled=method == "PCA")
 iterations = d.select_slider("Iterations", [500, 750, 1000, 1500], 750, key="ds_iterations", disabled=method == "PCA")
 
-points, trust = cache.dataset_map(features_key, embedded.features, "pca", 0, 0, int(seed))  # PCA: fast
+points, trust = cache.dataset_pca(features_key, embedded.features, int(seed))  # PCA: fast
 tsne, tsne_job = None, None
 if method == "t-SNE":  # in the background, with the PCA map shown meanwhile
     tsne = cache.dataset_tsne_ready(features_key, float(perplexity), int(iterations), int(seed))
