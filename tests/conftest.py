@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-from core import models, registry, runtime  # noqa: E402
+from core import models, queueing, registry, runtime  # noqa: E402
 
 runtime.configure_threads()
 SAMPLES = ROOT / "assets" / "samples"
@@ -105,3 +105,13 @@ def png_bytes(image: Image.Image, **kwargs) -> bytes:
 @pytest.fixture
 def chelsea() -> Image.Image:
     return sample("chelsea")
+
+
+@pytest.fixture
+def gate(monkeypatch) -> queueing.SlotQueue:
+    """A private heavy-work gate with `slots` set by the test (the process-wide one is left alone)."""
+    from dashboard import cache  # here, not at the top: non-dashboard tests import this module too
+
+    made = queueing.SlotQueue(1)
+    monkeypatch.setattr(cache, "heavy_gate", lambda: made)
+    return made

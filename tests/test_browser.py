@@ -5,7 +5,6 @@ Screenshots land in artifacts/screenshots/ (ignored by git) for a person to look
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -238,7 +237,7 @@ def test_datasets_page_upload_a_zip_and_see_the_map_and_the_confusion_matrix(ser
     assert shot.stat().st_size > 20_000
 
 
-def test_datasets_page_refuses_hostile_zips_with_a_message(server, page, tmp_path):
+def test_datasets_page_refuses_hostile_zips_with_a_message(server, page):
     from tests import zips
 
     page.goto(f"{server}/datasets")

@@ -10,7 +10,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from core import cams, hooks, models, preprocessing
 from core.errors import InvalidInputError, LayerNotFoundError, UnknownMethodError
-from tests.conftest import TINY, sample
+from tests.conftest import sample
 
 EGYPTIAN_CAT = 285
 

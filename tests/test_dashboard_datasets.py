@@ -15,7 +15,7 @@ import pytest
 from streamlit import config
 from streamlit.testing.v1 import AppTest
 
-from core import embeddings, queueing
+from core import embeddings
 from dashboard import cache
 from tests import zips
 from tests.conftest import TINY
@@ -320,9 +320,7 @@ def test_stop_ends_tsne_keeps_the_pca_map_and_it_can_run_again(held_tsne):
     assert "t-SNE map" in _texts(at)
 
 
-def test_extraction_waits_in_the_queue_while_the_slots_are_full(monkeypatch):
-    gate = queueing.SlotQueue(1)
-    monkeypatch.setattr(cache, "heavy_gate", lambda: gate)
+def test_extraction_waits_in_the_queue_while_the_slots_are_full(gate):
     holder = gate.enter("someone else's Score-CAM")
     try:
         first = _digits(36, ds_map="PCA", ds_batch=8)

@@ -14,12 +14,12 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from core import cams, live
+from tests.conftest import sample, sample_bytes
 
 config.set_option("client.showErrorDetails", "full")  # tests read the real exception, users never do
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "streamlit_app.py")
-CHELSEA = ROOT / "assets" / "samples" / "chelsea.jpg"
 CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
 
@@ -30,7 +30,7 @@ def _ok(at: AppTest) -> None:
 
 def _frame_b64() -> str:
     buffer = io.BytesIO()
-    Image.open(CHELSEA).convert("RGB").resize((299, 224)).save(buffer, format="JPEG", quality=80)
+    sample("chelsea").resize((299, 224)).save(buffer, format="JPEG", quality=80)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -112,7 +112,7 @@ def test_camera_denied_shows_the_still_photo_fallback(app):
     _ok(app)
     assert any("Live video is not available (NotAllowedError)" in w.value for w in app.warning)
     shot = app.camera_input(key="live_still_fallback")
-    shot.set_value(("shot.jpg", CHELSEA.read_bytes(), "image/jpeg")).run()
+    shot.set_value(("shot.jpg", sample_bytes("chelsea"), "image/jpeg")).run()
     _ok(app)
     labels = " ".join(m.value for m in app.markdown)
     assert any(cat in labels for cat in CATS), labels
@@ -123,7 +123,7 @@ def test_still_photo_mode_and_a_slower_method_choice(app):
     app.radio(key="live_mode").set_value("Still photo").run()
     _ok(app)
     app.selectbox(key="live_method").set_value("layercam").run()
-    app.camera_input(key="live_still").set_value(("shot.jpg", CHELSEA.read_bytes(), "image/jpeg")).run()
+    app.camera_input(key="live_still").set_value(("shot.jpg", sample_bytes("chelsea"), "image/jpeg")).run()
     _ok(app)
     assert any(c.startswith("LayerCAM for") for image in app.get("image") for c in image.captions)
     assert not app.metric  # no live metrics in still mode

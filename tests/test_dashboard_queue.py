@@ -3,29 +3,15 @@ while queued ends a job without running it, slow CAM methods wait for a slot in 
 Benchmarks page shows the queued state."""
 
 import threading
-import time
-from pathlib import Path
 
-import pytest
 from streamlit import config
-from streamlit.testing.v1 import AppTest
 
-from core import queueing
 from core.errors import Cancelled
 from dashboard import cache
 from tests.conftest import SAMPLES, TINY
+from tests.test_dashboard_benchmarks import _finish, _ok, _open, _settings
 
 config.set_option("client.showErrorDetails", "full")
-
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "streamlit_app.py"
-
-
-@pytest.fixture
-def gate(monkeypatch) -> queueing.SlotQueue:
-    """A private gate with `slots` set by the test (the process-wide one is left alone)."""
-    made = queueing.SlotQueue(1)
-    monkeypatch.setattr(cache, "heavy_gate", lambda: made)
-    return made
 
 
 class _Job(cache._BackgroundJob):
@@ -107,31 +93,19 @@ def test_a_slow_cam_method_waits_for_a_slot_and_reports_its_place(gate):
     assert gate.running == 0 and gate.waiting == 0  # released after the computation
 
 
-def _bench(at: AppTest) -> None:
-    at.multiselect(key="bench_names").set_value([TINY])
-    at.multiselect(key="bench_batches").set_value([1])
-    at.selectbox(key="bench_repeats").set_value(3)
-    at.run()
-
-
-def test_the_benchmarks_page_shows_the_queue_and_stop_while_queued(gate):
+def test_the_benchmarks_page_shows_the_queue_and_stop_while_queued(gate, tmp_path):
     holder = gate.enter("someone else's t-SNE")
     try:
-        at = AppTest.from_file(str(APP), default_timeout=120)
-        at.switch_page("app_pages/benchmarks.py")
-        at.run()
-        _bench(at)
+        at = _open(tmp_path)
+        _settings(at, [TINY], [1], 3)
         at.button(key="bench_start").click().run()
         assert not at.exception, at.exception
         job = at.session_state["benchmark_job"]
         assert job.state == "queued"
         assert any(i.value.startswith("Queued: 0 ahead of you") for i in at.info), [i.value for i in at.info]
         at.button(key="bench_stop").click().run()
-        deadline = time.monotonic() + 60
-        while "benchmark_job" in at.session_state and time.monotonic() < deadline:
-            job.wait(timeout=1)
-            at.run()
-        assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+        _finish(at, timeout=60)
+        _ok(at)
         assert not job.ran and isinstance(job.error, Cancelled)
         assert any("stopped while queued" in i.value for i in at.info)
     finally:

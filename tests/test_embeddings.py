@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core import datasets, embeddings, hooks, models
-from core.errors import InvalidInputError
+from core.errors import Cancelled, InvalidInputError
 
 DIGITS = 400
 DIGITS_SIZE = 128  # digits are 8x8 pictures: 128 px loses nothing and is 3x faster than 224
@@ -104,8 +104,6 @@ def test_tsne_small_sets_and_bad_settings():
 
 
 def test_stop_ends_extraction_between_batches(tiny):
-    from core.errors import Cancelled
-
     data = datasets.shapes(0, 12, 48)
     batches = []
 
@@ -120,8 +118,6 @@ def test_stop_ends_extraction_between_batches(tiny):
 
 
 def test_stop_ends_tsne_at_the_next_callback():
-    from core.errors import Cancelled
-
     rng = np.random.default_rng(0)
     features = rng.normal(size=(60, 8)).astype(np.float32)
     steps = []

@@ -33,6 +33,8 @@ def _rerun(at: AppTest, i: int) -> None:
 
 
 def test_30_reruns_do_not_grow_memory_or_leave_hooks():
+    from dashboard import cache  # lazily, as the app itself imports it
+
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     assert not at.exception, at.exception
@@ -46,16 +48,10 @@ def test_30_reruns_do_not_grow_memory_or_leave_hooks():
     grown = _rss_mb() - before
     print(f"\n30 AppTest reruns: RSS grew by {grown:.1f} MB")
     assert grown < 50, f"RSS grew by {grown:.1f} MB over 30 reruns"
-    model = next(v for v in _cached_models())
+    model = cache.model("efficientnet_lite0", "auto", True)
     assert hooks.count(model.module) == 0
     assert all(p.grad is None for p in model.module.parameters())
     state = at.session_state.to_dict()  # what a session keeps: plain data, never tensors
     assert state, "the session keeps its widget values"
     for key, value in state.items():
         assert not isinstance(value, torch.Tensor) and not hasattr(value, "grad_fn"), key
-
-
-def _cached_models():
-    from dashboard import cache
-
-    yield cache.model("efficientnet_lite0", "auto", True)

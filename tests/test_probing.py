@@ -8,7 +8,6 @@ from core import cams, datasets, embeddings, evaluation, hooks, predictions, pre
 from core.errors import InvalidInputError
 
 
-
 def probed(model, data, *, size: int | None = None, batch_size: int = 8):
     """(features, linear-probe evaluation) of `model` on `data`, extracted in fp32 at `size`."""
     extracted = embeddings.extract(model, data, batch_size=batch_size, size=size, precision="fp32")
