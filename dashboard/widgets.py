@@ -169,7 +169,7 @@ def server_dataset(*, key: str) -> str:
                 "pets/dogs/2.jpg) under a data root: " + ", ".join(f"`{r}`" for r in listing.roots) + ".")
         st.stop()
     folders = {str(f.path): f for f in listing.folders}
-    return st.selectbox("Dataset on this server", list(folders), format_func=lambda p: folders[p].label(),
+    return st.selectbox("Which dataset", list(folders), format_func=lambda p: folders[p].label(),
                         key=f"{key}_folder", help="The datasets under the data roots the operator configured.")
 
 
