@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from core import images
+from core import images, splits
 from core.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class Dataset:
             return self
         if n < 1:
             raise InvalidInputError(f"The sample size must be at least 1, got {n}.")
-        return self.subset(_stratified(self.labels, n, seed))
+        return self.subset(splits.sample(self.labels, n, seed))
 
     def examples(self, per_class: int = 4) -> list[int]:
         """Indices of the first `per_class` images of each class, class by class (for a sample grid)."""
@@ -153,22 +153,6 @@ class _Subset(Sequence):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         return self.inner[self.rows[index]]
-
-
-def _stratified(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """`n` indices drawn per class in proportion to its size (at least one each), sorted."""
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    share = np.maximum(1, np.floor(counts / counts.sum() * n)).astype(int)
-    while share.sum() > n:  # more classes than n: drop from the largest shares
-        share[np.argmax(share)] -= 1
-    remainder = n - share.sum()
-    order = np.argsort(-(counts / counts.sum() * n - share))
-    for c in order[:remainder]:
-        share[c] = min(share[c] + 1, counts[c])
-    picked = [rng.choice(np.flatnonzero(labels == c), size=min(s, cnt), replace=False)
-              for c, s, cnt in zip(classes, share, counts, strict=True) if s > 0]
-    return np.sort(np.concatenate(picked))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,7 +345,7 @@ def digits(seed: int = 0, n: int = 500, *, size: int = 32) -> Dataset:
 
     bunch = load_digits()
     labels = bunch.target.astype(np.int64)
-    rows = _stratified(labels, n, seed) if n < len(labels) else np.arange(len(labels))
+    rows = splits.sample(labels, n, seed) if n < len(labels) else np.arange(len(labels))
     pictures = []
     for row in rows:
         pixels = np.uint8(np.rint(255 - bunch.images[row] / 16.0 * 255))  # dark ink on white, like paper
@@ -494,7 +478,7 @@ def torchvision_set(
             "Connect to the internet once, or copy the files there; offline, use the built-in digits or shapes sets."
         ) from None
     labels = np.asarray(_targets(dataset), dtype=np.int64)
-    rows = _stratified(labels, n, seed) if n is not None and n < len(labels) else np.arange(len(labels))
+    rows = splits.sample(labels, n, seed) if n is not None and n < len(labels) else np.arange(len(labels))
     classes = tuple(str(c if isinstance(c, str) else c[0]) for c in dataset.classes)
     split = "train" if train else "test"
     return Dataset(

@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from core import splits
 from core.errors import InvalidInputError
 
 MODES = ("auto", "zero-shot", "linear probe")
@@ -218,7 +219,6 @@ def linear_probe(
         InvalidInputError: fewer than two images in some class, or a split with no room for a test set.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -235,15 +235,10 @@ def linear_probe(
             f"Every class needs at least 2 images for a stratified split; class(es) {small.tolist()} have 1. "
             "Add images or use a larger sample."
         )
-    rows = np.arange(len(labels))
-    test_size = max(float(test_fraction), len(present) / len(labels))
-    try:
-        train, test = train_test_split(rows, test_size=test_size, stratify=labels, random_state=seed)
-    except ValueError as error:
-        raise InvalidInputError(f"Cannot split {len(labels)} images into train and test sets: {error}") from None
+    parts = splits.stratified(labels, test_fraction=float(test_fraction), seed=seed)  # the training page's split too
+    train, test = parts.train, parts.test
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=strength, max_iter=2000))
     classifier.fit(features[train], labels[train])
-    train, test = np.sort(train), np.sort(test)
     count = int(labels.max()) + 1 if classes is None else int(classes)
     weight, bias = _folded(classifier, count)
     return Probe(

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from core import embeddings, evaluation, hooks, registry
+from core import embeddings, evaluation, hooks, registry, splits
 from core.datasets import Dataset
 from core.errors import InvalidInputError, did_you_mean
 from core.models import LoadedModel
@@ -303,15 +303,6 @@ class EpochStats:
 
 
 @dataclass(frozen=True)
-class Split:
-    """Dataset row indices of each set, sorted, disjoint, stratified by class."""
-
-    train: np.ndarray  # (n_train,) int64
-    val: np.ndarray
-    test: np.ndarray
-
-
-@dataclass(frozen=True)
 class Group:
     """Parameters that train (or stay frozen) together: a stage of the backbone, or the head."""
 
@@ -355,7 +346,7 @@ class RunResult:
     backbone: str  # display name: the pretrained backbone's title, or the baseline's
     dataset: str
     classes: tuple[str, ...]
-    split: Split
+    split: splits.Split
     history: tuple[EpochStats, ...]
     best_epoch: int  # 1-based epoch whose weights were kept
     ended: str  # one of ENDINGS
@@ -390,41 +381,6 @@ class RunResult:
     @property
     def seconds(self) -> float:
         return self.feature_seconds + self.train_seconds
-
-
-# ---------------------------------------------------------------------------------------------
-# Split
-
-
-def split(labels: np.ndarray, *, train_fraction: float = 0.7, val_fraction: float = 0.15, seed: int = 0) -> Split:
-    """A stratified split: each class is shuffled (seeded) and cut by the fractions, at least one image per set.
-
-    Raises:
-        InvalidInputError: a class with fewer than 3 images.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    train, val, test = [], [], []
-    test_fraction = 1.0 - train_fraction - val_fraction
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        if len(rows) < 3:
-            raise InvalidInputError(
-                f"Class {int(c)} has {len(rows)} image(s); each class needs at least 3 (one each for training, "
-                "validation and test). Add images or use a larger sample."
-            )
-        rows = rng.permutation(rows)
-        n_val = max(1, int(round(len(rows) * val_fraction)))
-        n_test = max(1, int(round(len(rows) * test_fraction)))
-        while len(rows) - n_val - n_test < 1:
-            if n_test >= n_val and n_test > 1:
-                n_test -= 1
-            else:
-                n_val -= 1
-        val.append(rows[:n_val])
-        test.append(rows[n_val:n_val + n_test])
-        train.append(rows[n_val + n_test:])
-    return Split(*(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,7 +600,8 @@ def train(
         raise InvalidInputError(f"{strategy.title} starts from a pretrained backbone: give one.")
     if len(dataset.classes) < 2:
         raise InvalidInputError("Training needs at least two classes.")
-    parts = split(dataset.labels, train_fraction=config.train_fraction, val_fraction=config.val_fraction, seed=config.seed)
+    parts = splits.stratified(dataset.labels, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
+                              seed=config.seed)
     if strategy.pretrained:
         size = config.image_size or model.spec.input_size[0]
         if model.spec.fixed_size and (size, size) != tuple(model.spec.input_size):

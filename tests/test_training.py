@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import cams, checkpoints, datasets, embeddings, predictions, preprocessing, training
+from core import cams, checkpoints, datasets, embeddings, predictions, preprocessing, splits, training
 from core.__main__ import main
 from core.errors import InvalidInputError
 from tests.conftest import TINY
@@ -221,7 +221,7 @@ def test_the_stop_button_keeps_the_best_epoch_so_far(tiny, shapes):
 def test_baselines_train_on_the_same_split_and_explain(tiny, shapes, strategy, layer):
     config = training.TrainConfig(strategy=strategy, epochs=2, image_size=32, batch_size=8)
     run = training.train(None, shapes, config, device="cpu")
-    reference = training.split(shapes.labels, train_fraction=0.7, val_fraction=0.15, seed=0)
+    reference = splits.stratified(shapes.labels, test_fraction=0.15, val_fraction=0.15, seed=0)
     assert all(np.array_equal(getattr(run.split, part), getattr(reference, part)) for part in ("train", "val", "test"))
     assert run.model.spec.cam_layer == layer and run.model.spec.name == strategy.replace("-", "_")
     assert run.trainable_params == run.total_params and len(run.history) == 2
@@ -249,17 +249,6 @@ def test_runs_are_seeded_and_leave_the_global_rng_alone(tiny, shapes):
     assert torch.equal(state, torch.get_rng_state())
     assert [s.val_loss for s in first.history] == [s.val_loss for s in second.history]
     assert _same(_snapshot(first.model), _snapshot(second.model))
-
-
-def test_split_is_stratified_disjoint_and_complete():
-    labels = np.repeat(np.arange(4), [10, 20, 3, 7])
-    parts = training.split(labels, train_fraction=0.6, val_fraction=0.2, seed=3)
-    together = np.concatenate([parts.train, parts.val, parts.test])
-    assert sorted(together) == list(range(len(labels)))
-    for part in (parts.train, parts.val, parts.test):
-        assert set(labels[part]) == {0, 1, 2, 3}
-    with pytest.raises(InvalidInputError, match="at least 3"):
-        training.split(np.array([0, 0, 1, 1, 1]))
 
 
 @pytest.mark.parametrize("changes, words", [
