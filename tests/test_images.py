@@ -107,7 +107,7 @@ def test_file_extension_does_not_matter():
 
 
 def test_not_an_image_message_names_the_formats():
-    with pytest.raises(InvalidInputError, match=re.escape("JPEG, PNG, WebP, BMP, GIF or TIFF")):
+    with pytest.raises(InvalidInputError, match=re.escape("JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF")):
         images.decode(hostile.by_name("psd_named_jpg").data)
 
 

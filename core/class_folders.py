@@ -1,0 +1,97 @@
+"""Where the class folders are in a zip or a folder, as people really make them.
+
+Datasets arrive wrapped in folders (`pets/cats/1.jpg`, `export/dataset/cats/1.jpg`), with a README, a
+LICENSE or a labels.csv beside the class folders, and with the debris operating systems leave behind
+(`__MACOSX/`, `._*` AppleDouble files, `.DS_Store`, `Thumbs.db`, `desktop.ini`, `.Spotlight-V100`, ...).
+`arrange` finds the root: the deepest folder whose sub-folders hold the images, unwrapping single
+folders on the way down. Its sub-folders are the classes; other files outside them are set aside to be
+listed, never taken for a class. Debris is dropped everywhere, silently.
+
+Pure path logic: no file is opened here. `core.datasets` applies it to zip members and to folders.
+"""
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+#: Folders an operating system writes for itself (compared lower-case). Hidden folders (".name") are debris too.
+DEBRIS_FOLDERS = frozenset({
+    "__macosx", ".spotlight-v100", ".trashes", ".fseventsd", ".temporaryitems", ".appledouble",
+    "$recycle.bin", "system volume information",
+})
+#: Files an operating system writes for itself (compared lower-case). Hidden files, including macOS's `._*`
+#: AppleDouble resource forks, are debris too.
+DEBRIS_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"})
+
+
+@dataclass(frozen=True)
+class Member:
+    """A file inside a class folder."""
+
+    path: PurePosixPath  # as it was given (a zip member's name, or relative to the folder read)
+    label: str  # the class folder's name, Unicode-normalised (NFC): macOS writes names decomposed
+    relative: PurePosixPath  # below the root: label/.../name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files of a zip or folder, sorted into class members and the rest."""
+
+    root: PurePosixPath  # the folder holding the class folders; PurePosixPath() is the top itself
+    members: tuple[Member, ...]  # every file inside a class folder (images or not), in the given order
+    loose_images: tuple[PurePosixPath, ...]  # image files outside every class folder
+    other: tuple[PurePosixPath, ...]  # other files outside every class folder: README.txt, LICENSE, labels.csv
+
+
+def is_debris(path: PurePosixPath) -> bool:
+    """True for a file an operating system left (or a hidden one), or for anything inside such a folder."""
+    *folders, name = path.parts
+    if any(part.startswith(".") or part.lower() in DEBRIS_FOLDERS for part in folders):
+        return True
+    return name.startswith(".") or name.lower() in DEBRIS_FILES
+
+
+def is_image_name(path: PurePosixPath, suffixes: Iterable[str]) -> bool:
+    return path.suffix.lower() in suffixes
+
+
+def find_root(images: Iterable[PurePosixPath]) -> PurePosixPath:
+    """The deepest folder whose sub-folders hold the images.
+
+    From the top, step into a folder while it is the only one holding images in sub-folders and its own
+    sub-folders hold images (`export/pets/cats/1.jpg` -> `export/pets`). Stop where two or more folders hold
+    images: those are the classes. Images lying loose beside the folders do not stop the descent.
+    """
+    paths = [tuple(p.parts) for p in images]
+    root: tuple[str, ...] = ()
+    while True:
+        depth = len(root)
+        foldered = [parts for parts in paths if len(parts) > depth + 1 and parts[:depth] == root]
+        children = {parts[depth] for parts in foldered}
+        if len(children) != 1 or not any(len(parts) > depth + 2 for parts in foldered):
+            return PurePosixPath(*root)
+        root = (*root, children.pop())
+
+
+def arrange(paths: Iterable[PurePosixPath], suffixes: Iterable[str]) -> Layout:
+    """Sort `paths` (files, no folders) into the root's class members, loose images and other files.
+
+    Debris is dropped. `suffixes` are the image file endings (lower-case, with the dot).
+    """
+    suffixes = frozenset(suffixes)
+    kept = [p for p in paths if p.parts and not is_debris(p)]
+    root = find_root(p for p in kept if is_image_name(p, suffixes))
+    depth = len(root.parts)
+    members: list[Member] = []
+    loose: list[PurePosixPath] = []
+    other: list[PurePosixPath] = []
+    for path in kept:
+        below = path.parts[depth:] if path.parts[:depth] == root.parts else None
+        if below is not None and len(below) >= 2:
+            members.append(Member(path, unicodedata.normalize("NFC", below[0]), PurePosixPath(*below)))
+        elif is_image_name(path, suffixes):
+            loose.append(path)
+        else:
+            other.append(path)
+    return Layout(root, tuple(members), tuple(loose), tuple(other))
