@@ -245,11 +245,17 @@ def _explain(args) -> None:
         print(f"faithfulness scores: {args.out / 'scores.json'}")
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+def _dataset_notes(dataset) -> None:
+    """What was left out of a dataset, on stderr: skipped files per reason, other files ignored."""
+    for reason, count in dataset.skipped_reasons().items():
+        sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
+    if dataset.ignored:
+        sys.stderr.write(f"note: {dataset.ignored_summary()}\n")
 
 
 def _image_paths(given: list[Path]) -> list[Path]:
     from core.errors import InvalidInputError
+    from core.images import SUFFIXES as IMAGE_SUFFIXES
 
     paths: list[Path] = []
     for path in given:
@@ -362,8 +368,7 @@ def _dataset_and_features(args):
 
         raise InvalidInputError(f"--limit must be at least 2, got {args.limit}.")
     dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
-    for reason, count in dataset.skipped_reasons().items():
-        sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
+    _dataset_notes(dataset)
     model = _load(args)
 
     def progress(fraction: float, message: str) -> None:
@@ -433,6 +438,7 @@ def _evaluate(args) -> None:
         ],
         "confusion": result.confusion.tolist(),
         "skipped": dataset.skipped_reasons(),
+        "ignored": list(dataset.ignored),
     }
     if result.method == "zero-shot" and result.mapping is not None:
         report["mapping"] = dict(zip(result.mapping.classes, result.mapping.labels, strict=True))
@@ -475,8 +481,7 @@ def _train(args) -> None:
     if args.limit is not None and args.limit < 2:
         raise InvalidInputError(f"--limit must be at least 2, got {args.limit}.")
     dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
-    for reason, count in dataset.skipped_reasons().items():
-        sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
+    _dataset_notes(dataset)
     strategy = training.STRATEGIES[config.strategy]
     model = _load(args) if strategy.pretrained else None
     log = sys.stderr if args.json else sys.stdout
