@@ -239,3 +239,32 @@ def test_realistic_zips(realistic, name, root, ignored):
     data = datasets.from_zip((realistic / "zips" / name).read_bytes(), name=name)
     assert data.classes == ("cats", "coffee") and data.counts() == {"cats": 12, "coffee": 12}
     assert data.root == root and sorted(data.ignored) == sorted(ignored) and data.skipped == ()
+
+
+# ---------------------------------------------------------------------------------------------
+# iPhone photos (HEIC) and AVIF in class folders
+
+
+def _phone_set() -> dict[str, bytes]:
+    from tests import hostile_heif  # noqa: F401  (pillow-heif registered through core.images)
+    from tests.hostile import encode, halves
+
+    files = {}
+    for i in range(2):
+        files[f"cats/IMG_{i:04d}.HEIC"] = encode(halves(48, 32, (200, 60, 60), (200, 90, 60)), "HEIF", quality=80)
+        files[f"dogs/IMG_{i:04d}.avif"] = encode(halves(48, 32, (60, 60, 200), (60, 90, 200)), "AVIF", quality=80)
+    files["dogs/IMG_0009.heic"] = b"not really a photo"
+    return files
+
+
+def test_heic_and_avif_in_a_zip_and_a_folder(tmp_path):
+    files = _phone_set()
+    for data in (datasets.from_zip(zips.finder(files, "Photos")), _from_folder(tmp_path, files)):
+        assert data.classes == ("cats", "dogs") and data.counts() == {"cats": 2, "dogs": 2}
+        assert data.skipped_reasons() == {"not a readable image": 1}
+        assert data.images[0].size == (48, 32) and data.images[0].mode == "RGB"
+
+
+def _from_folder(tmp_path, files):
+    zips._write_tree(tmp_path / "Photos", files)
+    return datasets.from_folder(tmp_path)
