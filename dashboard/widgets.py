@@ -184,7 +184,7 @@ def slow_progress(title: str, *, key: str):
     return report, holder.empty
 
 
-_MARKDOWN_SPECIAL = "\\`*_{}[]()<>#+-.!|~$:"
+_MARKDOWN_SPECIAL = "\\`*_{}[]()<>#!|~$:"  # links, images, HTML, emphasis, code, math, emoji and colour codes
 
 
 def plain(text: str) -> str:
