@@ -7,13 +7,17 @@ LICENSE or a labels.csv beside the class folders, and with the debris operating 
 folders on the way down. Its sub-folders are the classes; other files outside them are set aside to be
 listed, never taken for a class. Debris is dropped everywhere, silently.
 
-Pure path logic: no file is opened here. `core.datasets` applies it to zip members and to folders.
+Path logic only: no file is opened here (`walk` lists a folder). `core.datasets` applies it to zip members
+and to folders.
 """
 
+import os
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+
+from core.errors import InvalidInputError
 
 #: Folders an operating system writes for itself (compared lower-case). Hidden folders (".name") are debris too.
 DEBRIS_FOLDERS = frozenset({
@@ -95,3 +99,55 @@ def arrange(paths: Iterable[PurePosixPath], suffixes: Iterable[str]) -> Layout:
         else:
             other.append(path)
     return Layout(root, tuple(members), tuple(loose), tuple(other))
+
+
+def walk(root: Path, *, max_files: int) -> tuple[list[PurePosixPath], list[PurePosixPath]]:
+    """(files, symbolic links) under `root`, relative to it, in sorted order; debris folders are not entered,
+    debris files not listed, symlinks (files or folders) never followed.
+
+    Raises:
+        InvalidInputError: more than `max_files` files.
+    """
+    files: list[PurePosixPath] = []
+    links: list[PurePosixPath] = []
+    for dirpath, dirnames, filenames in os.walk(root):  # os.walk does not follow symlinked folders
+        here = Path(dirpath)
+        relative_dir = PurePosixPath(here.relative_to(root).as_posix())
+        kept = []
+        for name in sorted(dirnames):
+            if is_debris(relative_dir / name / "_"):  # a debris folder, or inside one
+                continue
+            if (here / name).is_symlink():
+                links.append(relative_dir / name)
+            else:
+                kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            relative = relative_dir / name
+            if is_debris(relative):
+                continue
+            (links if (here / name).is_symlink() else files).append(relative)
+            if len(files) > max_files:
+                raise InvalidInputError(f"The folder holds more than {max_files} files; point at a smaller one.")
+    return files, links
+
+
+def member_name(filename: str, flag_bits: int) -> str:
+    """A zip member's name, read as UTF-8 when the zip did not say so but its bytes are UTF-8.
+
+    Without the zip's UTF-8 flag (bit 11), zipfile decodes names as CP437; macOS Finder and Info-ZIP write
+    UTF-8 names without setting it, so `chats/été.jpg` would read `chats/Ã©tÃ©.jpg`. Names really in a DOS
+    code page (Windows Explorer) are not valid UTF-8 and keep zipfile's reading.
+    """
+    if flag_bits & 0x800 or filename.isascii():
+        return filename
+    try:
+        return filename.encode("cp437").decode("utf-8")
+    except UnicodeError:
+        return filename
+
+
+def listing(names: Sequence[str], most: int = 5) -> str:
+    """'a, b, c, d, e and 3 more'."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")

@@ -9,7 +9,6 @@ Images are decoded lazily (on access) through `images.decode`, so memory holds c
 import hashlib
 import io
 import logging
-import os
 import stat
 import zipfile
 from collections import Counter
@@ -115,7 +114,7 @@ class Dataset:
 
     def ignored_summary(self) -> str:
         """'Other files ignored: README.txt, LICENSE, labels.csv.' (at most five named), or '' when none."""
-        return f"Other files ignored (not in a class folder): {_listing(self.ignored)}." if self.ignored else ""
+        return f"Other files ignored (not in a class folder): {class_folders.listing(self.ignored)}." if self.ignored else ""
 
     def skipped_reasons(self) -> dict[str, int]:
         """How many files were skipped, per reason."""
@@ -211,7 +210,7 @@ def from_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, name: str = "uploa
     skipped: list[Skipped] = []
     declared = 0
     for info in entries:
-        path = _safe_path(_member_name(info))
+        path = _safe_path(class_folders.member_name(info.filename, info.flag_bits))
         if info.is_dir() or class_folders.is_debris(path):
             continue  # macOS resource forks, Finder and Explorer thumbnails, hidden files: not the user's images
         if stat.S_ISLNK(info.external_attr >> 16):
@@ -266,20 +265,6 @@ def from_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, name: str = "uploa
                   layout=layout)
 
 
-def _member_name(info: zipfile.ZipInfo) -> str:
-    """The member's name, read as UTF-8 when the zip did not say so but its bytes are UTF-8.
-
-    Without the zip's UTF-8 flag, zipfile decodes names as CP437; macOS Finder and Info-ZIP on Linux write
-    UTF-8 names without setting it, so `chats/été.jpg` would read `chats/Ã©tÃ©.jpg`.
-    """
-    if info.flag_bits & 0x800 or info.filename.isascii():
-        return info.filename
-    try:
-        return info.filename.encode("cp437").decode("utf-8")
-    except UnicodeError:  # really CP437 (or another code page we cannot know): keep zipfile's reading
-        return info.filename
-
-
 def _safe_path(name: str) -> PurePosixPath:
     """The member's path, or InvalidInputError for absolute paths, drive letters and `..` (zip-slip)."""
     normal = name.replace("\\", "/")
@@ -308,30 +293,8 @@ def from_folder(path: str | Path, *, max_files: int = 500_000) -> Dataset:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise InvalidInputError(f"'{path}' is not a folder on this machine. Give the folder that holds the class folders.")
-    listed: list[PurePosixPath] = []
-    skipped: list[Skipped] = []
-    for dirpath, dirnames, filenames in os.walk(root):  # os.walk does not follow symlinked folders
-        here = Path(dirpath)
-        relative_dir = PurePosixPath(here.relative_to(root).as_posix())
-        kept = []
-        for d in sorted(dirnames):
-            if class_folders.is_debris(relative_dir / d / "_"):  # a debris folder, or inside one
-                continue
-            if (here / d).is_symlink():
-                skipped.append(Skipped((relative_dir / d).as_posix(), "symbolic link (ignored)"))
-            else:
-                kept.append(d)
-        dirnames[:] = kept
-        for filename in sorted(filenames):
-            relative = relative_dir / filename
-            if class_folders.is_debris(relative):
-                continue
-            if (here / filename).is_symlink():
-                skipped.append(Skipped(relative.as_posix(), "symbolic link (ignored)"))
-                continue
-            listed.append(relative)
-            if len(listed) > max_files:
-                raise InvalidInputError(f"The folder holds more than {max_files} files; point at a smaller one.")
+    listed, links = class_folders.walk(root, max_files=max_files)
+    skipped = [Skipped(p.as_posix(), "symbolic link (ignored)") for p in links]
     layout = class_folders.arrange(listed, IMAGE_SUFFIXES)
     skipped += [Skipped(p.as_posix(), "not inside a class folder") for p in layout.loose_images]
     found: list[tuple[str, Path, str]] = []
@@ -370,7 +333,7 @@ def _build(name, images_, class_of, files, skipped, key, *, where: str, layout: 
         reasons = Counter(s.reason for s in skipped)
         detail = f" Skipped: {', '.join(f'{n} {r}' for r, n in reasons.items())}." if reasons else ""
         if ignored:
-            detail += f" Other files ignored: {_listing(ignored)}."
+            detail += f" Other files ignored: {class_folders.listing(ignored)}."
         raise InvalidInputError(
             f"The {where} has {found}; at least two classes are needed, each a folder of images "
             f"(e.g. cats/1.jpg, dogs/2.jpg).{detail}"
@@ -379,11 +342,6 @@ def _build(name, images_, class_of, files, skipped, key, *, where: str, layout: 
     labels = np.array([index[c] for c in class_of], dtype=np.int64)
     return Dataset(name, images_, labels, classes, tuple(files), key, None, tuple(skipped), ignored,
                    layout.root.as_posix() if layout.root.parts else "")
-
-
-def _listing(names: Sequence[str], most: int = 5) -> str:
-    shown = ", ".join(names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 # ---------------------------------------------------------------------------------------------

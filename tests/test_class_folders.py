@@ -246,7 +246,6 @@ def test_realistic_zips(realistic, name, root, ignored):
 
 
 def _phone_set() -> dict[str, bytes]:
-    from tests import hostile_heif  # noqa: F401  (pillow-heif registered through core.images)
     from tests.hostile import encode, halves
 
     files = {}
