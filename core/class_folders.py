@@ -147,7 +147,12 @@ def member_name(filename: str, flag_bits: int) -> str:
         return filename
 
 
+def printable(text: str) -> str:
+    """`text` with control characters (terminal escapes, newlines) shown as '?': names in a zip are untrusted."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def listing(names: Sequence[str], most: int = 5) -> str:
-    """'a, b, c, d, e and 3 more'."""
-    shown = ", ".join(names[:most])
+    """'a, b, c, d, e and 3 more', each name `printable`."""
+    shown = ", ".join(printable(name) for name in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")

@@ -328,7 +328,7 @@ def _build(name, images_, class_of, files, skipped, key, *, where: str, layout: 
     classes = tuple(sorted(set(class_of)))
     ignored = tuple(p.as_posix() for p in layout.other)
     if len(classes) < 2:
-        inside = f" in '{layout.root.as_posix()}/'" if layout.root.parts else ""
+        inside = f" in '{class_folders.printable(layout.root.as_posix())}/'" if layout.root.parts else ""
         found = f"only the class '{classes[0]}'{inside}" if classes else "no images in class folders"
         reasons = Counter(s.reason for s in skipped)
         detail = f" Skipped: {', '.join(f'{n} {r}' for r, n in reasons.items())}." if reasons else ""

@@ -145,7 +145,7 @@ def dataset_picker(*, key: str, default_limit: int, min_limit: int = 20):
         return cache.dataset(kind, kind, seed, limit), seed
     if kind == "zip":
         upload = st.file_uploader(
-            "A zip of class folders (cats/1.jpg, dogs/2.png, ...), optionally inside one top folder", type=["zip"],
+            "A zip of class folders (cats/1.jpg, dogs/2.png, ...), at its top or inside wrapping folders", type=["zip"],
             key=f"{key}_zip",
         )
         if upload is None:

@@ -200,6 +200,15 @@ def test_ignored_summary_names_five_and_counts_the_rest():
     assert data.sample(4).ignored == data.ignored  # sampling keeps what was left out
 
 
+def test_names_with_terminal_escapes_and_newlines_are_shown_harmless():
+    entries = zips.classes(top="pets")
+    entries["pets/\x1b[2J\x1b]0;owned\x07notes\n.txt"] = b"x"
+    data = datasets.from_zip(zips.build(entries))
+    summary = data.ignored_summary()
+    assert "\x1b" not in summary and "\n" not in summary and "\x07" not in summary
+    assert summary == "Other files ignored (not in a class folder): pets/?[2J?]0;owned?notes?.txt."
+
+
 def test_folder_symlinked_class_folder_is_skipped_not_followed(tmp_path):
     zips._write_tree(tmp_path / "set", zips.tree())
     outside = tmp_path / "outside"
