@@ -53,7 +53,8 @@ def is_debris(path: PurePosixPath) -> bool:
     *folders, name = path.parts
     if any(part.startswith(".") or part.lower() in DEBRIS_FOLDERS for part in folders):
         return True
-    return name.startswith(".") or name.lower() in DEBRIS_FILES
+    # "1.jpg:Zone.Identifier": the "downloaded from the internet" stream Windows adds, as files copied to WSL show it
+    return name.startswith(".") or name.lower() in DEBRIS_FILES or name.endswith(":Zone.Identifier")
 
 
 def is_image_name(path: PurePosixPath, suffixes: Iterable[str]) -> bool:

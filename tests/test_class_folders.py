@@ -172,7 +172,7 @@ def test_find_root(names, root):
     ("pets/Thumbs.db", True), ("pets/thumbs.db", True), ("pets/Desktop.ini", True), ("pets/ehthumbs.db", True),
     (".Spotlight-V100/Store-V2/x.jpg", True), (".Trashes/501/x.jpg", True), ("$RECYCLE.BIN/x.jpg", True),
     ("pets/.hidden/x.jpg", True), ("pets/cats/1.jpg", False), ("pets/README.txt", False), ("labels.csv", False),
-    ("pets/MACOSX/1.jpg", False),
+    ("pets/cats/1.jpg:Zone.Identifier", True), ("pets/MACOSX/1.jpg", False),
 ])
 def test_is_debris(name, debris):
     assert class_folders.is_debris(PurePosixPath(name)) is debris
