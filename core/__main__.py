@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def model_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF or TIFF file")
+        sub.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF file")
         sub.add_argument("--model", default=registry.DEFAULT, help=f"backbone name (default {registry.DEFAULT})")
         sub.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
         sub.add_argument(
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--colormap", default="jet", help="jet, turbo, inferno, magma, viridis, ...")
 
     report = commands.add_parser("report", help="a self-contained HTML report: models x methods, with scores")
-    report.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF or TIFF file")
+    report.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF file")
     report.add_argument("--models", default=registry.DEFAULT, help="comma-separated backbone names")
     report.add_argument("--methods", default="gradcam,gradcam++,eigencam", help="comma-separated CAM methods")
     report.add_argument("--class", dest="target", type=int, default=None, help="class index (default: each top-1)")
