@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def model_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF or TIFF file")
+        sub.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF file")
         sub.add_argument("--model", default=registry.DEFAULT, help=f"backbone name (default {registry.DEFAULT})")
         sub.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
         sub.add_argument(
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--colormap", default="jet", help="jet, turbo, inferno, magma, viridis, ...")
 
     report = commands.add_parser("report", help="a self-contained HTML report: models x methods, with scores")
-    report.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF or TIFF file")
+    report.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF file")
     report.add_argument("--models", default=registry.DEFAULT, help="comma-separated backbone names")
     report.add_argument("--methods", default="gradcam,gradcam++,eigencam", help="comma-separated CAM methods")
     report.add_argument("--class", dest="target", type=int, default=None, help="class index (default: each top-1)")
@@ -245,11 +245,17 @@ def _explain(args) -> None:
         print(f"faithfulness scores: {args.out / 'scores.json'}")
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+def _dataset_notes(dataset) -> None:
+    """What was left out of a dataset, on stderr: skipped files per reason, other files ignored."""
+    for reason, count in dataset.skipped_reasons().items():
+        sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
+    if dataset.ignored:
+        sys.stderr.write(f"note: {dataset.ignored_summary()}\n")
 
 
 def _image_paths(given: list[Path]) -> list[Path]:
     from core.errors import InvalidInputError
+    from core.images import SUFFIXES as IMAGE_SUFFIXES
 
     paths: list[Path] = []
     for path in given:
@@ -362,8 +368,7 @@ def _dataset_and_features(args):
 
         raise InvalidInputError(f"--limit must be at least 2, got {args.limit}.")
     dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
-    for reason, count in dataset.skipped_reasons().items():
-        sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
+    _dataset_notes(dataset)
     model = _load(args)
 
     def progress(fraction: float, message: str) -> None:
@@ -433,6 +438,7 @@ def _evaluate(args) -> None:
         ],
         "confusion": result.confusion.tolist(),
         "skipped": dataset.skipped_reasons(),
+        "ignored": list(dataset.ignored),
     }
     if result.method == "zero-shot" and result.mapping is not None:
         report["mapping"] = dict(zip(result.mapping.classes, result.mapping.labels, strict=True))
@@ -475,8 +481,7 @@ def _train(args) -> None:
     if args.limit is not None and args.limit < 2:
         raise InvalidInputError(f"--limit must be at least 2, got {args.limit}.")
     dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
-    for reason, count in dataset.skipped_reasons().items():
-        sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
+    _dataset_notes(dataset)
     strategy = training.STRATEGIES[config.strategy]
     model = _load(args) if strategy.pretrained else None
     log = sys.stderr if args.json else sys.stdout

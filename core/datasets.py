@@ -9,7 +9,6 @@ Images are decoded lazily (on access) through `images.decode`, so memory holds c
 import hashlib
 import io
 import logging
-import os
 import stat
 import zipfile
 from collections import Counter
@@ -20,12 +19,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from core import images, splits
+from core import class_folders, images, splits
 from core.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+IMAGE_SUFFIXES = images.SUFFIXES
 MAX_SIDE = 512  # dataset images are decoded at most this large: models see them at 224-260 px
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
 TORCHVISION_SETS = ("CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "STL10", "Imagenette")
@@ -102,6 +101,8 @@ class Dataset:
     content_hash: str
     masks: Sequence[np.ndarray] | None = field(default=None, repr=False)
     skipped: tuple[Skipped, ...] = ()
+    ignored: tuple[str, ...] = ()  # files beside the class folders (README.txt, LICENSE, labels.csv): not classes
+    root: str = ""  # the folder inside the zip or folder that holds the class folders ("" = the top)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -110,6 +111,10 @@ class Dataset:
         """Images per class, in class order."""
         counted = np.bincount(self.labels, minlength=len(self.classes))
         return {name: int(n) for name, n in zip(self.classes, counted, strict=True)}
+
+    def ignored_summary(self) -> str:
+        """'Other files ignored: README.txt, LICENSE, labels.csv.' (at most five named), or '' when none."""
+        return f"Other files ignored (not in a class folder): {class_folders.listing(self.ignored)}." if self.ignored else ""
 
     def skipped_reasons(self) -> dict[str, int]:
         """How many files were skipped, per reason."""
@@ -160,10 +165,12 @@ class _Subset(Sequence):
 
 
 def from_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, name: str = "upload.zip") -> Dataset:
-    """A dataset from a zip of class folders (`cat/1.jpg`, `dog/2.png`, optionally inside one top folder).
+    """A dataset from a zip of class folders (`cat/1.jpg`, `dog/2.png`), found however deep they are wrapped.
 
-    Read in memory; nothing is written to disk. Symlinks, non-images and undecodable files are
-    skipped and listed in `skipped`.
+    Read in memory; nothing is written to disk. The root is the deepest folder whose sub-folders hold the
+    images (`class_folders.arrange`): a README, LICENSE or labels.csv beside the class folders is listed in
+    `ignored`, operating-system debris (`__MACOSX/`, `._*`, `.DS_Store`, `Thumbs.db`, ...) is dropped.
+    Symlinks, non-images and undecodable files in class folders are skipped and listed in `skipped`.
 
     Raises:
         InvalidInputError: not a zip, an absolute or `..` path, too many files, too many bytes, a
@@ -183,18 +190,16 @@ def from_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, name: str = "uploa
             f"The zip holds {len(entries)} entries; at most {limits.max_files} are accepted. "
             "Upload a smaller sample, or point the app at a folder on this machine."
         )
-    files: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
+    members: dict[PurePosixPath, zipfile.ZipInfo] = {}
     skipped: list[Skipped] = []
     declared = 0
     for info in entries:
-        path = _safe_path(info.filename)
-        if info.is_dir():
-            continue
+        path = _safe_path(class_folders.member_name(info.filename, info.flag_bits))
+        if info.is_dir() or class_folders.is_debris(path):
+            continue  # macOS resource forks, Finder and Explorer thumbnails, hidden files: not the user's images
         if stat.S_ISLNK(info.external_attr >> 16):
             skipped.append(Skipped(info.filename, "symbolic link (ignored)"))
             continue
-        if path.parts[0] == "__MACOSX" or any(part.startswith(".") for part in path.parts):
-            continue  # macOS resource forks and hidden files: not the user's images
         declared += info.file_size
         if declared > limits.max_total_bytes:
             raise InvalidInputError(
@@ -206,44 +211,42 @@ def from_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, name: str = "uploa
                 f"'{info.filename}' would expand {info.file_size / max(info.compress_size, 1):.0f} times "
                 f"(more than {limits.max_ratio:.0f}x): refused as a possible zip bomb."
             )
-        files.append((info, path))
-    paths = [p for _, p in files]
-    top = _common_top(paths)
+        members.setdefault(path, info)  # a name written twice: the first one counts
+    layout = class_folders.arrange(members, IMAGE_SUFFIXES)
+    skipped += [Skipped(str(p), "not inside a class folder") for p in layout.loose_images]
     blobs: list[bytes] = []
     labels: list[str] = []
     names: list[str] = []
     hasher = hashlib.sha256()
-    for info, path in files:
-        relative = PurePosixPath(*path.parts[1:]) if top else path
-        if len(relative.parts) < 2:
-            skipped.append(Skipped(info.filename, "not inside a class folder"))
-            continue
+    for member in layout.members:
+        info, relative = members[member.path], member.relative
         if relative.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append(Skipped(info.filename, f"not an image ({relative.suffix or 'no extension'})"))
+            skipped.append(Skipped(str(member.path), f"not an image ({relative.suffix or 'no extension'})"))
             continue
         if info.file_size > limits.max_member_bytes:
-            skipped.append(Skipped(info.filename, f"larger than {limits.max_member_bytes // 2**20} MB"))
+            skipped.append(Skipped(str(member.path), f"larger than {limits.max_member_bytes // 2**20} MB"))
             continue
         try:
-            with archive.open(info) as member:
-                blob = member.read(limits.max_member_bytes + 1)  # bounded even if the header lies
+            with archive.open(info) as opened:
+                blob = opened.read(limits.max_member_bytes + 1)  # bounded even if the header lies
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as error:
-            skipped.append(Skipped(info.filename, f"unreadable in the zip ({type(error).__name__})"))
+            skipped.append(Skipped(str(member.path), f"unreadable in the zip ({type(error).__name__})"))
             continue
         if len(blob) > limits.max_member_bytes:
-            skipped.append(Skipped(info.filename, f"larger than {limits.max_member_bytes // 2**20} MB"))
+            skipped.append(Skipped(str(member.path), f"larger than {limits.max_member_bytes // 2**20} MB"))
             continue
         try:
             images.decode(blob, max_side=MAX_SIDE)
         except InvalidInputError:
-            skipped.append(Skipped(info.filename, "not a readable image"))
+            skipped.append(Skipped(str(member.path), "not a readable image"))
             continue
         blobs.append(blob)
-        labels.append(relative.parts[0])
+        labels.append(member.label)
         names.append(str(relative))
         hasher.update(f"{relative}\0{len(blob)}\0".encode())
         hasher.update(hashlib.sha256(blob).digest())
-    return _build(name, _LazyImages(blobs), labels, names, skipped, hasher.hexdigest(), where="zip")
+    return _build(name, _LazyImages(blobs), labels, names, skipped, hasher.hexdigest(), where="zip",
+                  layout=layout)
 
 
 def _safe_path(name: str) -> PurePosixPath:
@@ -261,17 +264,12 @@ def _safe_path(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def _common_top(paths: list[PurePosixPath]) -> bool:
-    """True when every file sits inside one top folder that itself holds class folders."""
-    if not paths or any(len(p.parts) < 3 for p in paths):
-        return False
-    return len({p.parts[0] for p in paths}) == 1
-
-
 def from_folder(path: str | Path, *, max_files: int = 500_000) -> Dataset:
     """A dataset from a local folder of class folders (`root/cat/1.jpg`), for sets too large to upload.
 
-    Files are listed and their headers checked now; pixels are decoded when used. Symlinks are not followed.
+    The same rules as `from_zip` find the class folders (wrapping folders unwrapped, other files beside
+    them listed in `ignored`, operating-system debris dropped). Files are listed and their headers checked
+    now; pixels are decoded when used. Symlinks are not followed.
 
     Raises:
         InvalidInputError: not a folder, fewer than two classes with images, too many files.
@@ -279,33 +277,26 @@ def from_folder(path: str | Path, *, max_files: int = 500_000) -> Dataset:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise InvalidInputError(f"'{path}' is not a folder on this machine. Give the folder that holds the class folders.")
-    found: list[tuple[str, Path]] = []
-    skipped: list[Skipped] = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")):
-        for dirpath, dirnames, filenames in os.walk(class_dir):  # os.walk does not follow symlinked folders
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                file = Path(dirpath) / filename
-                relative = file.relative_to(root).as_posix()
-                if filename.startswith("."):
-                    continue
-                if file.is_symlink():
-                    skipped.append(Skipped(relative, "symbolic link (ignored)"))
-                elif file.suffix.lower() not in IMAGE_SUFFIXES:
-                    skipped.append(Skipped(relative, f"not an image ({file.suffix or 'no extension'})"))
-                elif not _header_ok(file):
-                    skipped.append(Skipped(relative, "not a readable image"))
-                else:
-                    found.append((class_dir.name, file))
-                if len(found) > max_files:
-                    raise InvalidInputError(f"The folder holds more than {max_files} images; point at a smaller one.")
+    listed, links = class_folders.walk(root, max_files=max_files)
+    skipped = [Skipped(p.as_posix(), "symbolic link (ignored)") for p in links]
+    layout = class_folders.arrange(listed, IMAGE_SUFFIXES)
+    skipped += [Skipped(p.as_posix(), "not inside a class folder") for p in layout.loose_images]
+    found: list[tuple[str, Path, str]] = []
+    for member in layout.members:
+        file = root / member.path
+        if member.relative.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(Skipped(member.path.as_posix(), f"not an image ({file.suffix or 'no extension'})"))
+        elif not _header_ok(file):
+            skipped.append(Skipped(member.path.as_posix(), "not a readable image"))
+        else:
+            found.append((member.label, file, member.relative.as_posix()))
     hasher = hashlib.sha256(str(root.resolve()).encode())
-    for _, file in found:
+    for _, file, _ in found:
         info = file.stat()
         hasher.update(f"{file}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
     return _build(
-        root.name, _LazyImages([f for _, f in found]), [c for c, _ in found],
-        [f.relative_to(root).as_posix() for _, f in found], skipped, hasher.hexdigest(), where="folder",
+        root.name, _LazyImages([f for _, f, _ in found]), [c for c, _, _ in found],
+        [r for _, _, r in found], skipped, hasher.hexdigest(), where="folder", layout=layout,
     )
 
 
@@ -317,19 +308,24 @@ def _header_ok(file: Path) -> bool:
         return False
 
 
-def _build(name, images_, class_of, files, skipped, key, *, where: str) -> Dataset:
+def _build(name, images_, class_of, files, skipped, key, *, where: str, layout: class_folders.Layout) -> Dataset:
     classes = tuple(sorted(set(class_of)))
+    ignored = tuple(p.as_posix() for p in layout.other)
     if len(classes) < 2:
-        found = f"only the class '{classes[0]}'" if classes else "no images in class folders"
+        inside = f" in '{class_folders.printable(layout.root.as_posix())}/'" if layout.root.parts else ""
+        found = f"only the class '{classes[0]}'{inside}" if classes else "no images in class folders"
         reasons = Counter(s.reason for s in skipped)
         detail = f" Skipped: {', '.join(f'{n} {r}' for r, n in reasons.items())}." if reasons else ""
+        if ignored:
+            detail += f" Other files ignored: {class_folders.listing(ignored)}."
         raise InvalidInputError(
             f"The {where} has {found}; at least two classes are needed, each a folder of images "
             f"(e.g. cats/1.jpg, dogs/2.jpg).{detail}"
         )
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for c in class_of], dtype=np.int64)
-    return Dataset(name, images_, labels, classes, tuple(files), key, None, tuple(skipped))
+    return Dataset(name, images_, labels, classes, tuple(files), key, None, tuple(skipped), ignored,
+                   layout.root.as_posix() if layout.root.parts else "")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,12 +9,21 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from core.errors import InvalidInputError
 
+# HEIC/HEIF (iPhone photos) through the pillow-heif plugin; Pillow reads AVIF itself (since 11.2).
+pillow_heif.register_heif_opener()
+
 #: Formats we decode. Anything else (EPS, PSD, ICO, ...) is refused, whatever its file name says.
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
+#: AVIF comes before HEIF: both accept the generic "mif1" brand, and only AVIF's opener refuses what is not its own.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO", "AVIF", "HEIF")
+#: The same formats in words, for messages.
+FORMAT_NAMES = "JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF"
+#: File name endings of those formats (lower-case), for zips, folders and uploaders.
+SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif"})
 MAX_BYTES = 40 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # from the header, before decoding: 120 MB of RGB at most
 MAX_ASPECT = 12.0  # a 60000 x 1 "image" would ask a resize for gigabytes
@@ -25,6 +34,9 @@ BACKGROUND = (255, 255, 255)  # transparency is composited on white
 #: What `Image.open` is asked to try. MPO is not in Pillow's registry of openers (the JPEG opener returns
 #: MPO images itself), and naming it there raised KeyError('MPO') for every file that was not JPEG or PNG.
 _OPENERS = tuple(name for name in FORMATS if name != "MPO")
+#: ISO-BMFF major brands of HEIC/HEIF and AVIF files (bytes 8-12, after "ftyp").
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1",
+                          b"miaf", b"avif", b"avis"})
 
 COLORMAPS = ("jet", "turbo", "inferno", "magma", "viridis", "plasma", "hot", "bone")
 
@@ -49,7 +61,7 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
         InvalidInputError: empty, too large, not an image, an unsupported format, truncated or corrupt.
     """
     if not data:
-        raise InvalidInputError("The file is empty (0 bytes). Choose a JPEG, PNG, WebP, BMP, GIF or TIFF image.")
+        raise InvalidInputError(f"The file is empty (0 bytes). Choose a {FORMAT_NAMES} image.")
     if len(data) > MAX_BYTES:
         raise InvalidInputError(
             f"The file is {len(data) / 2**20:.1f} MB; images up to {MAX_BYTES // 2**20} MB are accepted."
@@ -70,6 +82,8 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
             if fmt in ("JPEG", "MPO") and max(width, height) > max_side:
                 image.draft("RGB", (max_side, max_side))  # decode big JPEGs at a reduced scale
             image.load()
+            if image.info.get("bit_depth", 8) > 8:  # pillow-heif rescales 10- and 12-bit HEIC to 8 bits
+                notes.append(f"High bit-depth image ({image.info['bit_depth']}-bit {fmt}) rescaled to 8 bits.")
             # Rotate before converting: the conversions for alpha and high bit depth build new images
             # that no longer carry the EXIF orientation.
             image = ImageOps.exif_transpose(image)
@@ -77,16 +91,23 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
     except InvalidInputError:
         raise
     except UnidentifiedImageError:
-        raise InvalidInputError(
-            "This file is not an image we can read (expected JPEG, PNG, WebP, BMP, GIF or TIFF)."
-        ) from None
+        if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:  # HEIC or AVIF whose header libheif/libavif refused
+            raise InvalidInputError(
+                "This HEIC or AVIF file is truncated or corrupt: its header cannot be read."
+            ) from None
+        raise InvalidInputError(f"This file is not an image we can read (expected {FORMAT_NAMES}).") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidInputError(
             f"The image is too large to decode safely (more than {MAX_PIXELS / 1e6:.0f} megapixels)."
         ) from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, MemoryError) as error:
-        # Pillow's decoders fail with several exception families; all mean "corrupt or truncated".
-        raise InvalidInputError(f"The image file is corrupt or truncated and cannot be decoded ({error}).") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, MemoryError,
+            RuntimeError) as error:
+        # Pillow's decoders fail with several exception families (libheif's with RuntimeError too); all mean
+        # "corrupt or truncated". Their messages can span lines: one line of at most 160 characters is kept.
+        detail = " ".join(str(error).split())[:160]
+        if "security limit" in detail.lower():  # libheif refused to allocate what the file declares
+            raise InvalidInputError("The image declares a size too large to decode safely (over the decoder's limit).") from None
+        raise InvalidInputError(f"The image file is corrupt or truncated and cannot be decoded ({detail}).") from None
     if max(rgb.size) > max_side:
         before = rgb.size
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)

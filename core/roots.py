@@ -21,8 +21,9 @@ import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 
+from core.class_folders import is_debris
 from core.datasets import IMAGE_SUFFIXES, Dataset, from_folder
 from core.errors import InvalidInputError
 
@@ -33,8 +34,6 @@ CONFIG_ENV = "VISIONLENS_CONFIG"
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = PROJECT / "data"
 CONFIG_FILES = (PROJECT / "visionlens.toml", Path("~/.config/visionlens/config.toml"))
-# Operating-system debris that is never a class or a dataset (see also datasets' zip rules).
-DEBRIS = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", ".Spotlight-V100", ".Trashes"})
 REFUSED = ("That folder is not one of the datasets this server offers. Pick a dataset from the list; to add one, "
            "the operator puts it under a data root (see the README's classroom section).")
 
@@ -204,13 +203,15 @@ def _scan(root: Path, *, max_files: int, max_seconds: float, max_depth: int) -> 
             continue
         for entry in entries:
             seen += 1
-            if entry.name.startswith((".", "._")) or entry.name in DEBRIS or entry.is_symlink():
+            if entry.is_symlink():
                 continue
             if entry.is_dir(follow_symlinks=False):
+                if is_debris(PurePosixPath(entry.name, "-")):  # a debris folder (__MACOSX, .Trashes, hidden)
+                    continue
                 if depth < max_depth:
                     children[folder].append(Path(entry.path))
                     stack.append((Path(entry.path), depth + 1))
-            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+            elif not is_debris(PurePosixPath(entry.name)) and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
                 direct[folder] += 1
         if seen > max_files or time.monotonic() > deadline:
             why = f"more than {max_files:,} files" if seen > max_files else f"more than {max_seconds:g} s to list"

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from core import images
 from dashboard import cache
 
 SAMPLE_CREDITS = {
@@ -13,7 +14,7 @@ SAMPLE_CREDITS = {
     "astronaut": "Eileen Collins, NASA (public domain)",
     "rocket": "Falcon 9 launch, SpaceX (CC0)",
 }
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in images.SUFFIXES)  # HEIC (iPhone photos) and AVIF too
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def image_picker(*, key: str = "image") -> Picked | None:
         return Picked(cache.digest(data), data, f"sample: {name} ({SAMPLE_CREDITS.get(name, '')})")
     if source == "Upload":
         upload = st.file_uploader(
-            "Upload an image (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES, key=f"{key}_upload"
+            "Upload an image (JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF)", type=UPLOAD_TYPES, key=f"{key}_upload"
         )
         if upload is None:
             return None
@@ -144,7 +145,7 @@ def dataset_picker(*, key: str, default_limit: int, min_limit: int = 20):
         return cache.dataset(kind, kind, seed, limit), seed
     if kind == "zip":
         upload = st.file_uploader(
-            "A zip of class folders (cats/1.jpg, dogs/2.png, ...), optionally inside one top folder", type=["zip"],
+            "A zip of class folders (cats/1.jpg, dogs/2.png, ...), at its top or inside wrapping folders", type=["zip"],
             key=f"{key}_zip",
         )
         if upload is None:
@@ -191,3 +192,22 @@ def slow_progress(title: str, *, key: str):
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{message} ({elapsed:.0f} s{left})")
 
     return report, holder.empty
+
+
+_MARKDOWN_SPECIAL = "\\`*_{}[]()<>#!|~$:"  # links, images, HTML, emphasis, code, math, emoji and colour codes
+
+
+def plain(text: str) -> str:
+    """`text` with Markdown's special characters escaped: a file named `![x](http://...)` stays text."""
+    return "".join(f"\\{c}" if c in _MARKDOWN_SPECIAL else c for c in text)
+
+
+def dataset_notes(data) -> None:
+    """Where the class folders were found in a zip or folder, and the other files left beside them."""
+    parts = []
+    if data.root:
+        parts.append(f"Class folders read from {plain(data.root + '/')}.")
+    if data.ignored:
+        parts.append(plain(data.ignored_summary()))
+    if parts:
+        st.caption(" ".join(parts))

@@ -415,7 +415,9 @@ def _ok() -> list[Case]:
 
 @functools.cache
 def cases() -> tuple[Case, ...]:
-    built = tuple(_refused() + _ok())
+    from tests import hostile_heif  # HEIC and AVIF: imports this module's helpers
+
+    built = tuple(_refused() + _ok() + hostile_heif.cases())
     names = [c.name for c in built]
     assert len(names) == len(set(names)), "case names must be unique"
     return built

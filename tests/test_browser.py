@@ -144,6 +144,61 @@ def test_first_start_then_upload_a_photo(server, page, tmp_path):
     assert path.stat().st_size > 20_000
 
 
+def test_upload_an_iphone_heic_photo_and_see_its_heatmap(server, page, tmp_path):
+    from PIL import Image
+
+    from core import images  # noqa: F401  (registers pillow-heif: Pillow can write HEIC)
+
+    photo = tmp_path / "IMG_0042.HEIC"  # as an iPhone names it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways with "rotate 90" in EXIF, as phones do
+    Image.open(ROOT / "assets" / "samples" / "coffee.jpg").transpose(Image.Transpose.ROTATE_90).save(
+        photo, format="HEIF", quality=85, exif=exif.tobytes())
+    page.goto(server)
+    page.get_by_text("Top-5 predictions").wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_text("Upload", exact=True).click()
+    _settle(page)
+    chooser = page.get_by_test_id("stFileUploader").locator("input[type=file]")
+    accept = chooser.get_attribute("accept") or ""
+    assert ".heic" in accept and ".avif" in accept, accept  # the file dialog offers iPhone photos
+    chooser.set_input_files(str(photo))
+    page.get_by_text("upload: IMG_0042.HEIC").wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_text("espresso").first.wait_for(timeout=60_000)
+    overlay = page.locator("[data-testid='stImage'] img").first
+    overlay.wait_for(timeout=60_000)
+    assert page.get_by_text("Grad-CAM for “espresso”").first.is_visible()
+    # upright (EXIF orientation applied): the overlay has the photo's own landscape aspect
+    assert overlay.evaluate("img => img.naturalWidth / img.naturalHeight") == pytest.approx(600 / 400, rel=0.01)
+    assert page.locator("[data-testid='stException']").count() == 0
+    path = _screenshot(page, "explain-upload-heic")
+    assert path.stat().st_size > 20_000
+
+
+def test_datasets_page_takes_a_finder_zip_with_a_readme_beside_the_class_folders(server, page, tmp_path):
+    from tests import zips
+
+    archive = tmp_path / "pets.zip"
+    archive.write_bytes(zips.finder(zips.tree(extras={**zips.README, **zips.LABELS}, names=("red", "blue"),
+                                              per_class=8), "pets"))
+    page.goto(f"{server}/datasets")
+    page.get_by_role("heading", name="Datasets").first.wait_for(timeout=120_000)
+    _settle(page, timeout=240_000)
+    page.get_by_text("Upload a zip", exact=True).click()
+    _settle(page)
+    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(archive))
+    page.get_by_text("16 images in 2 classes").wait_for(timeout=120_000)
+    page.get_by_text("Confusion matrix and metrics").wait_for(timeout=240_000)
+    _settle(page, timeout=240_000)
+    note = page.get_by_text(re.compile(r"Other files ignored \(not in a class folder\): pets/README\.txt"))
+    assert note.first.is_visible()
+    assert page.get_by_text("Class folders read from pets/.").first.is_visible()
+    assert page.get_by_text(re.compile("Skipped")).count() == 0  # macOS debris is not worth a warning
+    assert page.locator("[data-testid='stException']").count() == 0
+    _screenshot(page, "page-datasets-readme-zip")
+
+
 def test_a_non_image_upload_shows_a_message(server, page, tmp_path):
     fake = tmp_path / "notes.jpg"
     fake.write_text("definitely not a JPEG")

@@ -49,3 +49,19 @@ def test_several_images_need_an_output_folder(tmp_path):
     empty.mkdir()
     done = _cli("explain", str(empty), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "no image files" in done.stderr
+
+
+def test_a_folder_of_phone_photos_heic_and_avif(tmp_path):
+    from core import images  # noqa: F401  (registers pillow-heif: Pillow can write HEIC)
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    Image.open(ROOT / "assets" / "samples" / "coffee.jpg").save(folder / "IMG_0001.HEIC", format="HEIF", quality=80)
+    Image.open(ROOT / "assets" / "samples" / "chelsea.jpg").save(folder / "IMG_0002.avif", format="AVIF", quality=80)
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    out = tmp_path / "out"
+    done = _cli("explain", str(folder), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out / "IMG_0001_gradcam.png").size == (600, 400)
+    assert Image.open(out / "IMG_0002_gradcam.png").size == (451, 300)
+    assert "espresso" in done.stdout

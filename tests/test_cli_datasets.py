@@ -33,3 +33,16 @@ def test_hostile_zip_exits_2_with_one_line(tmp_path, capsys):
     assert main(["evaluate", str(archive), "--model", TINY]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "unsafe path" in err
+
+
+def test_evaluate_a_downloaded_set_with_a_readme_beside_the_class_folders(tmp_path, capsys):
+    # pets/README.txt + pets/LICENSE + pets/labels.csv + pets/red/... + pets/blue/...: was "only the class 'pets'"
+    archive = tmp_path / "pets.zip"
+    archive.write_bytes(zips.finder(zips.tree(extras={**zips.README, **zips.LABELS}, names=("red", "blue"),
+                                              per_class=6), "pets"))
+    assert main(["evaluate", str(archive), "--model", TINY, "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["classes"] == ["blue", "red"] and report["skipped"] == {}
+    assert sorted(report["ignored"]) == ["pets/LICENSE", "pets/README.txt", "pets/labels.csv"]
+    assert "note: Other files ignored (not in a class folder): pets/README.txt, pets/LICENSE, pets/labels.csv." in captured.err

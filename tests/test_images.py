@@ -87,6 +87,40 @@ def test_required_cases_are_present():
     assert struct.unpack(">II", bomb.data[16:24]) == (30000, 30000)
 
 
+def test_heic_and_avif_cases_are_present():
+    names = {c.name for c in CASES}
+    for required in (
+        "plain_heic", "plain_avif", "heic_named_jpg", "jpeg_named_heic", "exif_orientation_6_heic",
+        "exif_orientation_6_avif", "heic_10bit", "truncated_heic", "truncated_avif", "heic_declares_30000x30000",
+        "avif_declares_7000x7000", "heic_declares_9000x100", "text_named_heic",
+    ):
+        assert required in names, required
+
+
+def test_a_heic_photo_is_downscaled_like_any_other():
+    big = hostile.encode(Image.new("RGB", (1200, 900), (10, 200, 30)), "HEIF", quality=60)
+    decoded = images.decode(big, max_side=512)
+    assert decoded.format == "HEIF" and decoded.original_size == (1200, 900) and decoded.image.size == (512, 384)
+    assert any("Downscaled" in n for n in decoded.notes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cats", "coffee"])
+def test_realistic_phone_heic_and_avif_match_the_jpeg(request, name):
+    # /work/shared/realistic/make_inputs.py: 12-MP photos saved as JPEG (EXIF orientation 1, 6, ...), HEIC, AVIF
+    from tests import realistic
+
+    phones = realistic.inputs(request.config) / "phones"
+    reference = np.asarray(images.decode((phones / f"{name}_orientation1.jpg").read_bytes()).image, np.float32)
+    for orientation in (6, 8):  # stored sideways, shown upright: the same picture as orientation 1
+        turned = images.decode((phones / f"{name}_orientation{orientation}.jpg").read_bytes())
+        assert np.abs(np.asarray(turned.image, np.float32) - reference).mean() < 6
+    for suffix, fmt in ((".heic", "HEIF"), (".avif", "AVIF")):
+        decoded = images.decode((phones / f"{name}{suffix}").read_bytes())
+        assert decoded.format == fmt and decoded.image.size == (4032, 3024) == decoded.original_size
+        assert np.abs(np.asarray(decoded.image, np.float32) - reference).mean() < 6, suffix
+
+
 def test_samples_decode_at_their_size():
     decoded = images.decode(sample_bytes("chelsea"))
     assert decoded.format == "JPEG" and decoded.image.size == (451, 300) == decoded.original_size
@@ -107,7 +141,7 @@ def test_file_extension_does_not_matter():
 
 
 def test_not_an_image_message_names_the_formats():
-    with pytest.raises(InvalidInputError, match=re.escape("JPEG, PNG, WebP, BMP, GIF or TIFF")):
+    with pytest.raises(InvalidInputError, match=re.escape("JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF")):
         images.decode(hostile.by_name("psd_named_jpg").data)
 
 

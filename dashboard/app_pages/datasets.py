@@ -79,11 +79,15 @@ kind = st.session_state["ds_source"]
 
 counts = data.counts()
 st.subheader(f"{data.name}: {len(data)} images in {len(data.classes)} classes")
+widgets.dataset_notes(data)
 if data.skipped:
     reasons = ", ".join(f"{n} {reason}" for reason, n in data.skipped_reasons().items())
     st.warning(f"Skipped {len(data.skipped)} file(s): {reasons}.")
     with st.expander("Skipped files"):
         st.dataframe(pd.DataFrame([{"file": s.file, "reason": s.reason} for s in data.skipped]), hide_index=True)
+if len(data.ignored) > 5:  # the caption names five
+    with st.expander(f"Other files ignored ({len(data.ignored)})"):
+        st.dataframe(pd.DataFrame({"file": data.ignored}), hide_index=True)
 
 with st.expander("Sample images and class counts", expanded=True):
     chart, grid = st.columns([1, 2])

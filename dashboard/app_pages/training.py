@@ -32,6 +32,7 @@ runs: list[cache.TrainedRun] = st.session_state.setdefault(RUNS, [])
 data, _ = widgets.dataset_picker(key="tr", default_limit=500, min_limit=30)
 st.caption(f"**{data.name}**: {len(data)} images in {len(data.classes)} classes ({', '.join(data.classes[:12])}"
            f"{', …' if len(data.classes) > 12 else ''}).")
+widgets.dataset_notes(data)
 
 # ---------------------------------------------------------------------------------------------
 # Strategy and settings
