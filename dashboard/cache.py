@@ -27,6 +27,7 @@ from core import (
     images,
     models,
     predictions,
+    preprocessing,
     queueing,
     registry,
     runtime,
@@ -71,10 +72,25 @@ def model(name: str, device: str, pretrained: bool) -> models.LoadedModel:
     return models.load(name, device=device, pretrained=pretrained)
 
 
-@_budget.memoize(data_budget)
+@_budget.memoize(data_budget, max_entries=4)
 def decoded(key: str, _data: bytes) -> images.DecodedImage:
-    """The whole decoded image, as models see it (up to images.MAX_SIDE): pages show `picture` instead."""
+    """The whole decoded image (up to images.MAX_SIDE). A 12-MP photo is 48 MB here, so only the last few are
+    kept (for the burst of calls right after an upload): pages show `picture`, models get `model_input`."""
     return images.decode(_data)
+
+
+@_budget.memoize(data_budget)
+def model_input(name: str, key: str, _data: bytes):
+    """The whole image at the input size of backbone `name` (preprocessing.resize), as a small picture.
+
+    A model fed this computes exactly what it computes from the whole decoded image (preprocessing leaves a
+    picture already at the input size as it is), without resizing 12 MP again on every call."""
+    whole = decoded(key, _data).image
+    spec = registry.get(name)
+    small = preprocessing.resize(whole, spec)
+    if preprocessing.input_size(small.size, spec) != (small.height, small.width):  # never seen; stay exact
+        return whole
+    return small
 
 
 @dataclass(frozen=True)
@@ -116,7 +132,7 @@ def full_overlay_png(key: str, _data: bytes, result: cams.CamResult, opacity: fl
 
 @st.cache_data(max_entries=64, show_spinner="Predicting…")
 def top_k(name: str, device: str, pretrained: bool, key: str, _data: bytes, k: int = 5) -> list[predictions.Prediction]:
-    return predictions.predict(model(name, device, pretrained), decoded(key, _data).image, top_k=k)
+    return predictions.predict(model(name, device, pretrained), model_input(name, key, _data), top_k=k)
 
 
 def _Results(name: str, *, models: bool = False, max_entries: int | None = None) -> _budget.Store:
@@ -175,7 +191,7 @@ def cam_grid(
 
     def compute() -> list[cams.CamResult]:
         run = lambda: cams.compute(  # noqa: E731
-            model(name, device, pretrained), decoded(key, _data).image, methods=list(methods), target=target,
+            model(name, device, pretrained), model_input(name, key, _data), methods=list(methods), target=target,
             layer=layer, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=_on_progress,
             size=display_size(key, _data),
         )
@@ -197,7 +213,7 @@ def faithfulness_scores(
 ) -> dict[str, faithfulness.Faithfulness]:
     results = cam_grid(name, device, pretrained, key, _data, methods, target, layer, eigen_smooth)
     heatmaps = {r.method: r.heatmap for r in results}
-    return faithfulness.score_heatmaps(model(name, device, pretrained), decoded(key, _data).image, heatmaps, target)
+    return faithfulness.score_heatmaps(model(name, device, pretrained), model_input(name, key, _data), heatmaps, target)
 
 
 @_budget.memoize(data_budget, around=lambda: _spinner("Running every backbone on the image…"))
@@ -213,7 +229,7 @@ def compared(
 def guided(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, target: int | None, layer: str | None
 ) -> cams.GuidedResult:
-    return cams.guided(model(name, device, pretrained), decoded(key, _data).image, target=target, layer=layer,
+    return cams.guided(model(name, device, pretrained), model_input(name, key, _data), target=target, layer=layer,
                        size=display_size(key, _data))
 
 
@@ -221,7 +237,7 @@ def guided(
 def concepts_of(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, k: int, layer: str | None
 ) -> concepts.Concepts:
-    return concepts.factorize(model(name, device, pretrained), decoded(key, _data).image, k=k, layer=layer,
+    return concepts.factorize(model(name, device, pretrained), model_input(name, key, _data), k=k, layer=layer,
                               shown=picture(key, _data).image)
 
 
@@ -241,7 +257,7 @@ def depth(
 ) -> list[cams.CamResult]:
     """One CAM per stage of the backbone (shallow to deep), on the (possibly randomised) model."""
     loaded = randomized_model(name, device, pretrained, steps)
-    image = decoded(key, _data).image
+    image = model_input(name, key, _data)
 
     def compute():
         results = []
@@ -273,7 +289,7 @@ def depth_feature_maps(
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def estimate(name: str, device: str, pretrained: bool, key: str, _data: bytes, method: str, layer: str | None) -> float:
-    return cams.estimate_seconds(model(name, device, pretrained), decoded(key, _data).image, method, layer=layer)
+    return cams.estimate_seconds(model(name, device, pretrained), model_input(name, key, _data), method, layer=layer)
 
 
 @st.cache_data(max_entries=16, show_spinner="Listing layers…")
