@@ -11,6 +11,7 @@ Two budgets, from the environment (megabytes):
 No Streamlit and no torch here: tensors and modules are measured through their own methods (duck typing).
 """
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -91,6 +92,7 @@ class Budget:
         self.refused = 0  # values not kept because they were over `largest`
         self._items: OrderedDict = OrderedDict()  # (store, key) -> (value, bytes)
         self._counts: dict[str, int] = {}
+        self._flights: dict = {}  # (store, key) -> [lock, threads using it]: one computation per missing key
         self.lock = threading.Lock()
 
     def get(self, store: str, key, default=None):
@@ -118,6 +120,23 @@ class Budget:
             while self.total > self.limit and len(self._items) > 1:
                 self._pop(next(iter(self._items)))
             return True
+
+    @contextlib.contextmanager
+    def computing(self, store: str, key):
+        """Held while one thread computes the value for (store, key); others asking for it wait."""
+        with self.lock:
+            entry = self._flights.get((store, key))
+            if entry is None:
+                entry = self._flights[(store, key)] = [threading.Lock(), 0]
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self.lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._flights.pop((store, key), None)
 
     def clear(self, store: str | None = None) -> None:
         with self.lock:
@@ -149,10 +168,16 @@ class Store:
         self.budget, self.name, self.max_entries = budget, name, max_entries
 
     def get(self, key, compute: Callable[[], object]):
+        """The kept value, else compute() (kept if it fits). Sessions asking for the same missing key at once
+        wait for one computation (thirty students opening the app load the model once)."""
         value = self.budget.get(self.name, key, _MISSING)
-        if value is _MISSING:
-            value = compute()
-            self.put(key, value)
+        if value is not _MISSING:
+            return value
+        with self.budget.computing(self.name, key):
+            value = self.budget.get(self.name, key, _MISSING)
+            if value is _MISSING:
+                value = compute()
+                self.put(key, value)
         return value
 
     def peek(self, key, default=None):

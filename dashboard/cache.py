@@ -135,7 +135,7 @@ def top_k(name: str, device: str, pretrained: bool, key: str, _data: bytes, k: i
     return predictions.predict(model(name, device, pretrained), model_input(name, key, _data), top_k=k)
 
 
-def _Results(name: str, *, models: bool = False, max_entries: int | None = None) -> _budget.Store:
+def _results(name: str, *, models: bool = False, max_entries: int | None = None) -> _budget.Store:
     """Computed results shared by all sessions (keys are plain values), in the data budget or the models' one.
 
     Used instead of st.cache_data where the computation reports progress into page elements,
@@ -161,7 +161,7 @@ def heavy(label: str, _on_wait=None) -> queueing.Ticket:
 
 
 def _cam_results() -> _budget.Store:
-    return _Results("cams")
+    return _results("cams")
 
 
 def cam(
@@ -387,7 +387,7 @@ class BenchmarkResult:
 
 def _benchmark_results() -> _budget.Store:
     """Complete benchmark results by settings, shared by all sessions, the oldest dropped first."""
-    return _Results("benchmarks", max_entries=16)
+    return _results("benchmarks", max_entries=16)
 
 
 class _BackgroundJob:
@@ -523,7 +523,7 @@ def dataset(kind: str, source: str, seed: int, limit: int, _data: bytes | None =
 
 
 def _dataset_results() -> _budget.Store:
-    return _Results("datasets")
+    return _results("datasets")
 
 
 def dataset_pca(features_key: tuple, _features, seed: int):
@@ -730,7 +730,7 @@ class DatasetHead:
 
 
 def _probe_models() -> _budget.Store:
-    return _Results("probe models", models=True, max_entries=2)  # each is a private copy of a backbone: keep few
+    return _results("probe models", models=True, max_entries=2)  # each is a private copy of a backbone: keep few
 
 
 def dataset_probe_model(name: str, device: str, pretrained: bool, head: DatasetHead) -> models.LoadedModel:
@@ -988,7 +988,7 @@ def checkpoint_files(run: TrainedRun) -> tuple:
 
 
 def _training_exports() -> _budget.Store:
-    return _Results("training exports", max_entries=4)
+    return _results("training exports", max_entries=4)
 
 
 @_budget.memoize(model_budget, around=lambda: _spinner("Checking and loading the model…"), max_entries=2)

@@ -175,6 +175,27 @@ def test_memoize_keys_by_plain_arguments_only():
     assert len(calls) == 3
 
 
+def test_sessions_asking_for_the_same_missing_value_wait_for_one_computation():
+    import threading
+    import time
+
+    kept = budget.Budget("test", 10**6)
+    store = budget.Store(kept, "models")
+    calls, results = [], []
+
+    def load():
+        calls.append(1)
+        time.sleep(0.2)
+        return b"model"
+
+    threads = [threading.Thread(target=lambda: results.append(store.get("lite0", load))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [1] and results == [b"model"] * 6 and not kept._flights
+
+
 @pytest.mark.parametrize(("raw", "expected"), [("", 2048), ("512", 512), ("0.5", 1), ("-3", 1), ("lots", 2048)])
 def test_budget_from_the_environment(monkeypatch, raw, expected):
     monkeypatch.setenv("VISIONLENS_TEST_MB", raw)
