@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dashboard import budget  # noqa: E402  (no Streamlit in it)
 from tests.phones import phone_jpeg  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -238,9 +239,11 @@ def memory(args) -> None:
                 for s, (page, _outside) in enumerate(pages):
                     path = photos[s * args.photos + round_]
                     times.append(upload(page, path))
-                    shown = page.locator("[data-testid='stDataFrame']").first.inner_text(timeout=60_000)
-                    if expected[path.name] not in shown or page.get_by_text(f"upload: {path.name}").count() == 0:
-                        wrong.append((s, path.name))
+                    # the overlay's caption names the explained class (the top-1) and the page names the file
+                    caption = page.evaluate(f"() => {{ const img = ({_FIND_OVERLAY})(); "
+                                            "return img.closest(\"[data-testid='stElementContainer']\").innerText; }")
+                    if f"for “{expected[path.name]}”" not in caption or not page.get_by_text(f"upload: {path.name}").count():
+                        wrong.append((s, path.name, caption))
                     rss.append(rss_mb(process.pid))
                 print(f"round {round_ + 1}/{args.photos}: {len(rss)} uploads, RSS {rss[-1]:.0f} MB, "
                       f"median upload {statistics.median(times[-args.sessions:]):.2f} s", flush=True)
@@ -257,7 +260,8 @@ def memory(args) -> None:
           f"{'OK' if max(rss) < idle + budget_mb + 1024 else 'OVER'}")
     print(f"last {len(tail)} uploads: RSS {tail[0]:.0f} -> {tail[-1]:.0f} MB ({growth:+.1%}), range "
           f"{min(tail):.0f}..{max(tail):.0f} MB -> {'flat' if abs(growth) <= 0.10 else 'NOT flat'} (within 10%)")
-    print(f"median upload -> heatmap under load: {statistics.median(times):.2f} s; wrong results: {wrong or 'none'}; "
+    print(f"median upload -> heatmap under load: {statistics.median(times):.2f} s; wrong results: "
+          f"{len(wrong)} {wrong[:3] if wrong else ''}; "
           f"requests outside 127.0.0.1: {len(outside)}")
 
 
@@ -268,8 +272,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--small", action="store_true", help="memory: 640x480 photos instead of 12 MP")
     parser.add_argument("--baseline", default=None, help="latency: also measure a server started from DIR")
-    parser.add_argument("--cache-mb", type=int, default=2048, help="the server's VISIONLENS_CACHE_MB")
-    parser.add_argument("--model-cache-mb", type=int, default=2048, help="the server's VISIONLENS_MODEL_CACHE_MB")
+    parser.add_argument("--cache-mb", type=int, default=budget.DEFAULT_DATA_MB, help="the server's VISIONLENS_CACHE_MB")
+    parser.add_argument("--model-cache-mb", type=int, default=budget.DEFAULT_MODEL_MB,
+                        help="the server's VISIONLENS_MODEL_CACHE_MB")
     parser.add_argument("--folder", default=str(Path(tempfile.gettempdir()) / "visionlens-phone-photos"))
     args = parser.parse_args()
     if args.photos is None:

@@ -6,8 +6,9 @@ across all the stores that share it, until the total fits. A value larger than `
 budget by default) is returned but not kept, so one huge upload cannot push everything else out.
 
 Two budgets, from the environment (megabytes):
-- VISIONLENS_CACHE_MB (default 2048): pictures, heatmaps, overlays, feature maps, dataset features, results.
-- VISIONLENS_MODEL_CACHE_MB (default 2048): loaded models and private copies of them (randomised, probes).
+- VISIONLENS_CACHE_MB (default 1024): pictures, heatmaps, overlays, feature maps, dataset features, results.
+- VISIONLENS_MODEL_CACHE_MB (default 2048): loaded models and private copies of them (randomised, probes);
+  here one value may take half the budget (a model not kept would load again on every rerun).
 No Streamlit and no torch here: tensors and modules are measured through their own methods (duck typing).
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 MB = 2**20
-DEFAULT_DATA_MB = 2048
+DEFAULT_DATA_MB = 1024  # about 70 phone photos' pictures and heatmaps, thousands of small ones
 DEFAULT_MODEL_MB = 2048
 LARGEST_SHARE = 0.25  # a value over this share of its budget is not kept
 

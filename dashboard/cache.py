@@ -45,8 +45,8 @@ def digest(data: bytes) -> str:
 # Plain process-wide objects, not st.cache_resource: background threads and deferred downloads (no script
 # context) use them too.
 _DATA_BUDGET = _budget.Budget("data", _budget.megabytes_from_env("VISIONLENS_CACHE_MB", _budget.DEFAULT_DATA_MB))
-_MODEL_BUDGET = _budget.Budget(
-    "models", _budget.megabytes_from_env("VISIONLENS_MODEL_CACHE_MB", _budget.DEFAULT_MODEL_MB))
+_MODEL_LIMIT = _budget.megabytes_from_env("VISIONLENS_MODEL_CACHE_MB", _budget.DEFAULT_MODEL_MB)
+_MODEL_BUDGET = _budget.Budget("models", _MODEL_LIMIT, largest=_MODEL_LIMIT // 2)
 
 
 def data_budget() -> _budget.Budget:
