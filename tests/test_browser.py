@@ -454,3 +454,9 @@ def test_a_phone_photo_is_shown_at_screen_size_and_downloads_at_full_size(server
     saved = tmp_path / "overlay.png"
     download.value.save_as(saved)
     assert Image.open(saved).size == (4032, 3024)
+    with page.expect_download(timeout=120_000) as report:
+        page.get_by_role("button", name="Download report (HTML)").click()
+    document = tmp_path / "report.html"
+    report.value.save_as(document)
+    text = document.read_text(encoding="utf-8")
+    assert "VisionLens report" in text and "1440×1080 px" in text and "data:image/jpeg;base64," in text
