@@ -114,13 +114,17 @@ def class_picker(categories: tuple[str, ...], top1: int, *, key: str = "target")
 
 
 def report_button(image, sections, *, source: str, key: str, opacity: float = 0.5, colormap: str = "jet") -> None:
-    """A download button for the self-contained HTML report of what the page shows."""
+    """A download button for the self-contained HTML report of what the page shows (`image`: the picture the
+    page shows, at its heatmaps' size). The report is written when the button is clicked, not on every rerun."""
     from core import report
 
-    document = report.render(image, sections, source=source, opacity=opacity, colormap=colormap)
+    def document() -> bytes:
+        return report.render(image, sections, source=source, opacity=opacity, colormap=colormap).encode("utf-8")
+
     st.download_button(
-        "Download report (HTML)", document.encode("utf-8"), file_name="visionlens-report.html", mime="text/html",
-        key=key, help="One self-contained file: the image, predictions, heatmaps, scores, settings and versions.",
+        "Download report (HTML)", document, file_name="visionlens-report.html", mime="text/html",
+        key=key, on_click="ignore",
+        help="One self-contained file: the image, predictions, heatmaps, scores, settings and versions.",
     )
 
 

@@ -486,3 +486,37 @@ def test_live_camera_denied_shows_a_message_and_the_still_photo_fallback(server,
     _settle(page)
     assert page.locator("[data-testid='stException']").count() == 0
     _screenshot(page, "page-live-denied")
+
+
+def test_a_phone_photo_is_shown_at_screen_size_and_downloads_at_full_size(server, page, tmp_path):
+    from PIL import Image
+
+    from tests.phones import phone_jpeg
+
+    photo = tmp_path / "phone.jpg"
+    photo.write_bytes(phone_jpeg(7))
+    page.goto(server)
+    page.get_by_text("Top-5 predictions").wait_for(timeout=120_000)
+    page.get_by_text("Upload", exact=True).click()
+    _settle(page)
+    started = time.perf_counter()
+    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_text("upload: phone.jpg").wait_for(timeout=120_000)
+    _settle(page)
+    overlay = page.locator("[data-testid='stImage'] img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle(), timeout=60_000)
+    print(f"\n12-MP upload -> heatmap shown: {time.perf_counter() - started:.2f} s (shared machine)")
+    assert overlay.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1440, 1080]
+    assert page.get_by_text("4032×3024 px (shown at 1440×1080)").is_visible()
+    _screenshot(page, "explain-phone-photo")
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name="Download overlay (PNG, 4032×3024)").click()
+    saved = tmp_path / "overlay.png"
+    download.value.save_as(saved)
+    assert Image.open(saved).size == (4032, 3024)
+    with page.expect_download(timeout=120_000) as report:
+        page.get_by_role("button", name="Download report (HTML)").click()
+    document = tmp_path / "report.html"
+    report.value.save_as(document)
+    text = document.read_text(encoding="utf-8")
+    assert "VisionLens report" in text and "1440×1080 px" in text and "data:image/jpeg;base64," in text

@@ -14,7 +14,7 @@ st.caption(
 
 choice = widgets.model_picker()
 picked = widgets.require_image(key="methods_image")
-decoded = cache.decoded(picked.key, picked.data)
+decoded = cache.picture(picked.key, picked.data)  # at screen size, as the heatmaps
 model = cache.model(choice.name, choice.device, choice.pretrained)
 preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
 

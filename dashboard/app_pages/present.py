@@ -39,7 +39,7 @@ nav[2].button("Next ▶", on_click=_go, args=(1,), disabled=step == len(STEPS) -
 
 data = cache.sample_bytes(sample)
 key = cache.digest(data)
-image = cache.decoded(key, data).image
+image = cache.picture(key, data).image  # at screen size, as the heatmaps
 model = cache.model(NAME, DEVICE, True)
 top = cache.top_k(NAME, DEVICE, True, key, data)
 
