@@ -239,6 +239,17 @@ def removed_pixels(cam: np.ndarray, fraction: float, *, most_first: bool, order:
     return removed.reshape(cam.shape)
 
 
+def rank_correlation(a: np.ndarray, b: np.ndarray, *, size: int = 56) -> float:
+    """Spearman rank correlation of two heatmaps after resizing both to size x size (1: same ranking)."""
+    import cv2
+    from scipy.stats import spearmanr
+
+    small = [cv2.resize(np.asarray(m, np.float32), (size, size), interpolation=cv2.INTER_AREA).ravel() for m in (a, b)]
+    if small[0].std() == 0 or small[1].std() == 0:
+        return 0.0
+    return float(spearmanr(small[0], small[1]).statistic)
+
+
 def _check(model, tensor, maps, target, fractions) -> tuple[float, ...]:
     height, width = tensor.shape[-2:]
     for cam in maps:
