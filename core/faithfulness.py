@@ -22,10 +22,10 @@ A method that does not beat the random map on an image is no better than a rando
 Scores of several images average with `mean` (per fraction), the stable ranking over a dataset.
 """
 
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-import time
 
 import numpy as np
 import torch
