@@ -246,7 +246,7 @@ def _explain(args) -> None:
     if args.method == "all":
         from core import faithfulness
 
-        about = {"faithfulness": faithfulness.explanation(), "removal": faithfulness.REMOVAL,
+        about = {"faithfulness": "Faithfulness: " + faithfulness.explanation(), "removal": faithfulness.REMOVAL,
                  "fractions_removed": list(faithfulness.FRACTIONS),
                  "baselines": "random: a random map; inverted: 1 - the map of the best method (inverted_method); "
                               "edges: the Sobel gradient magnitude of the image"}

@@ -44,10 +44,10 @@ BASELINE_TITLES = {
 RANDOM_CELL = 32  # pixels per value of the random map: blobs of about a CNN's last-stage cell, like a CAM's
 BATCH = 16  # perturbed images per model pass
 
-EXPLANATION = (
-    "Faithfulness (higher is better, about 0 for a map unrelated to the model): half of how much more the class "
-    "probability drops when the pixels the map ranks highest are removed than when those it ranks lowest are "
-    "removed, averaged over removing {fractions} of the pixels (ROAD combined)."
+EXPLANATION = (  # follows "Faithfulness: "
+    "half of how much more the class probability drops when the pixels the map ranks highest are removed than "
+    "when those it ranks lowest are removed, averaged over removing {fractions} of the pixels (ROAD combined). "
+    "Higher is better; a map unrelated to the model gets about 0."
 )
 REMOVAL = (
     "Removed pixels are filled by noisy linear imputation: each becomes the weighted mean of its 8 neighbours, "
@@ -64,6 +64,7 @@ def fractions_text(fractions: Sequence[float] = FRACTIONS) -> str:
 
 
 def explanation(fractions: Sequence[float] = FRACTIONS) -> str:
+    """What the faithfulness number means, in words (to follow "Faithfulness: ")."""
     return EXPLANATION.format(fractions=fractions_text(fractions))
 
 

@@ -102,11 +102,13 @@ def render(
             parts.append("</tr>")
     parts.append("</table>")
     if any(s.scores is not None for s in sections):
-        parts.append(f"<p class='note'>{_e(faithfulness.explanation())} Most-first (lower is better) and least-first "
-                     "(higher is better) are the mean probability changes when those fractions of the pixels the map "
-                     "ranks highest or lowest are removed; the confidence change multiplies the image by the map "
-                     f"(higher is better). {_e(faithfulness.REMOVAL)} Baselines: a random map, the inverted map of "
-                     "the best method and a Sobel edge map of the image, scored in the same pass.</p>")
+        parts.append(
+            f"<p class='note'>Faithfulness: {_e(faithfulness.explanation())} Most-first (lower is better) and "
+            "least-first (higher is better) are the mean probability changes when those fractions of the pixels the "
+            "map ranks highest or lowest are removed; the confidence change multiplies the image by the map (higher "
+            f"is better). {_e(faithfulness.REMOVAL)} Baselines: a random map, the inverted map of the best method "
+            "and a Sobel edge map of the image, scored in the same pass.</p>"
+        )
     settings.update({"opacity": f"{opacity:.2f}", "colormap": colormap})
     if seconds is not None:
         settings["total time"] = f"{seconds:.1f} s"
