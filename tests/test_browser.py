@@ -174,12 +174,16 @@ def test_methods_page_scores_faithfulness_in_the_background_beside_baselines(ser
     _settle(page, timeout=240_000)
     page.get_by_text(re.compile(r"^Score faithfulness")).click()
     page.get_by_role("button", name="Stop").wait_for(timeout=60_000)  # in the background, with progress
-    assert page.get_by_text(re.compile(r"Scoring faithfulness, \d+%")).first.is_visible()
+    page.get_by_text(re.compile(r"^Scoring faithfulness")).first.wait_for(timeout=30_000)  # its queue place or bar
+    _screenshot(page, "methods-faithfulness-running")
     page.get_by_text(re.compile(r"^Faithfulness — ")).wait_for(timeout=600_000)
     _settle(page, timeout=60_000)
     assert page.get_by_text("noisy linear imputation", exact=False).first.is_visible()
     assert page.get_by_role("button", name="Stop").count() == 0
     assert page.locator("[data-testid='stException']").count() == 0
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"^At each fraction removed")).click()
+    page.wait_for_timeout(500)
     _screenshot(page, "methods-faithfulness")
 
 

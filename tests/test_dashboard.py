@@ -112,6 +112,11 @@ def _png(name: str) -> bytes:
     return buffer.getvalue()
 
 
+def _table(at: AppTest, column: str):
+    (table,) = [d.value for d in at.dataframe if column in d.value.columns]
+    return table
+
+
 def test_methods_page_grid_scores_and_sanity_check():
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
@@ -133,11 +138,13 @@ def test_methods_page_grid_scores_and_sanity_check():
     assert not at.exception, at.exception
     captions = [c for img in at.get("image") for c in img.captions]
     assert len(captions) == 2 and all("faithfulness" in c for c in captions)
-    table = at.dataframe[-1].value
-    assert {"Random map (baseline)", "Sobel edges (baseline)"} <= set(table["map"])
+    table = _table(at, "faithfulness ↑")
+    assert len(table) == 5 and {"Random map (baseline)", "Sobel edges (baseline)"} <= set(table["map"])
     assert any(m.startswith("Inverted best map (baseline): 1 − ") for m in table["map"])
-    assert {"most 20% ↓", "least 80% ↑", "faithfulness ↑", "confidence change ↑ (image × map)"} <= set(table.columns)
+    assert {"faithfulness ↑", "most relevant removed ↓", "confidence change ↑ (image × map)"} <= set(table.columns)
     assert table["faithfulness ↑"].is_monotonic_decreasing
+    fractions = _table(at, "most 20% ↓")
+    assert {"most 20% ↓", "most 80% ↓", "least 20% ↑", "least 80% ↑"} <= set(fractions.columns)
     text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
     assert "20, 40, 60 and 80%" in text and "noisy linear imputation" in text and "Rong et al. 2022" in text
     at.toggle(key="methods_sanity").set_value(True).run()

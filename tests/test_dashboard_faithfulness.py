@@ -8,6 +8,7 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from core.errors import Cancelled
+from tests.test_dashboard import _table
 from tests.test_dashboard_queue import _Job
 
 config.set_option("client.showErrorDetails", "full")
@@ -49,4 +50,4 @@ def test_scoring_queues_behind_heavy_work_and_stop_ends_it(gate):
     assert not at.exception, at.exception
     (caption,) = [c for img in at.get("image") for c in img.captions]
     assert "faithfulness +" in caption
-    assert len(at.dataframe[-1].value) == 4  # Grad-CAM and the three baselines
+    assert len(_table(at, "faithfulness ↑")) == 4  # Grad-CAM and the three baselines

@@ -111,7 +111,6 @@ if card is not None:
     chart.add_hline(y=random_score, line_dash="dash", line_color="#868e96", annotation_text="random map")
     chart.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="faithfulness (higher is better)")
     st.plotly_chart(chart, key="methods_faithfulness")
-    percent = [f"{f * 100:g}%" for f in card.methods[card.best].fractions]
     st.dataframe(
         [
             {
@@ -119,20 +118,34 @@ if card is not None:
                 "faithfulness ↑": round(s.faithfulness, 4),
                 "vs random map": "baseline" if baseline else ("better" if s.faithfulness > random_score
                                                               else "no better than a random map here"),
-                "most relevant removed ↓ (mean)": round(s.road_most_first, 4),
-                "least relevant removed ↑ (mean)": round(s.road_least_first, 4),
+                "most relevant removed ↓": round(s.road_most_first, 4),
+                "least relevant removed ↑": round(s.road_least_first, 4),
                 "confidence change ↑ (image × map)": round(s.confidence_change, 4),
-                **{f"most {p} ↓": round(v, 3) for p, v in zip(percent, s.most_first, strict=True)},
-                **{f"least {p} ↑": round(v, 3) for p, v in zip(percent, s.least_first, strict=True)},
             }
             for title, s, baseline in rows
         ],
-        hide_index=True,
+        hide_index=True, height=36 * (len(rows) + 1) + 2, key="methods_scores_table",
     )
     st.caption(
-        "Every column is a change of the class probability (−1 to 1). ↓: lower is better, ↑: higher is better. "
-        "“most 20%”: the 20% of pixels the map ranks highest removed; “least 20%”: the 20% it ranks lowest."
+        "Every column is a change of the class probability (−1 to 1), averaged over the fractions removed. "
+        "↓: lower is better, ↑: higher is better."
     )
+    with st.expander(f"At each fraction removed ({faithfulness.fractions_text()})"):
+        percent = [f"{f * 100:g}%" for f in card.methods[card.best].fractions]
+        st.dataframe(
+            [
+                {
+                    "map": title,
+                    **{f"most {p} ↓": round(v, 3) for p, v in zip(percent, s.most_first, strict=True)},
+                    **{f"least {p} ↑": round(v, 3) for p, v in zip(percent, s.least_first, strict=True)},
+                }
+                for title, s, _ in rows
+            ],
+            hide_index=True, height=36 * (len(rows) + 1) + 2, key="methods_fractions_table",
+        )
+        st.caption("“most 20%”: the 20% of the pixels the map ranks highest removed; “least 20%”: the 20% it ranks "
+                   "lowest. A faithful map drops the probability fast when its most relevant pixels go, and keeps it "
+                   "when its least relevant go.")
 
 widgets.report_button(
     decoded.image,
