@@ -104,13 +104,14 @@ if card is not None:
         f"image. One image is noisy: a method below the random map is no better than a random map here. "
         f"{len(card.methods)} maps and 3 baselines scored in {card.seconds:.1f} s on {model.device}."
     )
-    chart = go.Figure(go.Bar(
-        x=[title for title, _, _ in rows], y=[s.faithfulness for _, s, _ in rows],
-        marker_color=["#adb5bd" if baseline else "#1c7ed6" for _, _, baseline in rows],
+    chart = go.Figure(go.Bar(  # horizontal: the longest at the top, names readable
+        y=[title.split(":")[0] for title, _, _ in rows][::-1], x=[s.faithfulness for _, s, _ in rows][::-1],
+        orientation="h", marker_color=["#adb5bd" if baseline else "#1c7ed6" for _, _, baseline in rows][::-1],
     ))
-    chart.add_hline(y=random_score, line_dash="dash", line_color="#868e96", annotation_text="random map")
-    chart.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="faithfulness (higher is better)")
-    st.plotly_chart(chart, key="methods_faithfulness")
+    chart.add_vline(x=random_score, line_dash="dash", line_color="#868e96", annotation_text="random map")
+    chart.update_layout(height=24 * len(rows) + 70, margin=dict(l=10, r=10, t=30, b=10),
+                        xaxis_title="faithfulness (higher is better; grey: baselines)")
+    st.plotly_chart(chart, key="methods_faithfulness", width="stretch")
     st.dataframe(
         [
             {
@@ -125,6 +126,7 @@ if card is not None:
             for title, s, baseline in rows
         ],
         hide_index=True, height=36 * (len(rows) + 1) + 2, key="methods_scores_table",
+        column_config={"map": st.column_config.TextColumn(width="large")},
     )
     st.caption(
         "Every column is a change of the class probability (−1 to 1), averaged over the fractions removed. "
@@ -142,6 +144,7 @@ if card is not None:
                 for title, s, _ in rows
             ],
             hide_index=True, height=36 * (len(rows) + 1) + 2, key="methods_fractions_table",
+            column_config={"map": st.column_config.TextColumn(width="large")},
         )
         st.caption("“most 20%”: the 20% of the pixels the map ranks highest removed; “least 20%”: the 20% it ranks "
                    "lowest. A faithful map drops the probability fast when its most relevant pixels go, and keeps it "
