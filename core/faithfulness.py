@@ -130,7 +130,8 @@ def score(
 
     Args:
         tensor: one preprocessed image, (1, 3, h, w), as given to the CAM.
-        maps: (h, w) float maps at the tensor's size (cams.raw_maps gives these); only their order matters.
+        maps: (h, w) float maps at the tensor's size (cams.raw_maps gives these). Only the ranking of their pixels
+            matters for ROAD; the confidence change multiplies the input by them as they are (CAMs are in [0, 1]).
         seed: ties in the maps and the imputation noise (the same noise for every map: common random numbers).
     Raises:
         InvalidInputError: a map of another size, a fraction outside (0, 1), a class index out of range.
@@ -176,8 +177,34 @@ def scorecard(
     return Scorecard(target, methods, baselines, best, time.perf_counter() - started)
 
 
+def scorecards(
+    model: LoadedModel, images: Sequence, heatmaps: Sequence[dict[str, np.ndarray]], targets: Sequence[int], *,
+    fractions: Sequence[float] = FRACTIONS, seed: int = 0, on_progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Scorecard]:
+    """`scorecard` for each image (its heatmaps and target), one progress from 0 to 1 over all of them.
+
+    `mean(scorecards(...))` is the ranking over a set of images. Raises as `score`.
+    """
+    if not len(images) == len(heatmaps) == len(targets):
+        raise InvalidInputError(f"Give one heatmap dict and one target per image: {len(images)} images, "
+                                f"{len(heatmaps)} heatmap dicts, {len(targets)} targets.")
+    cards = []
+    for index, (image, maps, target) in enumerate(zip(images, heatmaps, targets, strict=True)):
+        report = None
+        if on_progress is not None:
+            def report(fraction, message, index=index):
+                on_progress((index + fraction) / len(images), f"image {index + 1} of {len(images)}: {message}")
+        cards.append(scorecard(model, image, maps, target, fractions=fractions, seed=seed, on_progress=report,
+                               should_stop=should_stop))
+    return cards
+
+
 def mean(cards: Sequence[Scorecard]) -> Scorecard:
-    """The scores of several images averaged per fraction (same methods and fractions in every card)."""
+    """The scores of several images averaged per fraction (same methods and fractions in every card).
+
+    `target` and `inverted` of the result are the most common among the cards; `seconds` and `images` add up.
+    """
     if not cards:
         raise InvalidInputError("Give at least one scorecard to average.")
     methods = list(cards[0].methods)
@@ -278,6 +305,7 @@ class _Scorer:
         self.before = float(self._probabilities(self.image[None])[0])
 
     def run(self, maps: Sequence[np.ndarray]) -> list[Faithfulness]:
+        maps = [np.nan_to_num(np.asarray(m, np.float32), nan=0.0, posinf=1.0, neginf=0.0) for m in maps]
         jobs = [(i, kind, k) for i in range(len(maps)) for kind in ("mult", "most", "least")
                 for k in (range(1) if kind == "mult" else range(len(self.fractions)))]
         after: dict[tuple, float] = {}
@@ -299,13 +327,13 @@ class _Scorer:
         ]
 
     def _perturbed(self, maps, chunk) -> np.ndarray:
-        imputed = [(self.image, removed_pixels(np.asarray(maps[i], np.float32), self.fractions[k],
+        imputed = [(self.image, removed_pixels(maps[i], self.fractions[k],
                                                most_first=kind == "most", order=self.order),
                     # common random numbers: every map gets the same noise for the same direction and fraction
                     (self.seed, 1 if kind == "most" else 2, k))
                    for i, kind, k in chunk if kind != "mult"]
         filled = iter(imputation.impute_many(imputed))
-        return np.stack([self.image * np.asarray(maps[i], np.float32)[None] if kind == "mult" else next(filled)
+        return np.stack([self.image * maps[i][None] if kind == "mult" else next(filled)
                          for i, kind, k in chunk])
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from core import cams, faithfulness, imputation, models, registry
@@ -91,8 +92,6 @@ def test_removed_pixels_breaks_ties_and_counts_exactly():
 
 def test_scorecard_has_every_baseline_and_progress(region_model, region_case):
     tensor, maps = region_case
-    from PIL import Image
-
     rgb = np.clip(tensor[0].numpy().transpose(1, 2, 0) * 0.225 + 0.45, 0, 1)  # as to_tensor will normalise it
     image = Image.fromarray((rgb * 255).astype(np.uint8))
     steps = []
@@ -103,8 +102,21 @@ def test_scorecard_has_every_baseline_and_progress(region_model, region_case):
     # the inverted best map is the complement: the same removals, so the same scores
     assert card.baselines["inverted"].faithfulness == pytest.approx(card.methods["complement"].faithfulness, abs=0.02)
     assert steps == sorted(steps) and steps[-1] == pytest.approx(1.0)
-    both = faithfulness.mean([card, card])
-    assert both.images == 2 and both.methods["region"] == card.methods["region"]
+    # several images: one progress over all of them, and their mean is the stable ranking
+    steps.clear()
+    flipped = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # the region moves: the same maps now miss it
+    cards = faithfulness.scorecards(region_model, [image, flipped], [{"region": maps["region"]}] * 2, [0, 0],
+                                    on_progress=lambda f, msg: steps.append((f, msg)))
+    assert cards[0].methods == {"region": card.methods["region"]}  # seeded: the same scores again
+    assert cards[1].methods["region"].faithfulness < cards[0].methods["region"].faithfulness
+    assert [f for f, _ in steps] == sorted(f for f, _ in steps) and steps[-1][0] == pytest.approx(1.0)
+    assert steps[0][1].startswith("image 1 of 2: ") and steps[-1][1].startswith("image 2 of 2: ")
+    both = faithfulness.mean(cards)
+    assert both.images == 2 and set(both.baselines) == set(faithfulness.BASELINES)
+    assert both.methods["region"].faithfulness == pytest.approx(
+        (cards[0].methods["region"].faithfulness + cards[1].methods["region"].faithfulness) / 2)
+    with pytest.raises(InvalidInputError, match="one target per image"):
+        faithfulness.scorecards(region_model, [image], [{"region": maps["region"]}], [0, 0])
 
 
 def test_baseline_maps():
