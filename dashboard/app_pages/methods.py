@@ -66,8 +66,9 @@ if st.toggle(
     if card is None:
         job = cache.faithfulness_job(*args, picked.data, tuple(methods), explained, None, eigen_smooth,
                                      session=SESSION)
-        if job.wait(max(0.0, 1.5 - (time.time() - job.started))) and widgets.job_ended(job, again="Score again", key="methods_score_again",
-                                               forget=cache.faithfulness_forget):
+        quick = job.wait(max(0.0, 1.5 - (time.time() - job.started)))  # a fast device: no progress bar at all
+        if quick and widgets.job_ended(job, again="Score again", key="methods_score_again",
+                                       forget=cache.faithfulness_forget):
             card, job = job.result, None
         elif job.done:
             job = None
