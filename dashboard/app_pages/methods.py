@@ -127,7 +127,7 @@ if card is not None:
             for title, s, baseline in rows
         ],
         hide_index=True, height=36 * (len(rows) + 1) + 2, key="methods_scores_table",
-        column_config={"map": st.column_config.TextColumn(width="large")},
+        column_config={"map": st.column_config.TextColumn(width="medium")},
     )
     st.caption(
         "Every column is a change of the class probability (−1 to 1), averaged over the fractions removed. "
@@ -145,7 +145,7 @@ if card is not None:
                 for title, s, _ in rows
             ],
             hide_index=True, height=36 * (len(rows) + 1) + 2, key="methods_fractions_table",
-            column_config={"map": st.column_config.TextColumn(width="large")},
+            column_config={"map": st.column_config.TextColumn(width="medium")},
         )
         st.caption("“most 20%”: the 20% of the pixels the map ranks highest removed; “least 20%”: the 20% it ranks "
                    "lowest. A faithful map drops the probability fast when its most relevant pixels go, and keeps it "
