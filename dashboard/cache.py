@@ -206,16 +206,6 @@ def cam_grid(
     return _cam_results().get(memo_key, compute)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def faithfulness_scores(
-    name: str, device: str, pretrained: bool, key: str, _data: bytes, methods: tuple[str, ...],
-    target: int, layer: str | None, eigen_smooth: bool = False,
-) -> dict[str, faithfulness.Faithfulness]:
-    results = cam_grid(name, device, pretrained, key, _data, methods, target, layer, eigen_smooth)
-    heatmaps = {r.method: r.heatmap for r in results}
-    return faithfulness.score_heatmaps(model(name, device, pretrained), model_input(name, key, _data), heatmaps, target)
-
-
 @_budget.memoize(data_budget, around=lambda: _spinner("Running every backbone on the image…"))
 def compared(
     names: tuple[str, ...], device: str, pretrained: bool, key: str, _data: bytes, method: str, common: int | None
@@ -610,11 +600,11 @@ def _dataset_jobs() -> _Jobs:
 class _DatasetJob(_BackgroundJob):
     """Work whose result lands in `_dataset_results()` under `key`; `progress` and `message` for the page."""
 
-    def __init__(self, key: tuple) -> None:
+    def __init__(self, key: tuple, store: _budget.Store | None = None) -> None:
         self.key = key
         self.progress, self.message = 0.0, "Starting…"
         self.watchers: set[str] = set()  # sessions waiting for it (see _Jobs)
-        self._store = _dataset_results()  # fetched here: the thread has no script context
+        self._store = _dataset_results() if store is None else store  # here: the thread has no script context
         self._start(f"visionlens-{self.label.lower().replace(' ', '-')}")
 
     def _report(self, fraction: float, message: str) -> None:
@@ -658,6 +648,67 @@ class TsneJob(_DatasetJob):
         points = embeddings.tsne(self._features, perplexity=self._perplexity, iterations=self._iterations,
                                  seed=self._seed, on_progress=self._report, should_stop=self.stop.is_set)
         return points, embeddings.trustworthiness(self._features, points)
+
+
+class FaithfulnessJob(_DatasetJob):
+    """Faithfulness scores of one image's maps and the baselines (core.faithfulness.scorecard); Stop between
+    batches. Its result lands in `_faithfulness_results()`, apart from the (large) dataset results."""
+
+    label = "Faithfulness scores"
+
+    def __init__(self, key: tuple, loaded: models.LoadedModel, image, heatmaps: dict, target: int) -> None:
+        self._loaded, self._image, self._heatmaps, self._target = loaded, image, heatmaps, target
+        super().__init__(key, _faithfulness_results())
+
+    def _compute(self):
+        return faithfulness.scorecard(self._loaded, self._image, self._heatmaps, self._target,
+                                      on_progress=self._report, should_stop=self.stop.is_set)
+
+
+def _faithfulness_results() -> _budget.Store:
+    return _results("faithfulness")
+
+
+@st.cache_resource
+def _faithfulness_jobs() -> _Jobs:
+    return _Jobs(8)
+
+
+def _faithfulness_key(name, device, pretrained, key, methods, target, layer, eigen_smooth) -> tuple:
+    return ("faithfulness", name, device, pretrained, key, tuple(methods), target, layer, eigen_smooth)
+
+
+def faithfulness_ready(
+    name: str, device: str, pretrained: bool, key: str, methods: tuple[str, ...], target: int, layer: str | None,
+    eigen_smooth: bool = False,
+) -> faithfulness.Scorecard | None:
+    """The cached scorecard for these maps, or None: computes nothing."""
+    return _faithfulness_results().peek(_faithfulness_key(name, device, pretrained, key, methods, target, layer,
+                                                          eigen_smooth))
+
+
+def faithfulness_job(
+    name: str, device: str, pretrained: bool, key: str, _data: bytes, methods: tuple[str, ...], target: int,
+    layer: str | None, eigen_smooth: bool = False, session: str | None = None,
+) -> FaithfulnessJob:
+    """The background scoring of these maps (+ baselines): the one registered (running or ended), else a new one
+    in the heavy-work queue. The page asks for it only when faithfulness_ready has nothing."""
+    memo = _faithfulness_key(name, device, pretrained, key, methods, target, layer, eigen_smooth)
+    loaded = model(name, device, pretrained)  # before the registry's lock: a first load must not hold it
+    results = cam_grid(name, device, pretrained, key, _data, methods, target, layer, eigen_smooth)
+    heatmaps = {r.method: r.heatmap for r in results}
+    image = model_input(name, key, _data)  # the model sees the same tensor as from the whole image
+    return _faithfulness_jobs().attach(memo, lambda: FaithfulnessJob(memo, loaded, image, heatmaps, target), session)
+
+
+def faithfulness_forget(job: FaithfulnessJob) -> None:
+    """Drop a failed or stopped scoring, so that the next request starts it again."""
+    _faithfulness_jobs().forget(job)
+
+
+def faithfulness_leave(job: FaithfulnessJob, session: str) -> None:
+    """`session` no longer waits for `job`: stopped and dropped if nobody else does."""
+    _faithfulness_jobs().leave(job, session)
 
 
 def _features_key(content_hash: str, name: str, device: str, pretrained: bool, precision: str, batch_size: int,

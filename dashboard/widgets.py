@@ -1,4 +1,4 @@
-"""Shared input widgets: backbone, image and class pickers."""
+"""Shared widgets: backbone, image and class pickers, the report button, progress of slow and background work."""
 
 import time
 from dataclasses import dataclass
@@ -215,3 +215,37 @@ def dataset_notes(data) -> None:
         parts.append(plain(data.ignored_summary()))
     if parts:
         st.caption(" ".join(parts))
+
+
+@st.fragment(run_every=1.0)
+def job_progress(job, title: str, *, key: str) -> None:
+    """A background job's queue place or progress bar, and Stop; the whole page reruns when it ends."""
+    if job.done:
+        st.rerun()
+    if job.state == "queued":
+        st.info(f"{title} — {job.queue_text()}")
+    else:
+        elapsed = time.time() - (job.running_since or job.started)
+        st.progress(job.progress, text=f"{title}, {job.progress:.0%} · {job.message} ({elapsed:.0f} s)")
+    if job.stop.is_set():
+        st.caption("Stopping…")
+    else:
+        st.button("Stop", key=key, on_click=job.stop.set, help="Stops it for every session waiting for the same result.")
+
+
+def job_ended(job, *, again: str, key: str, forget) -> bool:
+    """For an ended job: True when it succeeded; else say why it has no result, with a button to start again
+    (`forget(job)` drops it so that the next request starts over)."""
+    from core.errors import Cancelled, CoreError
+
+    if job.error is None:
+        return True
+    if isinstance(job.error, Cancelled):  # Stop, here or in another session watching the same job
+        st.info(str(job.error))
+    elif isinstance(job.error, CoreError):
+        st.error(str(job.error))
+    else:
+        forget(job)
+        raise job.error
+    st.button(again, key=key, on_click=forget, args=(job,))
+    return False

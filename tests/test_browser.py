@@ -227,6 +227,26 @@ def test_a_slow_method_can_be_cancelled(server, page):
     assert page.locator("[data-testid='stException']").count() == 0
 
 
+def test_methods_page_scores_faithfulness_in_the_background_beside_baselines(server, page):
+    page.goto(f"{server}/methods")
+    page.get_by_role("heading", name="All methods at a glance").first.wait_for(timeout=120_000)
+    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=240_000)
+    _settle(page, timeout=240_000)
+    page.get_by_text(re.compile(r"^Score faithfulness")).click()
+    page.get_by_role("button", name="Stop").wait_for(timeout=60_000)  # in the background, with progress
+    page.get_by_text(re.compile(r"^Scoring faithfulness")).first.wait_for(timeout=30_000)  # its queue place or bar
+    _screenshot(page, "methods-faithfulness-running")
+    page.get_by_text(re.compile(r"^Faithfulness — ")).wait_for(timeout=600_000)
+    _settle(page, timeout=60_000)
+    assert page.get_by_text("noisy linear imputation", exact=False).first.is_visible()
+    assert page.get_by_role("button", name="Stop").count() == 0
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"^At each fraction removed")).click()
+    page.wait_for_timeout(500)
+    _screenshot(page, "methods-faithfulness")
+
+
 PAGES = {
     "methods": "All methods at a glance",
     "compare": "Compare backbones",
