@@ -260,7 +260,7 @@ def test_datasets_page_refuses_hostile_zips_with_a_message(server, page):
 
 def test_benchmarks_page_runs_a_small_benchmark_and_draws_its_charts(server, page):
     assert "app_pages/benchmarks.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text(), \
-        "register the page: st.Page('app_pages/benchmarks.py', title='Benchmarks', icon='⏱️')"
+        "register the page: st.Page('app_pages/benchmarks.py', title='Benchmarks', icon=':material/timer:')"
     page.goto(f"{server}/benchmarks")
     page.get_by_role("heading", name="Benchmarks").first.wait_for(timeout=120_000)
     _settle(page)
@@ -357,7 +357,7 @@ def test_training_a_head_on_digits_shows_curves_and_the_confusion_matrix(server,
 def test_live_camera_answers_frames_in_a_closed_loop(server, page):
     """Chromium's fake camera (FLAGS) feeds the live component; Python answers each frame before the next is sent."""
     assert "app_pages/live.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text(), \
-        "register the page: st.Page('app_pages/live.py', title='Live camera', icon='📷')"
+        "register the page: st.Page('app_pages/live.py', title='Live camera', icon=':material/videocam:')"
     page.context.grant_permissions(["camera"], origin=server)
     page.goto(f"{server}/live")
     page.get_by_role("heading", name="Live camera").first.wait_for(timeout=120_000)
