@@ -423,7 +423,7 @@ def benchmark_precisions(device: str) -> list[str]:
 
 from core import datasets as _datasets  # noqa: E402  (this section's imports stay in this section)
 from core import embeddings, evaluation, localisation  # noqa: E402
-from core import probing  # noqa: E402
+from core import probing, roots  # noqa: E402
 
 BUILTIN_SETS = ("digits", "shapes")
 TORCHVISION_SETS = _datasets.TORCHVISION_SETS
@@ -442,13 +442,33 @@ def dataset(kind: str, source: str, seed: int, limit: int, _data: bytes | None =
         return _datasets.shapes(seed, limit, 128)
     if kind == "zip":
         whole = _datasets.from_zip(_data or b"", name="upload.zip")
-    elif kind == "folder":
-        whole = _datasets.from_folder(source)
+    elif kind == "folder":  # a browser user names only folders under the operator's data roots
+        whole = roots.open_dataset(source, roots.configured())
     elif kind == "torchvision":
         return _datasets.torchvision_set(source, TORCHVISION_ROOT, n=limit, seed=seed)
     else:
         raise ValueError(f"unknown dataset kind {kind!r}")
     return whole.sample(limit, seed=seed)
+
+
+@dataclass(frozen=True)
+class ServerDatasets:
+    folders: tuple[roots.DataFolder, ...]
+    problems: tuple[str, ...]
+    roots: tuple[str, ...]
+
+
+def server_datasets() -> ServerDatasets:
+    """The class-folder datasets under the data roots in force (listing re-done at most every 30 s)."""
+    configured = roots.configured()
+    paths = tuple(str(p) for p in configured.paths)
+    listing = _listed(paths)
+    return ServerDatasets(listing.folders, configured.problems + listing.problems, paths)
+
+
+@st.cache_data(ttl=30, show_spinner="Listing the datasets on this server…")
+def _listed(paths: tuple[str, ...]) -> roots.Listing:
+    return roots.list_datasets(roots.Roots(tuple(Path(p) for p in paths), "listing"))
 
 
 @st.cache_resource

@@ -127,7 +127,7 @@ DATASET_SOURCES = {
     "digits": "Digits (built-in)",
     "shapes": "Shapes with masks (built-in)",
     "zip": "Upload a zip",
-    "folder": "Folder on this machine",
+    "folder": "Dataset on this server",
     "torchvision": "torchvision set (online)",
 }
 
@@ -153,14 +153,24 @@ def dataset_picker(*, key: str, default_limit: int, min_limit: int = 20):
         raw = upload.getvalue()
         return cache.dataset("zip", cache.digest(raw), seed, limit, raw), seed
     if kind == "folder":
-        path = st.text_input("Folder that holds one folder per class", key=f"{key}_folder")
-        if not path:
-            st.info("Type the path of a folder on the machine that runs this app.")
-            st.stop()
-        return cache.dataset("folder", path, seed, limit), seed
+        return cache.dataset("folder", server_dataset(key=key), seed, limit), seed
     name = right.selectbox("torchvision set", cache.TORCHVISION_SETS, key=f"{key}_torchvision")
     st.caption(f"Downloaded on first use into {cache.TORCHVISION_ROOT} (needs the internet once).")
     return cache.dataset("torchvision", name, seed, limit), seed
+
+
+def server_dataset(*, key: str) -> str:
+    """A class-folder dataset under the operator's data roots, picked from a list (never a typed path)."""
+    listing = cache.server_datasets()
+    for problem in listing.problems:
+        st.warning(problem)
+    if not listing.folders:
+        st.info("No dataset on this server yet. The operator puts folders of class folders (pets/cats/1.jpg, "
+                "pets/dogs/2.jpg) under a data root: " + ", ".join(f"`{r}`" for r in listing.roots) + ".")
+        st.stop()
+    folders = {str(f.path): f for f in listing.folders}
+    return st.selectbox("Which dataset", list(folders), format_func=lambda p: folders[p].label(),
+                        key=f"{key}_folder", help="The datasets under the data roots the operator configured.")
 
 
 def slow_progress(title: str, *, key: str):

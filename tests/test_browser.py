@@ -40,13 +40,18 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server():
+    yield from serve()
+
+
+def serve(env: dict[str, str] | None = None, log_name: str = "browser-server.log"):
+    """Starts the dashboard on a free port (with `env` added to the environment), yields its URL, stops it."""
     port = _free_port()
-    log = open(ROOT / "artifacts" / "browser-server.log", "w") if (ROOT / "artifacts").exists() else subprocess.DEVNULL
+    log = open(ROOT / "artifacts" / log_name, "w") if (ROOT / "artifacts").exists() else subprocess.DEVNULL
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/streamlit_app.py", "--server.headless=true",
          "--server.address=127.0.0.1", f"--server.port={port}", "--server.fileWatcherType=none",
          "--browser.gatherUsageStats=false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90

@@ -1,5 +1,7 @@
 """Concepts: Deep Feature Factorization splits the image into K concepts, each named by the model's head."""
 
+import html
+
 import streamlit as st
 
 from core import images
@@ -26,7 +28,8 @@ with right:
         st.caption("This layer's channels do not feed the classifier directly, so the concepts are not named.")
     for concept in result.concepts:
         r, g, b = concept.color
-        names = ", ".join(f"{label} ({prob:.0%})" for _, label, prob in concept.labels) or "unnamed"
+        # labels can be user text (an imported model's classes): escaped, since this markdown allows HTML
+        names = ", ".join(f"{html.escape(label)} ({prob:.0%})" for _, label, prob in concept.labels) or "unnamed"
         st.markdown(
             f"<span style='display:inline-block;width:14px;height:14px;background:rgb({r},{g},{b});"
             f"border-radius:3px;margin-right:6px'></span>**Concept {concept.index + 1}** · "

@@ -1,5 +1,7 @@
 """Presenter mode: large type, no sidebar, one big image at a time, Back / Next buttons to walk a class through."""
 
+import html
+
 import streamlit as st
 
 from core import cams
@@ -31,7 +33,7 @@ def _go(delta: int) -> None:
 
 nav = st.columns([1, 4, 1])
 nav[0].button("◀ Back", on_click=_go, args=(-1,), disabled=step == 0, key="present_back")
-nav[1].markdown(f"<h2 style='text-align:center;margin:0'>{step + 1} / {len(STEPS)} · {STEPS[step]}</h2>",
+nav[1].markdown(f"<h2 style='text-align:center;margin:0'>{step + 1} / {len(STEPS)} · {html.escape(STEPS[step])}</h2>",
                 unsafe_allow_html=True)
 nav[2].button("Next ▶", on_click=_go, args=(1,), disabled=step == len(STEPS) - 1, key="present_next")
 
