@@ -11,6 +11,7 @@ st.caption("What does the model predict for this image, and where does it look? 
 
 choice = widgets.model_picker()
 picked = widgets.require_image()
+widgets.remember_for_presenter(choice, picked)  # presenter mode shows this photo and backbone
 
 decoded = cache.decoded(picked.key, picked.data)
 for note in decoded.notes:
