@@ -24,7 +24,7 @@ st.markdown(
     [data-testid="stMainBlockContainer"] h2 {font-size: 2.4rem;}
     [data-testid="stImageCaption"] {font-size: 1.3rem !important;}
     div.stButton > button {font-size: 1.6rem; padding: .6rem 2.2rem;}
-    .st-key-present_exit {display: flex; justify-content: flex-end; margin-bottom: -1rem;}
+    .st-key-present_exit {align-items: flex-end; margin-bottom: -1rem;}
     .st-key-present_exit button, .st-key-present_exit button p {font-size: 1rem !important; padding: .1rem .4rem; opacity: .75;}
     </style>""",
     unsafe_allow_html=True,
