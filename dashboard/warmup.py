@@ -1,10 +1,11 @@
 """Start-up warm-up: the heavy imports, the default model and the first view of Explain and Feature maps.
 
-`start()` runs `run()` in a daemon thread when the server starts (dashboard/serve.py's lifespan), so the
-health endpoint and the first page paint never wait for it, and the first visitor finds torch and
-pytorch-grad-cam imported, the default backbone loaded, its first forward passes done (the slowest ones
+`start()` runs `run()` in a daemon thread when the server starts (dashboard/serve.py's lifespan), once the
+health endpoint answers, so neither it nor the first page paint waits for it; the first visitor finds torch
+and pytorch-grad-cam imported, the default backbone loaded, its first forward passes done (the slowest ones
 of a process) and the default sample's top-5, Grad-CAM, layer table and feature maps in the same caches the
-pages read. A page that asks for a value the warm-up is still computing waits for it (Streamlit's cache
+pages read. Once a browser is connected, the warm-up computes no more of the default view: that visitor's
+page computes what it shows, and a second guess on the side would only compete with it for the cores. A page that asks for a value the warm-up is still computing waits for it (Streamlit's cache
 holds one compute lock per key) instead of computing it twice. Every step is best effort: a failure is
 logged and the pages compute that value themselves as before.
 
@@ -102,6 +103,13 @@ def _wait_for_server(timeout: float) -> None:
         time.sleep(0.05)
 
 
+def _visitor_connected() -> bool:
+    """Whether a browser is connected to this server (False outside a server, as in tests)."""
+    from streamlit.runtime import Runtime, RuntimeState
+
+    return Runtime.exists() and Runtime.instance().state == RuntimeState.ONE_OR_MORE_SESSIONS_CONNECTED
+
+
 def _run(wait: float) -> dict[str, float]:
     if wait:
         _wait_for_server(wait)
@@ -149,9 +157,13 @@ def _run(wait: float) -> dict[str, float]:
         _step("default view", default_view)
     if "key" in state:
         _step("model", model)
-    if "model" in state:
-        _step("explain", explain)
-        _step("feature maps", feature_maps)
+    for name, work in (("explain", explain), ("feature maps", feature_maps)):
+        if "model" not in state:
+            break
+        if _visitor_connected():  # its page computes what it shows; on 2 cores a guess on the side slows it down
+            timings["skipped (a visitor came first)"] = 0.0
+            break
+        _step(name, work)
     timings["total"] = time.perf_counter() - started
     _log().info("warm-up done in %.1f s: %s", timings["total"],
                 ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total"))
