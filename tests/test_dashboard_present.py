@@ -6,7 +6,6 @@ import asyncio
 import io
 from pathlib import Path
 
-import pytest
 import streamlit as st
 from PIL import Image
 from streamlit import config
