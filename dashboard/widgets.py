@@ -33,6 +33,7 @@ class Picked:
     key: str
     data: bytes
     source: str
+    sample: str | None = None  # the sample photo's name, None for an upload or a camera shot
 
 
 def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
@@ -63,30 +64,82 @@ def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
     return Choice(name, device, weights == "pretrained")
 
 
+def default_sample() -> str:
+    """The sample photo a page shows before anyone picks one (the start-up warm-up computes it too)."""
+    names = cache.sample_names()
+    return "chelsea" if "chelsea" in names else names[0]
+
+
 def image_picker(*, key: str = "image") -> Picked | None:
     source = st.radio("Image source", ["Sample photos", "Upload", "Camera"], horizontal=True, key=f"{key}_source")
     if source == "Sample photos":
-        names = cache.sample_names()
-        default = names.index("chelsea") if "chelsea" in names else 0
+        st.session_state.setdefault(f"{key}_sample", default_sample())  # not index=: `restore` may have set it
         name = st.selectbox(
-            "Sample photo", names, index=default, key=f"{key}_sample",
+            "Sample photo", cache.sample_names(), key=f"{key}_sample",
             format_func=lambda n: f"{n} — {SAMPLE_CREDITS.get(n, 'scikit-image sample')}",
         )
         data = cache.sample_bytes(name)
-        return Picked(cache.digest(data), data, f"sample: {name} ({SAMPLE_CREDITS.get(name, '')})")
+        st.session_state.pop(f"{key}_restored", None)
+        return Picked(cache.digest(data), data, f"sample: {name} ({SAMPLE_CREDITS.get(name, '')})", name)
     if source == "Upload":
         upload = st.file_uploader(
             "Upload an image (JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF)", type=UPLOAD_TYPES, key=f"{key}_upload"
         )
         if upload is None:
-            return None
+            return _restored(key, "upload")
         data = upload.getvalue()
+        st.session_state.pop(f"{key}_restored", None)
         return Picked(cache.digest(data), data, f"upload: {upload.name}")
     shot = st.camera_input("Take a photo", key=f"{key}_camera")
     if shot is None:
-        return None
+        return _restored(key, "camera")
     data = shot.getvalue()
+    st.session_state.pop(f"{key}_restored", None)
     return Picked(cache.digest(data), data, "camera")
+
+
+def _kind(picked: Picked) -> str:
+    return "sample" if picked.sample else "camera" if picked.source == "camera" else "upload"
+
+
+def _restored(key: str, kind: str) -> Picked | None:
+    """The upload or camera shot handed back by `restore` (a file widget cannot be refilled), until replaced."""
+    restored = st.session_state.get(f"{key}_restored")
+    if restored is None or _kind(restored) != kind:
+        return None
+    st.caption(f"Showing the photo from presenter mode ({restored.source}). "
+               f"{'Upload' if kind == 'upload' else 'Take'} another to replace it.")
+    return restored
+
+
+PRESENTER = "presenter_choice"  # session key: the (Choice, Picked) chosen on Explain, for presenter mode
+
+
+def remember_for_presenter(choice: Choice, picked: Picked) -> None:
+    st.session_state[PRESENTER] = (choice, picked)
+
+
+def chosen_for_presenter() -> tuple[Choice, Picked] | None:
+    return st.session_state.get(PRESENTER)
+
+
+def restore(choice: Choice, picked: Picked, *, model_key: str = "model", image_key: str = "image") -> None:
+    """Set the pickers' widgets to `choice` and `picked` for the next page that shows them.
+
+    Streamlit forgets a widget's value when a page without it runs; values set here before the widget is
+    drawn again become its value. Uploads and camera shots cannot be put back into their widget: the
+    picker shows them (with a note) until another is chosen.
+    """
+    st.session_state[f"{model_key}_name"] = choice.name
+    st.session_state[f"{model_key}_weights"] = "pretrained" if choice.pretrained else "random"
+    st.session_state[f"{model_key}_device"] = choice.device
+    kind = _kind(picked)
+    st.session_state[f"{image_key}_source"] = {"sample": "Sample photos", "upload": "Upload", "camera": "Camera"}[kind]
+    if kind == "sample":
+        st.session_state[f"{image_key}_sample"] = picked.sample
+        st.session_state.pop(f"{image_key}_restored", None)
+    else:
+        st.session_state[f"{image_key}_restored"] = picked
 
 
 TOP1 = -1  # sentinel option: "explain the predicted class" (a None option would show as a placeholder)

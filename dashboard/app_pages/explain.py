@@ -11,6 +11,7 @@ st.caption("What does the model predict for this image, and where does it look? 
 
 choice = widgets.model_picker()
 picked = widgets.require_image()
+widgets.remember_for_presenter(choice, picked)  # presenter mode shows this photo and backbone
 
 # The page shows the picture at screen size (cache.picture); models see the whole decoded image.
 picture = cache.picture(picked.key, picked.data)
