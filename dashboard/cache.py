@@ -189,21 +189,26 @@ def cam_grid(
     The model explains the whole decoded image; the heatmaps are made at `display_size`."""
     memo_key = cam_key(name, device, pretrained, key, methods, target, layer, eigen_smooth, aug_smooth)
 
-    def compute() -> list[cams.CamResult]:
-        run = lambda: cams.compute(  # noqa: E731
+    def run() -> list[cams.CamResult]:
+        return cams.compute(
             model(name, device, pretrained), model_input(name, key, _data), methods=list(methods), target=target,
             layer=layer, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=_on_progress,
             size=display_size(key, _data),
         )
-        slow = [cams.METHODS[m].title for m in methods if m in cams.METHODS and cams.METHODS[m].slow]
-        if not slow:
-            return run()
-        # one pass per channel: a heavy-work slot first, the queue's state in the progress bar meanwhile
-        on_wait = (lambda ticket: _on_progress(0.0, ticket.describe())) if _on_progress else None
-        with heavy(", ".join(slow), on_wait):
-            return run()
 
-    return _cam_results().get(memo_key, compute)
+    store = _cam_results()
+    slow = [cams.METHODS[m].title for m in methods if m in cams.METHODS and cams.METHODS[m].slow]
+    if not slow:
+        return store.get(memo_key, run)
+    kept = store.peek(memo_key)
+    if kept is not None:
+        return kept
+    # One pass per channel: a heavy-work slot first, the queue's state in the progress bar meanwhile. The slot is
+    # taken before the store's compute-once wait, so sessions asking for the same map queue visibly ("Queued: N
+    # ahead of you") and, when their turn comes, find it already computed.
+    on_wait = (lambda ticket: _on_progress(0.0, ticket.describe())) if _on_progress else None
+    with heavy(", ".join(slow), on_wait):
+        return store.get(memo_key, run)
 
 
 @_budget.memoize(data_budget, around=lambda: _spinner("Running every backbone on the image…"))
