@@ -97,6 +97,21 @@ class Method:
                    aug_smooth=aug_smooth)[0]
 
 
+class _ShapleyCAM(ShapleyCAM):
+    """ShapleyCAM whose Hessian term is zero, not an error, where the score is linear in the layer's output.
+
+    After global pooling and a linear classifier (EfficientNet's `bn2`, ResNet's `layer4`) the gradient does not
+    depend on the activations, and the library's `autograd.grad` raised "does not require grad". The
+    second-order term is then exactly zero (the library's own `hvp is None` case), so the weights are the mean
+    gradients: the map equals Grad-CAM's, and 'all' runs on the default layer.
+    """
+
+    def get_cam_weights(self, input_tensor, target_layer, target_category, activations, grads):
+        if grads.requires_grad:
+            return super().get_cam_weights(input_tensor, target_layer, target_category, activations, grads)
+        return grads.detach().float().mean(dim=(2, 3)).cpu().numpy()
+
+
 _CAM_ARGUMENTS = frozenset({"self", "model", "target_layers", "reshape_transform"})
 _ONE_PASS = "one pass"
 _PER_CHANNEL = "one forward per channel (slow on CPU)"
@@ -126,15 +141,11 @@ METHODS: dict[str, Method] = {
             "forward + full backward; contrasts the class with its 3 most similar classes", contrastive=True,
         ),
         Method(
-            "shapleycam", "Shapley-CAM", ShapleyCAM,
-            "forward + full backward + a Hessian-vector product; needs a non-linear path to the score",
+            "shapleycam", "Shapley-CAM", _ShapleyCAM,
+            "forward + full backward + a Hessian-vector product (equals Grad-CAM where the path to the score "
+            "is linear)",
             second_derivatives=True, cnn_only=True,
             reason="it needs second derivatives, which PyTorch's fused attention kernels do not provide",
-            failures=((
-                "does not require grad",
-                "Shapley-CAM needs a non-linear path from the layer to the class score (its Hessian term is zero "
-                "otherwise). Choose an earlier layer, or another method.",
-            ),),
         ),
         Method("scorecam", "Score-CAM", ScoreCAM, _PER_CHANNEL, uses_gradients=False, per_channel=True),
         Method(
