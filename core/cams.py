@@ -6,7 +6,7 @@ Two paths, one result:
   that layer (not through the trunk). Each method's own `get_cam_image` / `get_cam_weights` and
   BaseCAM's scaling then turn the same tensors into every map. No CAM maths of our own, except
   EigenCAM's SVD in its economical form (same first component, no (HW x HW) matrix).
-- *Library path* (ScoreCAM, AblationCAM, and any method with `aug_smooth`): the library's class,
+- *Library path* (every method whose record is not `shared`, and any method with `aug_smooth`): the library's class,
   used as a context manager so its hooks are always removed.
 Both hold the model's lock for every forward pass, so a shared model is used by one thread at a time.
 """
