@@ -16,7 +16,7 @@ $(STAMP): requirements.txt
 	touch $@
 
 run: install
-	$(PY) -m streamlit run dashboard/streamlit_app.py --server.address=127.0.0.1 --server.port=8501
+	$(PY) -m streamlit run dashboard/serve.py --server.address=127.0.0.1 --server.port=8501
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

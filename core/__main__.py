@@ -231,17 +231,27 @@ def _explain(args) -> None:
             from core import faithfulness
 
             target = results[0].target
-            scored = faithfulness.score_heatmaps(model, image, {r.method: r.heatmap for r in results}, target)
+            print(f"{path.name}: scoring faithfulness of {len(results)} maps and 3 baselines…", flush=True)
+            card = faithfulness.scorecard(model, image, {r.method: r.heatmap for r in results}, target)
             scores[path.name] = {
                 "target": target, "label": model.categories[target], "layer": results[0].layer,
-                "methods": {
-                    m: {"road_combined": s.road_combined, "road_most_relevant_first": s.road_most_first,
-                        "road_least_relevant_first": s.road_least_first, "confidence_change": s.confidence_change}
-                    for m, s in scored.items()
-                },
+                "seconds": round(card.seconds, 3),
+                "methods": {m: {**s.as_dict(), "beats_random": card.beats_random(m)} for m, s in card.methods.items()},
+                "baselines": {b: s.as_dict() for b, s in card.baselines.items()},
+                "inverted_method": card.inverted,
             }
+            ranked = sorted(card.methods, key=lambda m: card.methods[m].faithfulness, reverse=True)
+            print(f"{path.name}: faithfulness {', '.join(f'{m} {card.methods[m].faithfulness:+.3f}' for m in ranked)}; "
+                  f"random map {card.baselines['random'].faithfulness:+.3f} ({card.seconds:.1f} s)")
     if args.method == "all":
-        _write(args.out / "scores.json", json.dumps({"model": model.name, "images": scores}, indent=2).encode())
+        from core import faithfulness
+
+        about = {"faithfulness": "Faithfulness: " + faithfulness.explanation(), "removal": faithfulness.REMOVAL,
+                 "fractions_removed": list(faithfulness.FRACTIONS),
+                 "baselines": "random: a random map; inverted: 1 - the map of the best method (inverted_method); "
+                              "edges: the Sobel gradient magnitude of the image"}
+        _write(args.out / "scores.json",
+               json.dumps({"model": model.name, "about": about, "images": scores}, indent=2).encode())
         print(f"faithfulness scores: {args.out / 'scores.json'}")
 
 

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the library's progress bars: we report through callbacks
 
@@ -42,12 +42,22 @@ class CamResult:
     target: int  # class index explained
     label: str
     layer: str
-    heatmap: np.ndarray  # (H, W) float32 in [0, 1], at the explained image's own size
+    heatmap: np.ndarray  # (H, W) float32 in [0, 1], at the explained image's own size, or at `compute`'s `size`
     seconds: float  # time spent on this method (the shared pass is split evenly between its methods)
+    # the map at the model input's size, as pytorch-grad-cam returns it: `resized` makes any size from it
+    raw: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def overlay(self, image: Image.Image, *, opacity: float = 0.5, colormap: str = "jet") -> np.ndarray:
-        """(H, W, 3) uint8 RGB: the heatmap blended over `image` (the image that was explained)."""
+        """(H, W, 3) uint8 RGB: the heatmap blended over `image` (the explained image, at the heatmap's size)."""
         return images.overlay(image, self.heatmap, opacity=opacity, colormap=colormap)
+
+    def resized(self, width: int, height: int) -> "CamResult":
+        """The same result with its heatmap at (width, height): from `raw`, exactly as `compute` would make it
+        for an image of that size (the full-resolution map of a result computed for the screen)."""
+        if (width, height) == (self.heatmap.shape[1], self.heatmap.shape[0]):
+            return self
+        source = self.raw if self.raw is not None else self.heatmap
+        return replace(self, heatmap=_resize(source, width, height))
 
 
 def check_target(model: LoadedModel, target: int) -> int:
@@ -68,11 +78,14 @@ def compute(
     eigen_smooth: bool = False,
     aug_smooth: bool = False,
     on_progress: Progress | None = None,
+    size: tuple[int, int] | None = None,
 ) -> list[CamResult]:
     """One CAM per method for class `target` (default: the predicted class), in the order given.
 
-    The heatmaps cover the whole image at its own size. Thread-safe: holds the model's lock
-    around every forward pass; leaves no hooks and no gradients on the model.
+    The heatmaps cover the whole image at its own size, or at `size` (width, height), for example the size
+    a screen shows it at (`images.display_size`): the model still sees the whole image as it is, so the maps
+    are the full-size ones resized, and `CamResult.resized` gives the full size back. Thread-safe: holds the
+    model's lock around every forward pass; leaves no hooks and no gradients on the model.
 
     Raises:
         UnknownMethodError, LayerNotFoundError, InvalidInputError.
@@ -82,6 +95,7 @@ def compute(
     if not methods:
         raise InvalidInputError("Choose at least one CAM method.")
     chosen = [check_method(name, model) for name in methods]
+    width, height = _check_size(size) if size is not None else image.size
     layer = layer or model.spec.cam_layer
     hooks.find(model.module, layer)  # unknown layer: fail before any work
     tensor = preprocessing.to_tensor(image, model.spec)
@@ -94,11 +108,16 @@ def compute(
         model, tensor, methods=[m.name for m in chosen], target=target, layer=layer,
         eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=on_progress,
     )
-    width, height = image.size
     return [
-        CamResult(name, target, model.categories[target], layer, _resize(raw, width, height), seconds)
+        CamResult(name, target, model.categories[target], layer, _resize(raw, width, height), seconds, raw)
         for name, (raw, seconds) in maps.items()
     ]
+
+
+def _check_size(size) -> tuple[int, int]:
+    if not isinstance(size, tuple | list) or len(size) != 2 or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and 1 <= v <= 65_535 for v in size):
+        raise InvalidInputError(f"A heatmap size is (width, height) in pixels, got {size!r}.")
+    return int(size[0]), int(size[1])
 
 
 def raw_maps(
@@ -178,7 +197,7 @@ def compute_top1(
     raw = _weigh(method, module, tensor, activations, grads, target, False)
     width, height = image.size
     cam = CamResult(method, target, model.categories[target], layer, _resize(raw, width, height),
-                    time.perf_counter() - started)
+                    time.perf_counter() - started, raw)
     return logits.softmax(dim=1), cam
 
 
@@ -398,8 +417,12 @@ class GuidedResult:
     seconds: float
 
 
-def guided(model: LoadedModel, image: Image.Image, *, target: int | None = None, layer: str | None = None) -> GuidedResult:
-    """Guided Backpropagation and Guided Grad-CAM (Springenberg et al. 2015; Selvaraju et al. 2017).
+def guided(
+    model: LoadedModel, image: Image.Image, *, target: int | None = None, layer: str | None = None,
+    size: tuple[int, int] | None = None,
+) -> GuidedResult:
+    """Guided Backpropagation and Guided Grad-CAM (Springenberg et al. 2015; Selvaraju et al. 2017), at the
+    image's size or at `size` (width, height), as `compute`.
 
     pytorch-grad-cam's GuidedBackpropReLUModel swaps the network's ReLU modules, so it runs on a
     private copy: the shared model is never modified. ReLU6 (EfficientNet-Lite, MobileNet) is
@@ -413,7 +436,7 @@ def guided(model: LoadedModel, image: Image.Image, *, target: int | None = None,
     from pytorch_grad_cam.utils.image import deprocess_image
 
     started = time.perf_counter()
-    (cam,) = compute(model, image, methods=["gradcam"], target=target, layer=layer)
+    (cam,) = compute(model, image, methods=["gradcam"], target=target, layer=layer, size=size)
     tensor = preprocessing.to_tensor(image, model.spec).to(model.device)
     with model.lock:
         private = copy.deepcopy(model.module)
@@ -421,7 +444,7 @@ def guided(model: LoadedModel, image: Image.Image, *, target: int | None = None,
     with torch.enable_grad():
         gradient = GuidedBackpropReLUModel(model=private, device=model.device)(tensor, target_category=cam.target)
     del private
-    width, height = image.size
+    height, width = cam.heatmap.shape
     import cv2
 
     gradient = cv2.resize(np.float32(gradient), (width, height), interpolation=cv2.INTER_LINEAR)

@@ -38,8 +38,10 @@ def compare(
     method: str = cams.DEFAULT_METHOD,
     common_target: int | None = None,
     repeats: int = 5,
+    size: tuple[int, int] | None = None,
 ) -> Comparison:
     """Compare 1 to 4 backbones on one image. `common_target` defaults to the first backbone's top-1.
+    Heatmaps at the image's size, or at `size` (width, height) as `cams.compute` makes them.
 
     Raises:
         InvalidInputError: no backbones, more than 4, or backbones with different class lists.
@@ -52,8 +54,9 @@ def compare(
     common = tops[0][0].index if common_target is None else cams.check_target(loaded[0], common_target)
     reports = []
     for model, top in zip(loaded, tops, strict=True):
-        own = cams.compute(model, image, methods=[method], target=top[0].index)[0]
-        shared = own if top[0].index == common else cams.compute(model, image, methods=[method], target=common)[0]
+        own = cams.compute(model, image, methods=[method], target=top[0].index, size=size)[0]
+        shared = (own if top[0].index == common
+                  else cams.compute(model, image, methods=[method], target=common, size=size)[0])
         tensor = preprocessing.to_tensor(image, model.spec)
         reports.append(
             BackboneReport(

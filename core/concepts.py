@@ -42,9 +42,11 @@ class Concepts:
 
 
 def factorize(
-    model: LoadedModel, image: Image.Image, *, k: int = 5, layer: str | None = None, top_labels: int = 2
+    model: LoadedModel, image: Image.Image, *, k: int = 5, layer: str | None = None, top_labels: int = 2,
+    shown: Image.Image | None = None,
 ) -> Concepts:
-    """Split `image` into `k` concepts at `layer` (default: the spec's CAM layer).
+    """Split `image` into `k` concepts at `layer` (default: the spec's CAM layer). The maps and the overlay are
+    drawn at the size of `shown` (default: `image`), for example a screen-sized copy of a large photo.
 
     Raises:
         InvalidInputError: k outside 2..len(PALETTE).
@@ -71,10 +73,11 @@ def factorize(
             factorizer.activations_and_grads.release()
     explanations = output[1][0]  # (k, h, w) in [0, 1] at the tensor's size
     probabilities = output[2] if named else None  # (k, classes)
-    return _assemble(model, image, layer, explanations, probabilities, top_labels)
+    return _assemble(model, image if shown is None else shown, layer, explanations, probabilities, top_labels)
 
 
 def _assemble(model, image, layer, explanations, probabilities, top_labels) -> Concepts:
+    """`image` is the picture the concepts are drawn on."""
     import cv2
 
     width, height = image.size

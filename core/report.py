@@ -29,7 +29,7 @@ class ModelSection:
     device: str
     predictions: list[predictions.Prediction]
     results: list[cams.CamResult]  # one per method, same order for every model
-    scores: dict[str, faithfulness.Faithfulness] | None  # per method, or None when not scored
+    scores: faithfulness.Scorecard | None  # every method's and the baselines' scores, or None when not scored
 
 
 def analyse(
@@ -41,7 +41,7 @@ def analyse(
     results = cams.compute(model, image, methods=list(methods), target=target)
     scores = None
     if score:
-        scores = faithfulness.score_heatmaps(model, image, {r.method: r.heatmap for r in results}, results[0].target)
+        scores = faithfulness.scorecard(model, image, {r.method: r.heatmap for r in results}, results[0].target)
     return ModelSection(model.name, model.spec.title, model.pretrained, str(model.device), top, results, scores)
 
 
@@ -84,17 +84,30 @@ def render(
             overlay = result.overlay(image, opacity=opacity, colormap=colormap)
             caption = f"{result.seconds * 1000:.0f} ms"
             if section.scores is not None:
-                s = section.scores[method]
-                caption += (f" · ROAD {s.road_combined:+.3f} (most-first {s.road_most_first:+.3f}, "
-                            f"least-first {s.road_least_first:+.3f}) · confidence change {s.confidence_change:+.3f}")
+                caption += " · " + _score_text(section.scores.methods[method])
+                if not section.scores.beats_random(method):
+                    caption += " · no better than a random map here"
             parts.append(f"<td><img alt='{_e(section.title)} {_e(method)}' src='{_uri(overlay, 'JPEG')}'>"
                          f"<div class='cap'>{_e(caption)}</div></td>")
         parts.append("</tr>")
+    if any(s.scores is not None for s in sections):
+        for baseline in faithfulness.BASELINES:
+            parts.append(f"<tr><th>{_e(faithfulness.BASELINE_TITLES[baseline])}</th>")
+            for section in sections:
+                card = section.scores
+                text = "not scored" if card is None else _score_text(card.baselines[baseline])
+                if card is not None and baseline == "inverted":
+                    text = f"1 − {cams.METHODS[card.inverted].title} · {text}"
+                parts.append(f"<td><div class='cap'>{_e(text)}</div></td>")
+            parts.append("</tr>")
     parts.append("</table>")
     if any(s.scores is not None for s in sections):
         parts.append(
-            "<p class='note'>ROAD combined = (probability change when the 20% least relevant pixels are removed − "
-            "the change when the 20% most relevant are removed) / 2: higher means the map is more faithful.</p>"
+            f"<p class='note'>Faithfulness: {_e(faithfulness.explanation())} Most-first (lower is better) and "
+            "least-first (higher is better) are the mean probability changes when those fractions of the pixels the "
+            "map ranks highest or lowest are removed; the confidence change multiplies the image by the map (higher "
+            f"is better). {_e(faithfulness.REMOVAL)} Baselines: a random map, the inverted map of the best method "
+            "and a Sobel edge map of the image, scored in the same pass.</p>"
         )
     settings.update({"opacity": f"{opacity:.2f}", "colormap": colormap})
     if seconds is not None:
@@ -117,6 +130,11 @@ def create(
     settings = {"methods": ", ".join(methods), "class": "top-1 of each model" if target is None else str(target)}
     return render(image, sections, source=source, settings=settings, opacity=opacity, colormap=colormap,
                   seconds=time.perf_counter() - started)
+
+
+def _score_text(s: faithfulness.Faithfulness) -> str:
+    return (f"faithfulness {s.faithfulness:+.3f} (most-first {s.road_most_first:+.3f}, least-first "
+            f"{s.road_least_first:+.3f}) · confidence change {s.confidence_change:+.3f}")
 
 
 def _uri(array: np.ndarray, fmt: str) -> str:

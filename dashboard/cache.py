@@ -2,11 +2,18 @@
 
 Image bytes are keyed by their sha256 (`digest`) and passed unhashed (`_data`): st.cache_data
 hashes only a sample of large values, and two images one pixel apart must not share a result.
+
+Whatever holds pictures, heatmaps, features or models is kept under a byte budget (dashboard.budget):
+`data_budget()` ($VISIONLENS_CACHE_MB) and `model_budget()` ($VISIONLENS_MODEL_CACHE_MB). st.cache_data is
+left to small records (predictions, scores, layer lists), bounded by their entry counts. Pages show pictures
+at `images.DISPLAY_SIDE` (`picture`, `overlay_jpeg`); models still see the whole decoded image (`decoded`).
 """
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -20,11 +27,13 @@ from core import (
     images,
     models,
     predictions,
+    preprocessing,
     queueing,
     registry,
     runtime,
     sanity,
 )
+from dashboard import budget as _budget
 
 SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"
 
@@ -33,58 +42,106 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+# Plain process-wide objects, not st.cache_resource: background threads and deferred downloads (no script
+# context) use them too.
+_DATA_BUDGET = _budget.Budget("data", _budget.megabytes_from_env("VISIONLENS_CACHE_MB", _budget.DEFAULT_DATA_MB))
+_MODEL_LIMIT = _budget.megabytes_from_env("VISIONLENS_MODEL_CACHE_MB", _budget.DEFAULT_MODEL_MB)
+_MODEL_BUDGET = _budget.Budget("models", _MODEL_LIMIT, largest=_MODEL_LIMIT // 2)
+
+
+def data_budget() -> _budget.Budget:
+    """Pictures, heatmaps, overlays, features and results of every session: $VISIONLENS_CACHE_MB in all."""
+    return _DATA_BUDGET
+
+
+def model_budget() -> _budget.Budget:
+    """Loaded models and private copies of them: $VISIONLENS_MODEL_CACHE_MB in all."""
+    return _MODEL_BUDGET
+
+
+def _spinner(text: str):
+    """A spinner around a computation in a page's script thread; nothing in other threads."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    return st.spinner(text) if get_script_run_ctx(suppress_warning=True) is not None else contextlib.nullcontext()
+
+
+@_budget.memoize(model_budget, around=lambda: _spinner("Loading the model…"))
 def model(name: str, device: str, pretrained: bool) -> models.LoadedModel:
     """One shared, frozen model per (name, device, weights). core serialises its use with model.lock."""
     return models.load(name, device=device, pretrained=pretrained)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@_budget.memoize(data_budget, max_entries=4)
 def decoded(key: str, _data: bytes) -> images.DecodedImage:
+    """The whole decoded image (up to images.MAX_SIDE). A 12-MP photo is 48 MB here, so only the last few are
+    kept (for the burst of calls right after an upload): pages show `picture`, models get `model_input`."""
     return images.decode(_data)
+
+
+@_budget.memoize(data_budget)
+def model_input(name: str, key: str, _data: bytes):
+    """The whole image at the input size of backbone `name` (preprocessing.resize), as a small picture.
+
+    A model fed this computes exactly what it computes from the whole decoded image (preprocessing leaves a
+    picture already at the input size as it is), without resizing 12 MP again on every call."""
+    whole = decoded(key, _data).image
+    spec = registry.get(name)
+    small = preprocessing.resize(whole, spec)
+    if preprocessing.input_size(small.size, spec) != (small.height, small.width):  # never seen; stay exact
+        return whole
+    return small
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image as pages show it: at most images.DISPLAY_SIDE px long, with what the whole decode said."""
+
+    image: "images.Image.Image"  # RGB at display_size(full_size)
+    full_size: tuple[int, int]  # (width, height) of the decoded image the models see
+    format: str
+    notes: tuple[str, ...]
+
+
+@_budget.memoize(data_budget)
+def picture(key: str, _data: bytes) -> Picture:
+    whole = decoded(key, _data)
+    return Picture(images.fit(whole.image), whole.image.size, whole.format, whole.notes)
+
+
+def display_size(key: str, _data: bytes) -> tuple[int, int]:
+    """(width, height) the pages show this image at, and at which they compute its heatmaps."""
+    return picture(key, _data).image.size
+
+
+@_budget.memoize(data_budget)
+def overlay_jpeg(key: str, _data: bytes, _result: cams.CamResult, result_key: tuple, opacity: float,
+                 colormap: str) -> bytes:
+    """JPEG of a heatmap (at display size) over the picture, keyed by the result's cache key + settings: a
+    slider move recomputes one blend of a screen-sized picture, and moving back costs nothing."""
+    return images.to_jpeg(_result.overlay(picture(key, _data).image, opacity=opacity, colormap=colormap))
+
+
+def full_overlay_png(key: str, _data: bytes, result: cams.CamResult, opacity: float, colormap: str) -> bytes:
+    """PNG of the overlay at the decoded image's full size (the download): the heatmap made again from the
+    result's raw map at that size, exactly as an explanation of the whole image makes it. Not cached."""
+    whole = decoded(key, _data).image
+    full = result.resized(*whole.size)
+    return images.to_png(full.overlay(whole, opacity=opacity, colormap=colormap), compress_level=1)
 
 
 @st.cache_data(max_entries=64, show_spinner="Predicting…")
 def top_k(name: str, device: str, pretrained: bool, key: str, _data: bytes, k: int = 5) -> list[predictions.Prediction]:
-    return predictions.predict(model(name, device, pretrained), decoded(key, _data).image, top_k=k)
+    return predictions.predict(model(name, device, pretrained), model_input(name, key, _data), top_k=k)
 
 
-class _Results:
-    """A bounded LRU of computed results shared by all sessions (keys are plain values).
+def _results(name: str, *, models: bool = False, max_entries: int | None = None) -> _budget.Store:
+    """Computed results shared by all sessions (keys are plain values), in the data budget or the models' one.
 
     Used instead of st.cache_data where the computation reports progress into page elements,
     which Streamlit forbids inside cached functions.
     """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.items: OrderedDict = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key, compute):
-        value = self.peek(key, _MISSING)
-        if value is _MISSING:
-            value = compute()
-            self.put(key, value)
-        return value
-
-    def peek(self, key, default=None):
-        """The value for `key` if it is computed, else `default` (computes nothing)."""
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        return default
-
-    def put(self, key, value) -> None:
-        with self.lock:
-            self.items[key] = value
-            self.items.move_to_end(key)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-
-_MISSING = object()
+    return _budget.Store(model_budget() if models else data_budget(), name, max_entries=max_entries)
 
 
 @st.cache_resource(show_spinner=False)
@@ -103,31 +160,40 @@ def heavy(label: str, _on_wait=None) -> queueing.Ticket:
     return heavy_gate().acquire(label, on_wait=_on_wait)
 
 
-@st.cache_resource
-def _cam_results() -> _Results:
-    return _Results(64)
+def _cam_results() -> _budget.Store:
+    return _results("cams")
 
 
 def cam(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, method: str, target: int | None,
     layer: str | None, eigen_smooth: bool = False, aug_smooth: bool = False, _on_progress=None,
 ) -> cams.CamResult:
+    """One method's result, its heatmap at `display_size` (`CamResult.resized` makes the full size)."""
     (result,) = cam_grid(name, device, pretrained, key, _data, (method,), target, layer, eigen_smooth, aug_smooth,
                          _on_progress=_on_progress)
     return result
+
+
+def cam_key(name: str, device: str, pretrained: bool, key: str, methods: tuple[str, ...], target: int | None,
+            layer: str | None, eigen_smooth: bool = False, aug_smooth: bool = False) -> tuple:
+    """The cache key of cam_grid's result for these settings (overlay_jpeg keys its pictures by it)."""
+    return (name, device, pretrained, key, tuple(methods), target, layer, eigen_smooth, aug_smooth)
 
 
 def cam_grid(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, methods: tuple[str, ...],
     target: int | None, layer: str | None, eigen_smooth: bool = False, aug_smooth: bool = False, _on_progress=None,
 ) -> list[cams.CamResult]:
-    """Several methods at once (the gradient methods share one pass), cached by image sha256 + settings."""
-    memo_key = (name, device, pretrained, key, tuple(methods), target, layer, eigen_smooth, aug_smooth)
+    """Several methods at once (the gradient methods share one pass), cached by image sha256 + settings.
+
+    The model explains the whole decoded image; the heatmaps are made at `display_size`."""
+    memo_key = cam_key(name, device, pretrained, key, methods, target, layer, eigen_smooth, aug_smooth)
 
     def compute() -> list[cams.CamResult]:
         run = lambda: cams.compute(  # noqa: E731
-            model(name, device, pretrained), decoded(key, _data).image, methods=list(methods), target=target,
+            model(name, device, pretrained), model_input(name, key, _data), methods=list(methods), target=target,
             layer=layer, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=_on_progress,
+            size=display_size(key, _data),
         )
         slow = [cams.METHODS[m].title for m in methods if m in cams.METHODS and cams.METHODS[m].slow]
         if not slow:
@@ -140,43 +206,39 @@ def cam_grid(
     return _cam_results().get(memo_key, compute)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def faithfulness_scores(
-    name: str, device: str, pretrained: bool, key: str, _data: bytes, methods: tuple[str, ...],
-    target: int, layer: str | None, eigen_smooth: bool = False,
-) -> dict[str, faithfulness.Faithfulness]:
-    results = cam_grid(name, device, pretrained, key, _data, methods, target, layer, eigen_smooth)
-    heatmaps = {r.method: r.heatmap for r in results}
-    return faithfulness.score_heatmaps(model(name, device, pretrained), decoded(key, _data).image, heatmaps, target)
-
-
-@st.cache_data(max_entries=16, show_spinner="Running every backbone on the image…")
+@_budget.memoize(data_budget, around=lambda: _spinner("Running every backbone on the image…"))
 def compared(
     names: tuple[str, ...], device: str, pretrained: bool, key: str, _data: bytes, method: str, common: int | None
 ) -> comparison.Comparison:
     loaded = [model(n, device, pretrained) for n in names]
-    return comparison.compare(loaded, decoded(key, _data).image, method=method, common_target=common)
+    return comparison.compare(loaded, decoded(key, _data).image, method=method, common_target=common,
+                              size=display_size(key, _data))
 
 
-@st.cache_data(max_entries=16, show_spinner="Guided backpropagation on a private copy of the model…")
+@_budget.memoize(data_budget, around=lambda: _spinner("Guided backpropagation on a private copy of the model…"))
 def guided(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, target: int | None, layer: str | None
 ) -> cams.GuidedResult:
-    return cams.guided(model(name, device, pretrained), decoded(key, _data).image, target=target, layer=layer)
+    return cams.guided(model(name, device, pretrained), model_input(name, key, _data), target=target, layer=layer,
+                       size=display_size(key, _data))
 
 
-@st.cache_data(max_entries=16, show_spinner="Factorising the layer's activations into concepts…")
+@_budget.memoize(data_budget, around=lambda: _spinner("Factorising the layer's activations into concepts…"))
 def concepts_of(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, k: int, layer: str | None
 ) -> concepts.Concepts:
-    return concepts.factorize(model(name, device, pretrained), decoded(key, _data).image, k=k, layer=layer)
+    return concepts.factorize(model(name, device, pretrained), model_input(name, key, _data), k=k, layer=layer,
+                              shown=picture(key, _data).image)
 
 
-@st.cache_resource(max_entries=4, show_spinner="Randomising a copy of the model…")
 def randomized_model(name: str, device: str, pretrained: bool, steps: int) -> models.LoadedModel:
     """The shared model itself for steps == 0, else a private copy with the top `steps` layers randomised."""
-    shared = model(name, device, pretrained)
-    return shared if steps == 0 else sanity.randomized(shared, steps)
+    return model(name, device, pretrained) if steps == 0 else _randomized_copy(name, device, pretrained, steps)
+
+
+@_budget.memoize(model_budget, around=lambda: _spinner("Randomising a copy of the model…"), max_entries=4)
+def _randomized_copy(name: str, device: str, pretrained: bool, steps: int) -> models.LoadedModel:
+    return sanity.randomized(model(name, device, pretrained), steps)
 
 
 def depth(
@@ -185,14 +247,15 @@ def depth(
 ) -> list[cams.CamResult]:
     """One CAM per stage of the backbone (shallow to deep), on the (possibly randomised) model."""
     loaded = randomized_model(name, device, pretrained, steps)
-    image = decoded(key, _data).image
+    image = model_input(name, key, _data)
 
     def compute():
         results = []
         for index, stage in enumerate(loaded.spec.stages):
             if _on_progress:
                 _on_progress(index / len(loaded.spec.stages), f"Stage {stage}")
-            results += cams.compute(loaded, image, methods=[method], target=target, layer=stage)
+            results += cams.compute(loaded, image, methods=[method], target=target, layer=stage,
+                                    size=display_size(key, _data))
         return results
 
     return _cam_results().get(("depth", name, device, pretrained, steps, key, method, target), compute)
@@ -206,7 +269,7 @@ def random_target(name: str, device: str, pretrained: bool, *, avoid: int) -> in
     return sanity.random_target(model(name, device, pretrained), avoid=avoid)
 
 
-@st.cache_data(max_entries=32, show_spinner="Computing feature maps…")
+@_budget.memoize(data_budget, around=lambda: _spinner("Computing feature maps…"))
 def depth_feature_maps(
     name: str, device: str, pretrained: bool, steps: int, key: str, _data: bytes, layer: str, limit: int
 ) -> features.FeatureMaps:
@@ -216,7 +279,7 @@ def depth_feature_maps(
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def estimate(name: str, device: str, pretrained: bool, key: str, _data: bytes, method: str, layer: str | None) -> float:
-    return cams.estimate_seconds(model(name, device, pretrained), decoded(key, _data).image, method, layer=layer)
+    return cams.estimate_seconds(model(name, device, pretrained), model_input(name, key, _data), method, layer=layer)
 
 
 @st.cache_data(max_entries=16, show_spinner="Listing layers…")
@@ -259,7 +322,7 @@ def layer_table(name: str, device: str, pretrained: bool, key: str, _data: bytes
     return features.layers(model(name, device, pretrained), decoded(key, _data).image)
 
 
-@st.cache_data(max_entries=32, show_spinner="Computing feature maps…")
+@_budget.memoize(data_budget, around=lambda: _spinner("Computing feature maps…"))
 def feature_maps(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, layer: str | None, limit: int
 ) -> features.FeatureMaps:
@@ -280,7 +343,6 @@ def architecture(name: str, device: str, pretrained: bool) -> features.Architect
 # --- benchmarks ---
 
 import time  # noqa: E402  (this section's imports stay in this section)
-from dataclasses import dataclass  # noqa: E402
 
 from core import benchmarks  # noqa: E402
 
@@ -313,10 +375,9 @@ class BenchmarkResult:
     busy: str | None = None  # a warning when other work loaded the machine at the start
 
 
-@st.cache_resource
-def _benchmark_results() -> _Results:
+def _benchmark_results() -> _budget.Store:
     """Complete benchmark results by settings, shared by all sessions, the oldest dropped first."""
-    return _Results(16)
+    return _results("benchmarks", max_entries=16)
 
 
 class _BackgroundJob:
@@ -471,9 +532,8 @@ def _listed(paths: tuple[str, ...]) -> roots.Listing:
     return roots.list_datasets(roots.Roots(tuple(Path(p) for p in paths), "listing"))
 
 
-@st.cache_resource
-def _dataset_results() -> _Results:
-    return _Results(16)
+def _dataset_results() -> _budget.Store:
+    return _results("datasets")
 
 
 def dataset_pca(features_key: tuple, _features, seed: int):
@@ -540,11 +600,11 @@ def _dataset_jobs() -> _Jobs:
 class _DatasetJob(_BackgroundJob):
     """Work whose result lands in `_dataset_results()` under `key`; `progress` and `message` for the page."""
 
-    def __init__(self, key: tuple) -> None:
+    def __init__(self, key: tuple, store: _budget.Store | None = None) -> None:
         self.key = key
         self.progress, self.message = 0.0, "Starting…"
         self.watchers: set[str] = set()  # sessions waiting for it (see _Jobs)
-        self._store = _dataset_results()  # fetched here: the thread has no script context
+        self._store = _dataset_results() if store is None else store  # here: the thread has no script context
         self._start(f"visionlens-{self.label.lower().replace(' ', '-')}")
 
     def _report(self, fraction: float, message: str) -> None:
@@ -588,6 +648,67 @@ class TsneJob(_DatasetJob):
         points = embeddings.tsne(self._features, perplexity=self._perplexity, iterations=self._iterations,
                                  seed=self._seed, on_progress=self._report, should_stop=self.stop.is_set)
         return points, embeddings.trustworthiness(self._features, points)
+
+
+class FaithfulnessJob(_DatasetJob):
+    """Faithfulness scores of one image's maps and the baselines (core.faithfulness.scorecard); Stop between
+    batches. Its result lands in `_faithfulness_results()`, apart from the (large) dataset results."""
+
+    label = "Faithfulness scores"
+
+    def __init__(self, key: tuple, loaded: models.LoadedModel, image, heatmaps: dict, target: int) -> None:
+        self._loaded, self._image, self._heatmaps, self._target = loaded, image, heatmaps, target
+        super().__init__(key, _faithfulness_results())
+
+    def _compute(self):
+        return faithfulness.scorecard(self._loaded, self._image, self._heatmaps, self._target,
+                                      on_progress=self._report, should_stop=self.stop.is_set)
+
+
+def _faithfulness_results() -> _budget.Store:
+    return _results("faithfulness")
+
+
+@st.cache_resource
+def _faithfulness_jobs() -> _Jobs:
+    return _Jobs(8)
+
+
+def _faithfulness_key(name, device, pretrained, key, methods, target, layer, eigen_smooth) -> tuple:
+    return ("faithfulness", name, device, pretrained, key, tuple(methods), target, layer, eigen_smooth)
+
+
+def faithfulness_ready(
+    name: str, device: str, pretrained: bool, key: str, methods: tuple[str, ...], target: int, layer: str | None,
+    eigen_smooth: bool = False,
+) -> faithfulness.Scorecard | None:
+    """The cached scorecard for these maps, or None: computes nothing."""
+    return _faithfulness_results().peek(_faithfulness_key(name, device, pretrained, key, methods, target, layer,
+                                                          eigen_smooth))
+
+
+def faithfulness_job(
+    name: str, device: str, pretrained: bool, key: str, _data: bytes, methods: tuple[str, ...], target: int,
+    layer: str | None, eigen_smooth: bool = False, session: str | None = None,
+) -> FaithfulnessJob:
+    """The background scoring of these maps (+ baselines): the one registered (running or ended), else a new one
+    in the heavy-work queue. The page asks for it only when faithfulness_ready has nothing."""
+    memo = _faithfulness_key(name, device, pretrained, key, methods, target, layer, eigen_smooth)
+    loaded = model(name, device, pretrained)  # before the registry's lock: a first load must not hold it
+    results = cam_grid(name, device, pretrained, key, _data, methods, target, layer, eigen_smooth)
+    heatmaps = {r.method: r.heatmap for r in results}
+    image = model_input(name, key, _data)  # the model sees the same tensor as from the whole image
+    return _faithfulness_jobs().attach(memo, lambda: FaithfulnessJob(memo, loaded, image, heatmaps, target), session)
+
+
+def faithfulness_forget(job: FaithfulnessJob) -> None:
+    """Drop a failed or stopped scoring, so that the next request starts it again."""
+    _faithfulness_jobs().forget(job)
+
+
+def faithfulness_leave(job: FaithfulnessJob, session: str) -> None:
+    """`session` no longer waits for `job`: stopped and dropped if nobody else does."""
+    _faithfulness_jobs().leave(job, session)
 
 
 def _features_key(content_hash: str, name: str, device: str, pretrained: bool, precision: str, batch_size: int,
@@ -679,9 +800,8 @@ class DatasetHead:
         return f"probe class '{cam.label}'" if self.probe else f"ImageNet '{cam.label}'"
 
 
-@st.cache_resource
-def _probe_models() -> _Results:
-    return _Results(2)  # each is a private copy of a backbone: keep few
+def _probe_models() -> _budget.Store:
+    return _results("probe models", models=True, max_entries=2)  # each is a private copy of a backbone: keep few
 
 
 def dataset_probe_model(name: str, device: str, pretrained: bool, head: DatasetHead) -> models.LoadedModel:
@@ -752,7 +872,7 @@ def dataset_precisions(device: str) -> tuple[str, ...]:
     return embeddings.precisions(runtime.resolve_device(device))
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@_budget.memoize(data_budget)
 def dataset_mean_picture(content_hash: str, _dataset: _datasets.Dataset, rows: tuple[int, ...], side: int):
     """The pixel-wise mean of the images at `rows`, each resized to a (side, side) square, as a PIL image
     (cached by the dataset's content hash)."""
@@ -776,13 +896,13 @@ def dataset_thumbnail(_dataset: _datasets.Dataset, index: int, side: int = 96):
 from core import lessons  # noqa: E402  (this section's imports stay in this section)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@_budget.memoize(data_budget)
 def lesson_picture(name: str, key: str, _data: bytes, grey: bool = False):
     """The image at the size `name` gets it: (H, W, 3) uint8, or (H, W) luminance with `grey`."""
     return lessons.picture(decoded(key, _data).image, registry.get(name), grey=grey)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@_budget.memoize(data_budget)
 def convolved(name: str, key: str, _data: bytes, kernel: tuple[tuple[float, ...], ...], grey: bool):
     """The picture filtered by a 3x3 kernel, as a uint8 picture (see lessons.visible)."""
     result = lessons.convolve(lesson_picture(name, key, _data, grey), kernel)
@@ -795,7 +915,7 @@ def worked_pixel(name: str, key: str, _data: bytes, kernel: tuple[tuple[float, .
     return lessons.worked(lesson_picture(name, key, _data, True), kernel)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@_budget.memoize(data_budget)
 def pooled(name: str, key: str, _data: bytes, size: int, kind: str):
     return lessons.pool(lesson_picture(name, key, _data), size, kind)
 
@@ -810,7 +930,7 @@ def receptive_field(name: str, device: str, pretrained: bool) -> list[lessons.Fi
     return lessons.receptive_field(model(name, device, pretrained))
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@_budget.memoize(data_budget)
 def field_outline(name: str, key: str, _data: bytes, size: int, jump: int):
     return lessons.field_outline(lesson_picture(name, key, _data), size, jump=jump)
 
@@ -830,7 +950,7 @@ def transfer_plans(name: str, device: str, pretrained: bool, classes: int) -> le
     return lessons.transfer_plans(model(name, device, pretrained), classes=classes)
 
 
-@st.cache_data(max_entries=32, show_spinner="One forward and backward pass for Grad-CAM…")
+@_budget.memoize(data_budget, around=lambda: _spinner("One forward and backward pass for Grad-CAM…"))
 def gradcam_parts(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, target: int | None, top: int
 ) -> lessons.GradCamParts:
@@ -938,12 +1058,11 @@ def checkpoint_files(run: TrainedRun) -> tuple:
     return (lambda: files()[0]), (lambda: files()[1])
 
 
-@st.cache_resource
-def _training_exports() -> _Results:
-    return _Results(4)
+def _training_exports() -> _budget.Store:
+    return _results("training exports", max_entries=4)
 
 
-@st.cache_resource(max_entries=2, show_spinner="Checking and loading the model…")
+@_budget.memoize(model_budget, around=lambda: _spinner("Checking and loading the model…"), max_entries=2)
 def imported(json_key: str, weights_key: str, _json: bytes, _weights: bytes) -> models.LoadedModel:
     """A model from an export's two files (validated by core; nothing is unpickled), on the CPU."""
     return checkpoints.load((_json, _weights), device="cpu")

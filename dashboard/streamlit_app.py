@@ -17,23 +17,26 @@ from core import runtime  # noqa: E402
 from core.errors import CoreError  # noqa: E402
 
 runtime.configure_threads()
-st.set_page_config(page_title="VisionLens", page_icon="🔍", layout="wide")
+# Icons: Material Symbols, which Streamlit serves from its own static files (emoji need an emoji font, which many
+# classroom Linux machines lack). Not for the favicon: the browser would fetch a ":material/...:" favicon from
+# Google's font server, so it is a local file.
+st.set_page_config(page_title="VisionLens", page_icon=str(ROOT / "assets" / "favicon.png"), layout="wide")
 
 page = st.navigation([  # paths are relative to this file
-    st.Page("app_pages/explain.py", title="Explain", icon="🔥", default=True),
-    st.Page("app_pages/methods.py", title="All methods", icon="🧪"),
-    st.Page("app_pages/compare.py", title="Compare backbones", icon="⚖️"),
-    st.Page("app_pages/concepts.py", title="Concepts", icon="🧠"),
-    st.Page("app_pages/depth.py", title="Through depth", icon="🪜"),
-    st.Page("app_pages/present.py", title="Presenter mode", icon="🎬"),
-    st.Page("app_pages/live.py", title="Live camera", icon="📷"),
-    st.Page("app_pages/learn.py", title="Learn", icon="🎓"),
-    st.Page("app_pages/batch.py", title="Batch", icon="🗂️"),
-    st.Page("app_pages/datasets.py", title="Datasets", icon="📊"),
-    st.Page("app_pages/training.py", title="Transfer learning", icon="🎯"),
-    st.Page("app_pages/benchmarks.py", title="Benchmarks", icon="⏱️"),
-    st.Page("app_pages/features.py", title="Feature maps", icon="🧩"),
-    st.Page("app_pages/architecture.py", title="Architecture", icon="🏗️"),
+    st.Page("app_pages/explain.py", title="Explain", icon=":material/local_fire_department:", default=True),
+    st.Page("app_pages/methods.py", title="All methods", icon=":material/science:"),
+    st.Page("app_pages/compare.py", title="Compare backbones", icon=":material/balance:"),
+    st.Page("app_pages/concepts.py", title="Concepts", icon=":material/psychology:"),
+    st.Page("app_pages/depth.py", title="Through depth", icon=":material/stairs:"),
+    st.Page("app_pages/present.py", title="Presenter mode", icon=":material/slideshow:"),
+    st.Page("app_pages/live.py", title="Live camera", icon=":material/videocam:"),
+    st.Page("app_pages/learn.py", title="Learn", icon=":material/school:"),
+    st.Page("app_pages/batch.py", title="Batch", icon=":material/folder_copy:"),
+    st.Page("app_pages/datasets.py", title="Datasets", icon=":material/scatter_plot:"),
+    st.Page("app_pages/training.py", title="Transfer learning", icon=":material/model_training:"),
+    st.Page("app_pages/benchmarks.py", title="Benchmarks", icon=":material/timer:"),
+    st.Page("app_pages/features.py", title="Feature maps", icon=":material/grid_view:"),
+    st.Page("app_pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
 ])
 
 try:

@@ -1,4 +1,4 @@
-"""Shared input widgets: backbone, image and class pickers."""
+"""Shared widgets: backbone, image and class pickers, the report button, progress of slow and background work."""
 
 import time
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ class Picked:
     key: str
     data: bytes
     source: str
+    sample: str | None = None  # the sample photo's name, None for an upload or a camera shot
 
 
 def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
@@ -63,30 +64,82 @@ def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
     return Choice(name, device, weights == "pretrained")
 
 
+def default_sample() -> str:
+    """The sample photo a page shows before anyone picks one (the start-up warm-up computes it too)."""
+    names = cache.sample_names()
+    return "chelsea" if "chelsea" in names else names[0]
+
+
 def image_picker(*, key: str = "image") -> Picked | None:
     source = st.radio("Image source", ["Sample photos", "Upload", "Camera"], horizontal=True, key=f"{key}_source")
     if source == "Sample photos":
-        names = cache.sample_names()
-        default = names.index("chelsea") if "chelsea" in names else 0
+        st.session_state.setdefault(f"{key}_sample", default_sample())  # not index=: `restore` may have set it
         name = st.selectbox(
-            "Sample photo", names, index=default, key=f"{key}_sample",
+            "Sample photo", cache.sample_names(), key=f"{key}_sample",
             format_func=lambda n: f"{n} — {SAMPLE_CREDITS.get(n, 'scikit-image sample')}",
         )
         data = cache.sample_bytes(name)
-        return Picked(cache.digest(data), data, f"sample: {name} ({SAMPLE_CREDITS.get(name, '')})")
+        st.session_state.pop(f"{key}_restored", None)
+        return Picked(cache.digest(data), data, f"sample: {name} ({SAMPLE_CREDITS.get(name, '')})", name)
     if source == "Upload":
         upload = st.file_uploader(
             "Upload an image (JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF)", type=UPLOAD_TYPES, key=f"{key}_upload"
         )
         if upload is None:
-            return None
+            return _restored(key, "upload")
         data = upload.getvalue()
+        st.session_state.pop(f"{key}_restored", None)
         return Picked(cache.digest(data), data, f"upload: {upload.name}")
     shot = st.camera_input("Take a photo", key=f"{key}_camera")
     if shot is None:
-        return None
+        return _restored(key, "camera")
     data = shot.getvalue()
+    st.session_state.pop(f"{key}_restored", None)
     return Picked(cache.digest(data), data, "camera")
+
+
+def _kind(picked: Picked) -> str:
+    return "sample" if picked.sample else "camera" if picked.source == "camera" else "upload"
+
+
+def _restored(key: str, kind: str) -> Picked | None:
+    """The upload or camera shot handed back by `restore` (a file widget cannot be refilled), until replaced."""
+    restored = st.session_state.get(f"{key}_restored")
+    if restored is None or _kind(restored) != kind:
+        return None
+    st.caption(f"Showing the photo from presenter mode ({restored.source}). "
+               f"{'Upload' if kind == 'upload' else 'Take'} another to replace it.")
+    return restored
+
+
+PRESENTER = "presenter_choice"  # session key: the (Choice, Picked) chosen on Explain, for presenter mode
+
+
+def remember_for_presenter(choice: Choice, picked: Picked) -> None:
+    st.session_state[PRESENTER] = (choice, picked)
+
+
+def chosen_for_presenter() -> tuple[Choice, Picked] | None:
+    return st.session_state.get(PRESENTER)
+
+
+def restore(choice: Choice, picked: Picked, *, model_key: str = "model", image_key: str = "image") -> None:
+    """Set the pickers' widgets to `choice` and `picked` for the next page that shows them.
+
+    Streamlit forgets a widget's value when a page without it runs; values set here before the widget is
+    drawn again become its value. Uploads and camera shots cannot be put back into their widget: the
+    picker shows them (with a note) until another is chosen.
+    """
+    st.session_state[f"{model_key}_name"] = choice.name
+    st.session_state[f"{model_key}_weights"] = "pretrained" if choice.pretrained else "random"
+    st.session_state[f"{model_key}_device"] = choice.device
+    kind = _kind(picked)
+    st.session_state[f"{image_key}_source"] = {"sample": "Sample photos", "upload": "Upload", "camera": "Camera"}[kind]
+    if kind == "sample":
+        st.session_state[f"{image_key}_sample"] = picked.sample
+        st.session_state.pop(f"{image_key}_restored", None)
+    else:
+        st.session_state[f"{image_key}_restored"] = picked
 
 
 TOP1 = -1  # sentinel option: "explain the predicted class" (a None option would show as a placeholder)
@@ -114,13 +167,17 @@ def class_picker(categories: tuple[str, ...], top1: int, *, key: str = "target")
 
 
 def report_button(image, sections, *, source: str, key: str, opacity: float = 0.5, colormap: str = "jet") -> None:
-    """A download button for the self-contained HTML report of what the page shows."""
+    """A download button for the self-contained HTML report of what the page shows (`image`: the picture the
+    page shows, at its heatmaps' size). The report is written when the button is clicked, not on every rerun."""
     from core import report
 
-    document = report.render(image, sections, source=source, opacity=opacity, colormap=colormap)
+    def document() -> bytes:
+        return report.render(image, sections, source=source, opacity=opacity, colormap=colormap).encode("utf-8")
+
     st.download_button(
-        "Download report (HTML)", document.encode("utf-8"), file_name="visionlens-report.html", mime="text/html",
-        key=key, help="One self-contained file: the image, predictions, heatmaps, scores, settings and versions.",
+        "Download report (HTML)", document, file_name="visionlens-report.html", mime="text/html",
+        key=key, on_click="ignore",
+        help="One self-contained file: the image, predictions, heatmaps, scores, settings and versions.",
     )
 
 
@@ -211,3 +268,37 @@ def dataset_notes(data) -> None:
         parts.append(plain(data.ignored_summary()))
     if parts:
         st.caption(" ".join(parts))
+
+
+@st.fragment(run_every=1.0)
+def job_progress(job, title: str, *, key: str) -> None:
+    """A background job's queue place or progress bar, and Stop; the whole page reruns when it ends."""
+    if job.done:
+        st.rerun()
+    if job.state == "queued":
+        st.info(f"{title} — {job.queue_text()}")
+    else:
+        elapsed = time.time() - (job.running_since or job.started)
+        st.progress(job.progress, text=f"{title}, {job.progress:.0%} · {job.message} ({elapsed:.0f} s)")
+    if job.stop.is_set():
+        st.caption("Stopping…")
+    else:
+        st.button("Stop", key=key, on_click=job.stop.set, help="Stops it for every session waiting for the same result.")
+
+
+def job_ended(job, *, again: str, key: str, forget) -> bool:
+    """For an ended job: True when it succeeded; else say why it has no result, with a button to start again
+    (`forget(job)` drops it so that the next request starts over)."""
+    from core.errors import Cancelled, CoreError
+
+    if job.error is None:
+        return True
+    if isinstance(job.error, Cancelled):  # Stop, here or in another session watching the same job
+        st.info(str(job.error))
+    elif isinstance(job.error, CoreError):
+        st.error(str(job.error))
+    else:
+        forget(job)
+        raise job.error
+    st.button(again, key=key, on_click=forget, args=(job,))
+    return False

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import pytest
 
@@ -43,12 +43,19 @@ def server():
     yield from serve()
 
 
+STARTS: dict[str, tuple[float, float]] = {}  # server URL -> (seconds from spawn to health, perf_counter at health)
+
+
 def serve(env: dict[str, str] | None = None, log_name: str = "browser-server.log"):
-    """Starts the dashboard on a free port (with `env` added to the environment), yields its URL, stops it."""
+    """Starts the dashboard on a free port (with `env` added to the environment), yields its URL, stops it.
+
+    Served as `make run` serves it: dashboard/serve.py, whose start-up warm-up begins when the server starts.
+    """
     port = _free_port()
     log = open(ROOT / "artifacts" / log_name, "w") if (ROOT / "artifacts").exists() else subprocess.DEVNULL
+    spawned = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/streamlit_app.py", "--server.headless=true",
+        [sys.executable, "-m", "streamlit", "run", "dashboard/serve.py", "--server.headless=true",
          "--server.address=127.0.0.1", f"--server.port={port}", "--server.fileWatcherType=none",
          "--browser.gatherUsageStats=false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
@@ -58,9 +65,10 @@ def serve(env: dict[str, str] | None = None, log_name: str = "browser-server.log
     while time.time() < deadline:
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                STARTS[url] = (time.perf_counter() - spawned, time.perf_counter())
                 break
         except OSError:
-            time.sleep(0.5)
+            time.sleep(0.1)
     else:
         process.kill()
         pytest.fail("the Streamlit server did not become healthy in 90 s")
@@ -118,10 +126,24 @@ def _screenshot(page, name: str) -> Path:
     return path
 
 
+LOADED = "() => [...document.querySelectorAll(\"[data-testid='stImage'] img\")].some(i => i.complete && i.naturalWidth)"
+
+
+def _first_visit(url: str, page, opened: float, what: str) -> None:
+    """Print how long the first visit took (tracked across changes: no timed assertion, the machine is shared)."""
+    health, healthy_at = STARTS.get(url, (float("nan"), float("nan")))
+    print(f"\nfirst visit, {what} {time.perf_counter() - opened:.1f} s after the page opened "
+          f"(opened {opened - healthy_at:.1f} s after /_stcore/health answered, {health:.1f} s after the server "
+          "was spawned)")
+
+
 def test_first_start_then_upload_a_photo(server, page, tmp_path):
+    opened = time.perf_counter()
     page.goto(server)
     page.get_by_text("Top-5 predictions").wait_for(timeout=120_000)
-    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"^Grad-CAM for")).first.wait_for(timeout=120_000)
+    page.wait_for_function(LOADED, timeout=120_000)
+    _first_visit(server, page, opened, "Explain: the first heatmap")
     _settle(page)
     assert page.get_by_text("Egyptian cat").first.is_visible()
     _screenshot(page, "explain-first-start")
@@ -199,6 +221,48 @@ def test_datasets_page_takes_a_finder_zip_with_a_readme_beside_the_class_folders
     _screenshot(page, "page-datasets-readme-zip")
 
 
+@pytest.fixture
+def fresh_server():
+    yield from serve(log_name="browser-server-fresh.log")
+
+
+def test_first_visit_to_feature_maps_on_a_fresh_server(fresh_server, page):
+    opened = time.perf_counter()
+    page.goto(f"{fresh_server}/features")
+    page.get_by_text(re.compile(r"^ch \d+ · mean")).first.wait_for(timeout=120_000)
+    page.wait_for_function(LOADED, timeout=120_000)
+    _first_visit(fresh_server, page, opened, "Feature maps: the first channel map")
+    _settle(page)
+    page.get_by_text("First-layer filters").wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.get_by_text("Compare with another backbone").click()  # computed only now
+    page.get_by_text(re.compile(r"^EfficientNet-Lite1 · ")).first.wait_for(timeout=120_000)
+    _settle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_navigation_icons_are_material_symbols_from_the_server(server, page):
+    page.goto(server)
+    page.get_by_text("Top-5 predictions").wait_for(timeout=120_000)
+    _settle(page)
+    nav = page.get_by_test_id("stSidebarNav")
+    more = nav.get_by_role("button", name=re.compile(r"View \d+ more"))
+    if more.count():  # the sidebar shows ten pages until asked for the rest
+        more.click()
+    icons = nav.get_by_test_id("stIconMaterial")
+    assert icons.count() == nav.locator("a").count() >= 14
+    assert icons.first.inner_text() == "local_fire_department"  # a ligature: drawn by the font, not an emoji
+    assert page.evaluate("() => document.fonts.check('24px \"Material Symbols Rounded\"')")
+    box = icons.first.bounding_box()
+    assert 16 <= box["width"] <= 32, box  # one glyph wide; the ligature's letters would be far wider
+    favicon = page.locator("link[rel~='icon']").first.get_attribute("href")
+    assert urlparse(urljoin(server, favicon)).hostname == "127.0.0.1", favicon
+    with urllib.request.urlopen(urljoin(server, favicon), timeout=10) as answer:
+        assert answer.read(8) == b"\x89PNG\r\n\x1a\n"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.get_by_test_id("stSidebar").screenshot(path=str(SHOTS / "nav-icons.png"), animations="disabled")
+
+
 def test_a_non_image_upload_shows_a_message(server, page, tmp_path):
     fake = tmp_path / "notes.jpg"
     fake.write_text("definitely not a JPEG")
@@ -225,6 +289,26 @@ def test_a_slow_method_can_be_cancelled(server, page):
     _settle(page)
     assert page.get_by_text(re.compile(r"^Score-CAM for")).count() == 0
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_methods_page_scores_faithfulness_in_the_background_beside_baselines(server, page):
+    page.goto(f"{server}/methods")
+    page.get_by_role("heading", name="All methods at a glance").first.wait_for(timeout=120_000)
+    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=240_000)
+    _settle(page, timeout=240_000)
+    page.get_by_text(re.compile(r"^Score faithfulness")).click()
+    page.get_by_role("button", name="Stop").wait_for(timeout=60_000)  # in the background, with progress
+    page.get_by_text(re.compile(r"^Scoring faithfulness")).first.wait_for(timeout=30_000)  # its queue place or bar
+    _screenshot(page, "methods-faithfulness-running")
+    page.get_by_text(re.compile(r"^Faithfulness — ")).wait_for(timeout=600_000)
+    _settle(page, timeout=60_000)
+    assert page.get_by_text("noisy linear imputation", exact=False).first.is_visible()
+    assert page.get_by_role("button", name="Stop").count() == 0
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"^At each fraction removed")).click()
+    page.wait_for_timeout(500)
+    _screenshot(page, "methods-faithfulness")
 
 
 PAGES = {
@@ -320,7 +404,7 @@ def test_datasets_page_refuses_hostile_zips_with_a_message(server, page):
 
 def test_benchmarks_page_runs_a_small_benchmark_and_draws_its_charts(server, page):
     assert "app_pages/benchmarks.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text(), \
-        "register the page: st.Page('app_pages/benchmarks.py', title='Benchmarks', icon='⏱️')"
+        "register the page: st.Page('app_pages/benchmarks.py', title='Benchmarks', icon=':material/timer:')"
     page.goto(f"{server}/benchmarks")
     page.get_by_role("heading", name="Benchmarks").first.wait_for(timeout=120_000)
     _settle(page)
@@ -338,17 +422,47 @@ def test_benchmarks_page_runs_a_small_benchmark_and_draws_its_charts(server, pag
     assert shot.stat().st_size > 10_000
 
 
-def test_presenter_mode_in_the_browser(server, page):
-    page.goto(f"{server}/present")
+def test_presenter_mode_in_the_browser(server, page, tmp_path):
+    """A student's upload on Explain, presented step by step, then 'Exit presenter mode' back to Explain."""
+    from PIL import Image
+
+    photo = tmp_path / "student.png"
+    Image.open(ROOT / "assets" / "samples" / "coffee.jpg").save(photo)
+    page.goto(server)
+    page.get_by_text("Top-5 predictions").wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_text("Upload", exact=True).click()
+    _settle(page)
+    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_text("upload: student.png").wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_test_id("stSidebarNav").get_by_text("Presenter mode").click()
     for step in range(1, 7):
         page.get_by_text(re.compile(rf"^{step} / 6 · ")).first.wait_for(timeout=240_000)
         _settle(page, timeout=240_000)
         page.locator("[data-testid='stImage'] img").first.wait_for(timeout=240_000)
         assert page.locator("[data-testid='stSidebar']").is_hidden()
         assert page.locator("[data-testid='stException']").count() == 0
+        assert page.get_by_role("button", name="Exit presenter mode").is_visible()
+        if step == 1:
+            assert page.get_by_text("your photo", exact=True).is_visible()  # the caption: the upload, not a sample
+        if step == 2:
+            assert page.get_by_text(re.compile(r"^espresso — ")).first.is_visible()
         _screenshot(page, f"present-{step}")
         if step < 6:
             page.get_by_role("button", name="Next ▶").click()
+    page.get_by_role("button", name="◀ Back").click()
+    page.get_by_text(re.compile(r"^5 / 6 · ")).first.wait_for(timeout=240_000)
+    _settle(page, timeout=240_000)
+    page.get_by_role("button", name="Exit presenter mode").click()
+    page.get_by_role("heading", name="Explain a prediction").wait_for(timeout=120_000)
+    _settle(page)
+    page.get_by_text("Showing the photo from presenter mode (upload: student.png)").wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"^Grad-CAM for “espresso”")).first.wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stSidebar']").is_visible()
+    assert page.url.rstrip("/") == server.rstrip("/")  # the address is Explain's again
+    assert page.locator("[data-testid='stException']").count() == 0
+    _screenshot(page, "present-exit-to-explain")
 
 
 # --- Learn section ---
@@ -417,7 +531,7 @@ def test_training_a_head_on_digits_shows_curves_and_the_confusion_matrix(server,
 def test_live_camera_answers_frames_in_a_closed_loop(server, page):
     """Chromium's fake camera (FLAGS) feeds the live component; Python answers each frame before the next is sent."""
     assert "app_pages/live.py" in (ROOT / "dashboard" / "streamlit_app.py").read_text(), \
-        "register the page: st.Page('app_pages/live.py', title='Live camera', icon='📷')"
+        "register the page: st.Page('app_pages/live.py', title='Live camera', icon=':material/videocam:')"
     page.context.grant_permissions(["camera"], origin=server)
     page.goto(f"{server}/live")
     page.get_by_role("heading", name="Live camera").first.wait_for(timeout=120_000)
@@ -486,3 +600,37 @@ def test_live_camera_denied_shows_a_message_and_the_still_photo_fallback(server,
     _settle(page)
     assert page.locator("[data-testid='stException']").count() == 0
     _screenshot(page, "page-live-denied")
+
+
+def test_a_phone_photo_is_shown_at_screen_size_and_downloads_at_full_size(server, page, tmp_path):
+    from PIL import Image
+
+    from tests.phones import phone_jpeg
+
+    photo = tmp_path / "phone.jpg"
+    photo.write_bytes(phone_jpeg(7))
+    page.goto(server)
+    page.get_by_text("Top-5 predictions").wait_for(timeout=120_000)
+    page.get_by_text("Upload", exact=True).click()
+    _settle(page)
+    started = time.perf_counter()
+    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_text("upload: phone.jpg").wait_for(timeout=120_000)
+    _settle(page)
+    overlay = page.locator("[data-testid='stImage'] img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=overlay.element_handle(), timeout=60_000)
+    print(f"\n12-MP upload -> heatmap shown: {time.perf_counter() - started:.2f} s (shared machine)")
+    assert overlay.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1440, 1080]
+    assert page.get_by_text("4032×3024 px (shown at 1440×1080)").is_visible()
+    _screenshot(page, "explain-phone-photo")
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name="Download overlay (PNG, 4032×3024)").click()
+    saved = tmp_path / "overlay.png"
+    download.value.save_as(saved)
+    assert Image.open(saved).size == (4032, 3024)
+    with page.expect_download(timeout=120_000) as report:
+        page.get_by_role("button", name="Download report (HTML)").click()
+    document = tmp_path / "report.html"
+    report.value.save_as(document)
+    text = document.read_text(encoding="utf-8")
+    assert "VisionLens report" in text and "1440×1080 px" in text and "data:image/jpeg;base64," in text

@@ -43,7 +43,15 @@ def test_method_all_on_a_folder(tmp_path):
     scores = json.loads((out / "scores.json").read_text())
     entry = scores["images"]["coffee.jpg"]
     assert entry["target"] == 967 and set(entry["methods"]) == set(every)
-    assert entry["methods"]["gradcam"]["road_combined"] > 0  # the espresso map is faithful
+    gradcam = entry["methods"]["gradcam"]
+    assert gradcam["faithfulness"] > 0 and gradcam["beats_random"]  # the espresso map is faithful
+    assert set(entry["baselines"]) == {"random", "inverted", "edges"}
+    for baseline in entry["baselines"].values():  # the same score fields as the methods
+        assert set(baseline) == set(gradcam) - {"beats_random"}
+        assert baseline["fractions_removed"] == [0.2, 0.4, 0.6, 0.8]
+    assert gradcam["faithfulness"] > entry["baselines"]["random"]["faithfulness"]
+    assert entry["inverted_method"] in every and len(gradcam["most_relevant_first_by_fraction"]) == 4
+    assert "noisy linear imputation" in scores["about"]["removal"]
 
 
 def test_several_images_need_an_output_folder(tmp_path):

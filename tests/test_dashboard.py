@@ -1,5 +1,6 @@
 """Streamlit AppTest: the Explain page runs on the default image and after every control changes."""
 
+import time
 import types
 from pathlib import Path
 
@@ -112,6 +113,11 @@ def _png(name: str) -> bytes:
     return buffer.getvalue()
 
 
+def _table(at: AppTest, column: str):
+    (table,) = [d.value for d in at.dataframe if column in d.value.columns]
+    return table
+
+
 def test_methods_page_grid_scores_and_sanity_check():
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
@@ -126,8 +132,25 @@ def test_methods_page_grid_scores_and_sanity_check():
     at.multiselect(key="methods_chosen").set_value(["gradcam", "eigencam"]).run()
     at.toggle(key="methods_score").set_value(True).run()
     assert not at.exception
+    assert "methods_watched" in at.session_state  # seconds of work: in the background, with progress and Stop
+    assert any(b.proto.label == "Stop" for b in at.button)
+    deadline = time.monotonic() + 300
+    while "methods_watched" in at.session_state:  # as the page's polling fragment does in a browser
+        assert time.monotonic() < deadline, "scoring did not finish"
+        at.session_state["methods_watched"].wait(timeout=1)
+        at.run()
+    assert not at.exception, at.exception
     captions = [c for img in at.get("image") for c in img.captions]
-    assert len(captions) == 2 and all("ROAD" in c for c in captions)
+    assert len(captions) == 2 and all("faithfulness" in c for c in captions)
+    table = _table(at, "faithfulness ↑")
+    assert len(table) == 5 and {"Random map (baseline)", "Sobel edges (baseline)"} <= set(table["map"])
+    assert any(m.startswith("Inverted best map (baseline): 1 − ") for m in table["map"])
+    assert {"faithfulness ↑", "most relevant removed ↓", "confidence change ↑ (image × map)"} <= set(table.columns)
+    assert table["faithfulness ↑"].is_monotonic_decreasing
+    fractions = _table(at, "most 20% ↓")
+    assert {"most 20% ↓", "most 80% ↓", "least 20% ↑", "least 80% ↑"} <= set(fractions.columns)
+    text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "20, 40, 60 and 80%" in text and "noisy linear imputation" in text and "Rong et al. 2022" in text
     at.toggle(key="methods_sanity").set_value(True).run()
     assert not at.exception
     captions = [c for img in at.get("image") for c in img.captions]

@@ -67,6 +67,17 @@ def test_feature_maps_page_shows_layers_channels_and_filters(features_page):
     assert "32 filters of conv_stem, 3×3" in _captions(at)
 
 
+def test_the_mosaic_is_drawn_only_when_opened(features_page):
+    at = features_page
+    assert not any(": channels " in c for c in _captions(at).split(" | "))
+    at.session_state["fm_mosaic"] = True
+    at.run()
+    _ok(at)
+    assert any(c.startswith("bn2: channels ") for c in _captions(at).split(" | "))
+    at.session_state["fm_mosaic"] = False
+    at.run()
+
+
 def test_changing_layer_and_channel_count(features_page):
     at = features_page
     at.selectbox(key="fm_layer_efficientnet_lite0").set_value("blocks.2").run()
@@ -79,6 +90,12 @@ def test_changing_layer_and_channel_count(features_page):
 
 def test_compare_with_another_backbone_and_depth(features_page):
     at = features_page
+    # closed, the comparison computes nothing: a second model load and two passes were most of a first visit
+    assert not any("EfficientNet-Lite1" in m.value for m in at.markdown)
+    assert all(s.key != "compare_name" for s in at.selectbox)
+    at.session_state["fm_compare"] = True  # what opening the expander does (on_change="rerun")
+    at.run()
+    _ok(at)
     assert at.selectbox(key="compare_name").value == "efficientnet_lite1"  # the next backbone by default
     assert any("EfficientNet-Lite1" in m.value and "bn2" in m.value for m in at.markdown)
     at.selectbox(key="compare_name").set_value(TINY).run()

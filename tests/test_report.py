@@ -1,5 +1,6 @@
 """The HTML report: self-contained, every image embedded, opens in Chromium; and from the CLI."""
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core import models, report
+from core import faithfulness, models, report
 from tests.conftest import TINY, sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,22 @@ def test_report_opens_in_chromium_with_every_image(document, tmp_path):
     assert not outside, outside
 
 
+def test_a_method_below_the_random_map_is_marked(lite0):
+    image = sample("chelsea")
+    section = report.analyse(lite0, image, methods=["gradcam", "eigencam"], score=False)
+    def score(value):
+        return faithfulness.Faithfulness((0.5,), (-value,), (value,), 0.0)
+
+    card = faithfulness.Scorecard(
+        section.results[0].target, {"gradcam": score(0.2), "eigencam": score(-0.1)},
+        {"random": score(0.0), "inverted": score(-0.2), "edges": score(0.05)}, "gradcam", 1.0,
+    )
+    document = report.render(image, [dataclasses.replace(section, scores=card)])
+    assert document.count("no better than a random map here") == 1
+    assert "faithfulness +0.200" in document and "1 − Grad-CAM · faithfulness -0.200" in document
+    assert "Sobel edges (baseline)" in document and "faithfulness +0.050" in document
+
+
 def test_cli_report(tmp_path):
     out = tmp_path / "r.html"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -81,6 +98,9 @@ def test_cli_report(tmp_path):
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     assert text.count("<img") == 3 and "espresso" in text and "ROAD" in text
+    assert "faithfulness +" in text and "noisy linear imputation" in text
+    for baseline in ("Random map (baseline)", "Inverted best map (baseline)", "Sobel edges (baseline)"):
+        assert baseline in text
     bad = subprocess.run(
         [sys.executable, "-m", "core", "report", str(ROOT / "assets/samples/coffee.jpg"), "--methods", "nope",
          "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,

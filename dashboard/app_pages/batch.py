@@ -37,12 +37,12 @@ for index, (name, data) in enumerate(items):
     key = cache.digest(data)
     with columns[index % 4]:
         try:
-            decoded = cache.decoded(key, data)
+            shown = cache.picture(key, data).image  # at screen size, as the heatmaps
         except CoreError as error:  # one bad file gets its own message; the others still show
             st.error(f"{name}: {error}")
             continue
         top = cache.top_k(choice.name, choice.device, choice.pretrained, key, data)[0]
         result = cache.cam(choice.name, choice.device, choice.pretrained, key, data, method, None, None)
-        st.image(result.overlay(decoded.image), caption=f"{name}: {top.label} ({top.prob:.0%})", width="stretch")
+        st.image(result.overlay(shown), caption=f"{name}: {top.label} ({top.prob:.0%})", width="stretch")
     progress.progress((index + 1) / len(items), text=f"{index + 1} of {len(items)} images")
 progress.empty()

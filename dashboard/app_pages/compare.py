@@ -30,7 +30,7 @@ first = cache.model(names[0], device, pretrained)
 common = widgets.class_picker(first.categories, cache.top_k(names[0], device, pretrained, picked.key, picked.data)[0].index,
                               key="compare_common")
 result = cache.compared(tuple(names), device, pretrained, picked.key, picked.data, method, common)
-image = cache.decoded(picked.key, picked.data).image
+image = cache.picture(picked.key, picked.data).image  # at screen size, as the heatmaps
 label = first.categories[result.common_target]
 
 columns = st.columns(len(result.reports))

@@ -37,7 +37,7 @@ with right:
             unsafe_allow_html=True,
         )
 columns = st.columns(min(5, len(result.concepts)))
-image = cache.decoded(picked.key, picked.data).image
+image = cache.picture(picked.key, picked.data).image
 for concept in result.concepts:
     with columns[concept.index % len(columns)]:
         st.image(images.overlay(image, concept.heatmap, opacity=0.6), caption=f"Concept {concept.index + 1}",

@@ -15,7 +15,7 @@ choice = widgets.model_picker()
 picked = widgets.require_image(key="depth_image")
 model = cache.model(choice.name, choice.device, choice.pretrained)
 preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
-image = cache.decoded(picked.key, picked.data).image
+image = cache.picture(picked.key, picked.data).image  # at screen size, as the heatmaps
 
 c1, c2 = st.columns(2)
 method = c1.selectbox("CAM method", cams.SHARED, format_func=lambda m: cams.METHODS[m].title, key="depth_method")

@@ -11,20 +11,23 @@ st.caption("What does the model predict for this image, and where does it look? 
 
 choice = widgets.model_picker()
 picked = widgets.require_image()
+widgets.remember_for_presenter(choice, picked)  # presenter mode shows this photo and backbone
 
-decoded = cache.decoded(picked.key, picked.data)
-for note in decoded.notes:
+# The page shows the picture at screen size (cache.picture); models see the whole decoded image.
+picture = cache.picture(picked.key, picked.data)
+for note in picture.notes:
     st.info(note)
 custom = st.session_state.get("custom_model")  # a trained or imported model, set by the Transfer learning page
 if custom is not None and st.sidebar.checkbox(f"Use my trained model ({custom.spec.title})", key="use_custom"):
     from core import predictions
 
-    mine = predictions.predict(custom, decoded.image, top_k=min(5, len(custom.categories)))
+    whole = cache.decoded(picked.key, picked.data).image
+    mine = predictions.predict(custom, whole, top_k=min(5, len(custom.categories)))
     st.subheader(f"{custom.spec.title}: top predictions")
     st.dataframe([{"class": p.index, "label": p.label, "probability": f"{p.prob:.2%}"} for p in mine], hide_index=True)
     target = widgets.class_picker(custom.categories, mine[0].index, key="custom_target")
-    (result,) = cams.compute(custom, decoded.image, methods=["gradcam"], target=target)
-    st.image(result.overlay(decoded.image), width="stretch",
+    (result,) = cams.compute(custom, whole, methods=["gradcam"], target=target, size=picture.image.size)
+    st.image(result.overlay(picture.image), width="stretch",
              caption=f"Grad-CAM for “{result.label}” ({result.target}) at layer {result.layer} · {custom.spec.title}")
     st.stop()
 model = cache.model(choice.name, choice.device, choice.pretrained)
@@ -53,7 +56,9 @@ with left:
         [{"class": p.index, "label": p.label, "probability": f"{p.prob:.2%}"} for p in preds],
         hide_index=True, width="stretch",
     )
-    st.caption(f"{decoded.format} · {decoded.image.size[0]}×{decoded.image.size[1]} px · {picked.source}")
+    width, height = picture.full_size
+    shown = "" if picture.image.size == picture.full_size else f" (shown at {picture.image.width}×{picture.image.height})"
+    st.caption(f"{picture.format} · {width}×{height} px{shown} · {picked.source}")
 
 with right:
     st.subheader("Where it looks")
@@ -88,25 +93,29 @@ with right:
     if run:
         progress, clear = (widgets.slow_progress(f"Computing {cams.METHODS[method].title}", key="cancel_slow")
                            if slow else (None, None))
-        result = cache.cam(
-            choice.name, choice.device, choice.pretrained, picked.key, picked.data, method, target,
-            layer if layer != model.spec.cam_layer else None, eigen_smooth, aug_smooth, _on_progress=progress,
-        )
+        settings = (choice.name, choice.device, choice.pretrained, picked.key, method, target,
+                    layer if layer != model.spec.cam_layer else None, eigen_smooth, aug_smooth)
+        result = cache.cam(*settings[:4], picked.data, *settings[4:], _on_progress=progress)
         if clear:
             clear()
-        overlay = result.overlay(decoded.image, opacity=opacity, colormap=colormap)
+        # a screen-sized JPEG, cached per (result, opacity, colormap): a slider move blends 1.4 MP, not 12
+        result_key = (*cache.cam_key(*settings[:4], (method,), *settings[5:]), method)
         st.image(
-            overlay,
+            cache.overlay_jpeg(picked.key, picked.data, result, result_key, opacity, colormap),
             caption=f"{cams.METHODS[method].title} for “{result.label}” ({result.target}) at layer {result.layer} "
             f"· {result.seconds * 1000:.0f} ms",
             width="stretch",
         )
+        width, height = picture.full_size
         st.download_button(
-            "Download overlay (PNG)", images.to_png(overlay), file_name=f"{choice.name}_{method}_{result.target}.png",
-            mime="image/png", key="download",
+            f"Download overlay (PNG, {width}×{height})",
+            # made on the click, at the full size, in a thread of its own: reruns never pay for it
+            lambda: cache.full_overlay_png(picked.key, picked.data, result, opacity, colormap),
+            file_name=f"{choice.name}_{method}_{result.target}.png", mime="image/png", key="download",
+            on_click="ignore",
         )
         widgets.report_button(
-            decoded.image,
+            picture.image,
             [report.ModelSection(model.name, model.spec.title, model.pretrained, str(model.device), preds, [result], None)],
             source=picked.source, key="explain_report", opacity=opacity, colormap=colormap,
         )

@@ -24,6 +24,28 @@ def _at_depth(table, default: str, fraction: float | None) -> str:
     return spatial[round(fraction * (len(spatial) - 1))]
 
 
+def _compare_with(where, choice, picked) -> None:
+    """The same kind of layer in another backbone, beside this one."""
+    with where:
+        names = list(cache.specs())
+        st.session_state.setdefault("compare_name", names[(names.index(choice.name) + 1) % len(names)])
+        other = widgets.model_picker(where=st, key="compare")
+        depth = st.radio("Layer of each backbone", list(DEPTHS), horizontal=True, key="compare_depth")
+        columns = st.columns(2, gap="large")
+        for column, shown in zip(columns, (choice, other)):
+            spec = cache.specs()[shown.name]
+            rows = cache.layer_table(shown.name, shown.device, shown.pretrained, picked.key, picked.data)
+            compared = cache.feature_maps(
+                shown.name, shown.device, shown.pretrained, picked.key, picked.data,
+                _at_depth(rows, spec.cam_layer, DEPTHS[depth]), 16,
+            )
+            column.markdown(
+                f"**{spec.title}**{'' if shown.pretrained else ' (random weights)'} · `{compared.layer}` · "
+                f"{compared.map_shape[0]} channels, {compared.map_shape[1]}×{compared.map_shape[2]}"
+            )
+            column.image(compared.grid, caption="16 most active channels, strongest first (row by row)", width="stretch")
+
+
 st.title("Feature maps")
 st.caption(
     "Which channels of a layer respond most strongly to this image (ranked by mean activation, each map "
@@ -69,8 +91,9 @@ for start in range(0, len(maps.channels), PER_ROW):
         column.image(
             maps.maps[index], caption=f"ch {maps.channels[index]} · mean {maps.means[index]:.2f}", width="stretch"
         )
-with st.expander("All shown channels as one mosaic"):
-    st.image(maps.grid, caption=f"{maps.layer}: channels {', '.join(map(str, maps.channels))}")
+mosaic = st.expander("All shown channels as one mosaic", key="fm_mosaic", on_change="rerun")
+if mosaic.open:  # closed expanders compute nothing (on_change="rerun": opening one reruns the page)
+    mosaic.image(maps.grid, caption=f"{maps.layer}: channels {', '.join(map(str, maps.channels))}")
 
 filters = cache.first_conv_filters(choice.name, choice.device, choice.pretrained)
 st.subheader("First-layer filters")
@@ -80,21 +103,6 @@ st.image(
     "pixels each, shown as RGB (each filter scaled to its own range)",
 )
 
-with st.expander("Compare with another backbone"):
-    names = list(cache.specs())
-    st.session_state.setdefault("compare_name", names[(names.index(choice.name) + 1) % len(names)])
-    other = widgets.model_picker(where=st, key="compare")
-    depth = st.radio("Layer of each backbone", list(DEPTHS), horizontal=True, key="compare_depth")
-    columns = st.columns(2, gap="large")
-    for column, shown in zip(columns, (choice, other)):
-        spec = cache.specs()[shown.name]
-        rows = cache.layer_table(shown.name, shown.device, shown.pretrained, picked.key, picked.data)
-        compared = cache.feature_maps(
-            shown.name, shown.device, shown.pretrained, picked.key, picked.data,
-            _at_depth(rows, spec.cam_layer, DEPTHS[depth]), 16,
-        )
-        column.markdown(
-            f"**{spec.title}**{'' if shown.pretrained else ' (random weights)'} · `{compared.layer}` · "
-            f"{compared.map_shape[0]} channels, {compared.map_shape[1]}×{compared.map_shape[2]}"
-        )
-        column.image(compared.grid, caption="16 most active channels, strongest first (row by row)", width="stretch")
+compare = st.expander("Compare with another backbone", key="fm_compare", on_change="rerun")
+if compare.open:  # a second model to load and run: only once someone opens it
+    _compare_with(compare, choice, picked)

@@ -1,5 +1,8 @@
 """All methods at a glance: one image, every chosen CAM method, faithfulness scores, a sanity check."""
 
+import time
+import uuid
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -14,7 +17,7 @@ st.caption(
 
 choice = widgets.model_picker()
 picked = widgets.require_image(key="methods_image")
-decoded = cache.decoded(picked.key, picked.data)
+decoded = cache.picture(picked.key, picked.data)  # at screen size, as the heatmaps
 model = cache.model(choice.name, choice.device, choice.pretrained)
 preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
 
@@ -49,51 +52,107 @@ bar.empty()
 explained = results[0].target
 st.subheader(f"“{results[0].label}” ({explained}) · layer {results[0].layer}")
 
-scores = None
-if st.toggle("Score faithfulness (ROAD and confidence change; a few seconds per map)", key="methods_score"):
-    with st.status("Scoring each map by removing the pixels it ranks highest and lowest…", expanded=False) as status:
-        scores = cache.faithfulness_scores(
-            choice.name, choice.device, choice.pretrained, picked.key, picked.data, tuple(methods), explained, None,
-            eigen_smooth,
-        )
-        status.update(label="Faithfulness scored", state="complete")
+SESSION = st.session_state.setdefault("methods_session", uuid.uuid4().hex)  # this session, as the jobs know it
+WATCHED = "methods_watched"  # the scoring job this session waits for, if any
+card, job = None, None
+if st.toggle(
+    f"Score faithfulness (ROAD over {faithfulness.fractions_text()} of the pixels removed, beside baselines)",
+    key="methods_score",
+    help="Scoring runs in the background and joins the heavy-work queue: several seconds on a CPU.",
+):
+    args = (choice.name, choice.device, choice.pretrained, picked.key)
+    card = cache.faithfulness_ready(*args, tuple(methods), explained, None, eigen_smooth)
+    if card is None:
+        job = cache.faithfulness_job(*args, picked.data, tuple(methods), explained, None, eigen_smooth,
+                                     session=SESSION)
+        quick = job.wait(max(0.0, 1.5 - (time.time() - job.started)))  # a fast device: no progress bar at all
+        if quick and widgets.job_ended(job, again="Score again", key="methods_score_again",
+                                       forget=cache.faithfulness_forget):
+            card, job = job.result, None
+        elif job.done:
+            job = None
+old = st.session_state.pop(WATCHED, None)
+if old is not None and old is not job:  # the settings changed: nobody here waits for the old scoring any more
+    cache.faithfulness_leave(old, SESSION)
+if job is not None:
+    st.session_state[WATCHED] = job
+    widgets.job_progress(job, "Scoring faithfulness", key="methods_score_stop")
+
+
+def _verdict(name: str) -> str:
+    return "" if card.beats_random(name) else " · no better than a random map here"
+
 
 columns = st.columns(3)
 for index, result in enumerate(results):
     with columns[index % 3]:
         caption = f"{cams.METHODS[result.method].title} · {result.seconds * 1000:.0f} ms"
-        if scores is not None:
-            caption += f" · ROAD {scores[result.method].road_combined:+.3f}"
+        if card is not None:
+            caption += f" · faithfulness {card.methods[result.method].faithfulness:+.3f}{_verdict(result.method)}"
         st.image(result.overlay(decoded.image, opacity=opacity, colormap=colormap), caption=caption, width="stretch")
 
-if scores is not None:
-    order = sorted(scores, key=lambda m: scores[m].road_combined, reverse=True)
-    st.markdown(
-        "**Faithfulness** — *ROAD combined* (higher is better) is half the difference between the probability "
-        "change when the 20% least relevant pixels are removed and when the 20% most relevant are removed. "
-        "*Confidence change*: the image multiplied by the map."
+if card is not None:
+    rows = [(cams.METHODS[m].title, s, False) for m, s in card.methods.items()]
+    rows += [(faithfulness.BASELINE_TITLES[b] + (f": 1 − {cams.METHODS[card.inverted].title}" if b == "inverted"
+              else ""), s, True) for b, s in card.baselines.items()]
+    rows.sort(key=lambda row: row[1].faithfulness, reverse=True)
+    random_score = card.baselines["random"].faithfulness
+    st.markdown(f"**Faithfulness** — {faithfulness.explanation()}")
+    st.caption(
+        f"{faithfulness.REMOVAL} Baselines scored in the same pass: a random map (one value per 32-pixel cell), "
+        f"the inverted map of the best method ({cams.METHODS[card.inverted].title}) and a Sobel edge map of the "
+        f"image. One image is noisy: a method below the random map is no better than a random map here. "
+        f"{len(card.methods)} maps and 3 baselines scored in {card.seconds:.1f} s on {model.device}."
     )
-    chart = go.Figure(go.Bar(x=[cams.METHODS[m].title for m in order], y=[scores[m].road_combined for m in order],
-                             marker_color="#1c7ed6"))
-    chart.update_layout(height=280, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="ROAD combined")
-    st.plotly_chart(chart, key="methods_faithfulness")
+    chart = go.Figure(go.Bar(  # horizontal: the longest at the top, names readable
+        y=[title.split(":")[0] for title, _, _ in rows][::-1], x=[s.faithfulness for _, s, _ in rows][::-1],
+        orientation="h", marker_color=["#adb5bd" if baseline else "#1c7ed6" for _, _, baseline in rows][::-1],
+    ))
+    chart.add_vline(x=random_score, line_dash="dash", line_color="#868e96", annotation_text="random map")
+    chart.update_layout(height=24 * len(rows) + 70, margin=dict(l=10, r=10, t=30, b=10),
+                        xaxis_title="faithfulness (higher is better; grey: baselines)")
+    st.plotly_chart(chart, key="methods_faithfulness", width="stretch")
     st.dataframe(
         [
             {
-                "method": cams.METHODS[m].title,
-                "ROAD combined": round(scores[m].road_combined, 4),
-                "remove most relevant 20%": round(scores[m].road_most_first, 4),
-                "remove least relevant 20%": round(scores[m].road_least_first, 4),
-                "confidence change (image x map)": round(scores[m].confidence_change, 4),
+                "map": title,
+                "faithfulness ↑": round(s.faithfulness, 4),
+                "vs random map": "baseline" if baseline else ("better" if s.faithfulness > random_score
+                                                              else "no better than a random map here"),
+                "most relevant removed ↓": round(s.road_most_first, 4),
+                "least relevant removed ↑": round(s.road_least_first, 4),
+                "confidence change ↑ (image × map)": round(s.confidence_change, 4),
             }
-            for m in order
+            for title, s, baseline in rows
         ],
-        hide_index=True,
+        hide_index=True, height=36 * (len(rows) + 1) + 2, key="methods_scores_table",
+        column_config={"map": st.column_config.TextColumn(width="medium")},
     )
+    st.caption(
+        "Every column is a change of the class probability (−1 to 1), averaged over the fractions removed. "
+        "↓: lower is better, ↑: higher is better."
+    )
+    with st.expander(f"At each fraction removed ({faithfulness.fractions_text()})"):
+        percent = [f"{f * 100:g}%" for f in card.methods[card.best].fractions]
+        st.dataframe(
+            [
+                {
+                    "map": title,
+                    **{f"most {p} ↓": round(v, 3) for p, v in zip(percent, s.most_first, strict=True)},
+                    **{f"least {p} ↑": round(v, 3) for p, v in zip(percent, s.least_first, strict=True)},
+                }
+                for title, s, _ in rows
+            ],
+            hide_index=True, height=36 * (len(rows) + 1) + 2, key="methods_fractions_table",
+            column_config={"map": st.column_config.TextColumn(width="medium")},
+        )
+        st.caption("“most 20%”: the 20% of the pixels the map ranks highest removed; “least 20%”: the 20% it ranks "
+                   "lowest. A faithful map drops the probability fast when its most relevant pixels go, and keeps it "
+                   "when its least relevant go.")
 
 widgets.report_button(
     decoded.image,
-    [report.ModelSection(model.name, model.spec.title, model.pretrained, str(model.device), preds, results, scores)],
+    [report.ModelSection(model.name, model.spec.title, model.pretrained, str(model.device), preds, results, card)],
     source=picked.source, key="methods_report", opacity=opacity, colormap=colormap,
 )
 
