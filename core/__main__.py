@@ -45,10 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("more", nargs="*", type=Path, help="more images, or folders of images")
     explain.add_argument(
         "--method", default="gradcam",
-        help="CAM method (see `models --methods`), or 'all': every one-pass method, one overlay each, "
-        "plus scores.json with faithfulness scores",
+        help="CAM method (see `models --methods`), or 'all': every method that applies to the model except the "
+        "one-forward-per-channel ones, one overlay each, plus scores.json with faithfulness scores",
     )
-    explain.add_argument("--include-slow", action="store_true", help="with --method all: add Score-CAM and Ablation-CAM")
+    explain.add_argument(
+        "--include-slow", action="store_true",
+        help="with --method all: add the one-forward-per-channel methods (Score-CAM, Ablation-CAM)",
+    )
     explain.add_argument("--class", dest="target", type=int, default=None, help="class index (default: top-1)")
     explain.add_argument("--layer", default=None, help="dotted layer name (default: the backbone's own)")
     explain.add_argument(
@@ -208,10 +211,7 @@ def _explain(args) -> None:
     model = _load(args)
     methods = [args.method]
     if args.method == "all":
-        methods = [
-            m.name for m in cams.METHODS.values()
-            if (m.shared or args.include_slow) and not (m.cnn_only and model.spec.family != "cnn")
-        ]
+        methods = cams.applicable(model, include_slow=args.include_slow)
     scores: dict[str, dict] = {}
     for index, path in enumerate(paths):
         image = first if index == 0 else _read_image(path)

@@ -6,7 +6,7 @@ Two paths, one result:
   that layer (not through the trunk). Each method's own `get_cam_image` / `get_cam_weights` and
   BaseCAM's scaling then turn the same tensors into every map. No CAM maths of our own, except
   EigenCAM's SVD in its economical form (same first component, no (HW x HW) matrix).
-- *Library path* (ScoreCAM, AblationCAM, and any method with `aug_smooth`): the library's class,
+- *Library path* (every method whose record is not `shared`, and any method with `aug_smooth`): the library's class,
   used as a context manager so its hooks are always removed.
 Both hold the model's lock for every forward pass, so a shared model is used by one thread at a time.
 """
@@ -22,113 +22,17 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the library's progress bars: we re
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_grad_cam import (
-    AblationCAM,
-    FEM,
-    EigenCAM,
-    EigenGradCAM,
-    FinerCAM,
-    FullGrad,
-    ShapleyCAM,
-    GradCAM,
-    GradCAMElementWise,
-    GradCAMPlusPlus,
-    HiResCAM,
-    KPCA_CAM,
-    LayerCAM,
-    ScoreCAM,
-    XGradCAM,
-)
+from pytorch_grad_cam import EigenCAM, EigenGradCAM
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
 from core import hooks, images, preprocessing
-from core.errors import InvalidInputError, LayerNotFoundError, UnknownMethodError, did_you_mean
+from core.cam_methods import DEFAULT_METHOD, METHODS, SHARED, Method, applicable, check_method  # noqa: F401
+from core.errors import InvalidInputError, LayerNotFoundError, UnknownMethodError
 from core.models import LoadedModel
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
-
-
-@dataclass(frozen=True)
-class Method:
-    """One CAM method and how we run it."""
-
-    name: str  # key used by the CLI and the UI
-    title: str
-    cls: type
-    shared: bool  # computed from the shared forward+backward pass
-    uses_gradients: bool
-    cost: str  # what it costs, in words
-    cnn_only: bool = False  # does not apply to token models (ViT, Swin); `reason` says why
-    reason: str = ""
-
-    @property
-    def slow(self) -> bool:
-        """One forward pass per channel: minutes on a CPU for big models."""
-        return self.cls in (ScoreCAM, AblationCAM)
-
-
-def _m(*args, **kwargs) -> Method:
-    return Method(*args, **kwargs)
-
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        _m("gradcam", "Grad-CAM", GradCAM, True, True, "one pass"),
-        _m("hirescam", "HiResCAM", HiResCAM, True, True, "one pass"),
-        _m("gradcam_elementwise", "Grad-CAM element-wise", GradCAMElementWise, True, True, "one pass"),
-        _m("gradcam++", "Grad-CAM++", GradCAMPlusPlus, True, True, "one pass"),
-        _m("xgradcam", "XGrad-CAM", XGradCAM, True, True, "one pass"),
-        _m("layercam", "LayerCAM", LayerCAM, True, True, "one pass"),
-        _m("eigengradcam", "EigenGrad-CAM", EigenGradCAM, True, True, "one pass + SVD"),
-        _m("eigencam", "Eigen-CAM", EigenCAM, True, False, "one forward + SVD (class-agnostic)"),
-        _m("kpcacam", "KPCA-CAM", KPCA_CAM, True, False, "one forward + kernel PCA (class-agnostic)"),
-        _m("fem", "FEM", FEM, True, False, "one forward (class-agnostic)"),
-        _m(
-            "fullgrad",
-            "FullGrad",
-            FullGrad,
-            False,
-            True,
-            "forward + full backward (every bias layer; ignores the target layer)",
-            cnn_only=True,
-            reason="it sums the gradients of convolution and batch-norm biases, which transformers lack",
-        ),
-        _m(
-            "finercam",
-            "Finer-CAM",
-            FinerCAM,
-            False,
-            True,
-            "forward + full backward; contrasts the class with its 3 most similar classes",
-        ),
-        _m(
-            "shapleycam",
-            "Shapley-CAM",
-            ShapleyCAM,
-            False,
-            True,
-            "forward + full backward + a Hessian-vector product; needs a non-linear path to the score",
-            cnn_only=True,
-            reason="it needs second derivatives, which PyTorch's fused attention kernels do not provide",
-        ),
-        _m("scorecam", "Score-CAM", ScoreCAM, False, False, "one forward per channel (slow on CPU)"),
-        _m(
-            "ablationcam",
-            "Ablation-CAM",
-            AblationCAM,
-            False,
-            False,
-            "one forward per channel (slow on CPU)",
-            cnn_only=True,
-            reason="needs an ablation layer for token layouts, not wired for transformers",
-        ),
-    )
-}
-SHARED = tuple(name for name, m in METHODS.items() if m.shared)
-DEFAULT_METHOD = "gradcam"
 PERTURBATION_BATCH = 32
 
 
@@ -154,19 +58,6 @@ class CamResult:
             return self
         source = self.raw if self.raw is not None else self.heatmap
         return replace(self, heatmap=_resize(source, width, height))
-
-
-def check_method(name: str, model: LoadedModel | None = None) -> Method:
-    """The method called `name`, refused with the reason when it does not apply to `model`."""
-    try:
-        method = METHODS[name]
-    except KeyError:
-        raise UnknownMethodError(
-            f"Unknown CAM method '{name}'.{did_you_mean(name, METHODS)} Available: {', '.join(METHODS)}."
-        ) from None
-    if model is not None and method.cnn_only and model.spec.family != "cnn":
-        raise UnknownMethodError(f"{method.title} does not apply to {model.spec.title}: {method.reason}.")
-    return method
 
 
 def check_target(model: LoadedModel, target: int) -> int:
@@ -312,7 +203,7 @@ def compute_top1(
 
 def _weigh(name, module, tensor, activations, grads, target, eigen_smooth) -> np.ndarray:
     """One shared-pass method's (h, w) map from the captured tensors, by pytorch-grad-cam's own code."""
-    cam = _bare(METHODS[name].cls, module)
+    cam = _bare(METHODS[name], module)
     cam.activations_and_grads = _Captured([activations], [grads] if grads is not None else [])
     per_layer = cam.compute_cam_per_layer(tensor, [ClassifierOutputTarget(target)], eigen_smooth)
     return cam.aggregate_multi_layers(per_layer)[0]
@@ -418,18 +309,16 @@ class _EconomicalEigenGradCAM(EigenGradCAM):
 _BARE_CLASSES: dict[type, type] = {EigenCAM: _EconomicalEigenCAM, EigenGradCAM: _EconomicalEigenGradCAM}
 
 
-def _bare(cls: type, module: nn.Module) -> BaseCAM:
-    """An instance of a pytorch-grad-cam class with no model and no hooks: only its maths is used."""
-    cam = object.__new__(_BARE_CLASSES.get(cls, cls))
+def _bare(method: Method, module: nn.Module) -> BaseCAM:
+    """An instance of the method's pytorch-grad-cam class with no model and no hooks: only its maths is used."""
+    cam = object.__new__(_BARE_CLASSES.get(method.cls, method.cls))
     cam.target_layers = [module]
     cam.reshape_transform = None  # already applied
     cam.detach = True
     cam.compute_input_gradient = False
     cam.uses_gradients = True
-    if isinstance(cam, KPCA_CAM):
-        cam.kernel, cam.gamma = "sigmoid", None
-    if isinstance(cam, FEM):
-        cam.k = 2
+    for option, value in method.options().items():  # what the constructor would have stored (KPCA's kernel, FEM's k)
+        setattr(cam, option, value)
     return cam
 
 
@@ -461,7 +350,7 @@ def _library_cam(
     report: Progress,
 ) -> np.ndarray:
     channels, reshape = _channels_and_reshape(model, module, tensor)
-    passes = 1 + (-(-channels // PERTURBATION_BATCH) if method.cls in (ScoreCAM, AblationCAM) else 0)
+    passes = 1 + (-(-channels // PERTURBATION_BATCH) if method.per_channel else 0)
     passes *= 6 if aug_smooth else 1  # ttach: horizontal flip x 3 brightness factors
     wrapper = _Reporting(model.module, passes, report, method.title)
     batch = tensor.to(model.device)
@@ -470,16 +359,9 @@ def _library_cam(
     heatmap = None
     with model.lock, _explained_failures(method, module):
         try:
-            layers = [] if method.cls is FullGrad else [module]  # FullGrad picks every bias layer itself
-            with torch.enable_grad(), method.cls(model=wrapper, target_layers=layers, reshape_transform=reshape) as cam:
+            with torch.enable_grad(), method.build(wrapper, module, reshape) as cam:
                 cam.batch_size = PERTURBATION_BATCH
-                if method.cls is FinerCAM:  # picks its own contrastive target around `target_idx`; no aug_smooth
-                    heatmap = cam(input_tensor=batch, targets=None, target_idx=target, eigen_smooth=eigen_smooth)[0]
-                else:
-                    heatmap = cam(
-                        input_tensor=batch, targets=[ClassifierOutputTarget(target)],
-                        eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
-                    )[0]
+                heatmap = method.call(cam, batch, target, eigen_smooth, aug_smooth)
         finally:
             model.module.zero_grad(set_to_none=True)
     if heatmap is None:  # grad-cam's __exit__ swallowed an IndexError
@@ -493,11 +375,9 @@ def _explained_failures(method: Method, module: nn.Module):
     try:
         yield
     except RuntimeError as error:
-        if method.cls is ShapleyCAM and "does not require grad" in str(error):
-            raise LayerNotFoundError(
-                "Shapley-CAM needs a non-linear path from the layer to the class score (its Hessian term is zero "
-                "otherwise). Choose an earlier layer, or another method."
-            ) from None
+        for text, message in method.failures:
+            if text in str(error):
+                raise LayerNotFoundError(message) from None
         raise
 
 

@@ -4,8 +4,10 @@ Every image a user gives us goes through `decode`: the UI, the CLI and the tests
 Limits are checked from the header, before any pixel is decoded.
 """
 
+import dataclasses
 import functools
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -39,6 +41,10 @@ _OPENERS = tuple(name for name in FORMATS if name != "MPO")
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1",
                           b"miaf", b"avif", b"avis"})
 
+#: PNG chunks that carry only metadata (text, colour profile): dropped when Pillow refuses to inflate them.
+_PNG_METADATA = {b"tEXt": "text", b"zTXt": "text", b"iTXt": "text", b"iCCP": "colour profile"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 COLORMAPS = ("jet", "turbo", "inferno", "magma", "viridis", "plasma", "hot", "bone")
 
 
@@ -57,6 +63,7 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
 
     Handles EXIF orientation, transparency (composited on white), palette, CMYK, grayscale,
     16-bit and float images (rescaled, not clipped), and animations (first frame, with a note).
+    A PNG whose text or colour-profile chunks Pillow refuses (a zTXt "bomb") is decoded without them, with a note.
 
     Raises:
         InvalidInputError: empty, too large, not an image, an unsupported format, truncated or corrupt.
@@ -67,6 +74,23 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
         raise InvalidInputError(
             f"The file is {len(data) / 2**20:.1f} MB; images up to {MAX_BYTES // 2**20} MB are accepted."
         )
+    try:
+        return _decode(data, max_side)
+    except _UnreadableMetadata:
+        pass
+    # Browsers show such a file: read the image without its metadata. The byte and pixel limits still apply,
+    # and a failure now is about the image itself, with its own message.
+    stripped, dropped = _without_png_metadata(data)
+    decoded = _decode(stripped, max_side)
+    note = f"PNG metadata dropped ({dropped}): too large or unreadable to read safely; the image itself is intact."
+    return dataclasses.replace(decoded, notes=(*decoded.notes, note))
+
+
+class _UnreadableMetadata(Exception):
+    """Pillow refused a PNG for a chunk that only carries metadata (a zTXt/iTXt/iCCP "bomb", say)."""
+
+
+def _decode(data: bytes, max_side: int) -> DecodedImage:
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
@@ -92,6 +116,8 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
     except InvalidInputError:
         raise
     except UnidentifiedImageError:
+        if _has_png_metadata(data):  # Pillow's PNG opener refused a chunk (a zTXt of unknown compression, ...)
+            raise _UnreadableMetadata from None
         if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:  # HEIC or AVIF whose header libheif/libavif refused
             raise InvalidInputError(
                 "This HEIC or AVIF file is truncated or corrupt: its header cannot be read."
@@ -105,6 +131,9 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
             RuntimeError) as error:
         # Pillow's decoders fail with several exception families (libheif's with RuntimeError too); all mean
         # "corrupt or truncated". Their messages can span lines: one line of at most 160 characters is kept.
+        if isinstance(error, ValueError | SyntaxError) and _has_png_metadata(data):
+            # e.g. "Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK": decode() retries without it
+            raise _UnreadableMetadata from None
         detail = " ".join(str(error).split())[:160]
         if "security limit" in detail.lower():  # libheif refused to allocate what the file declares
             raise InvalidInputError("The image declares a size too large to decode safely (over the decoder's limit).") from None
@@ -114,6 +143,38 @@ def decode(data: bytes, *, max_side: int = MAX_SIDE) -> DecodedImage:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         notes.append(f"Downscaled from {before[0]}x{before[1]} to {rgb.size[0]}x{rgb.size[1]} pixels.")
     return DecodedImage(rgb, fmt, (width, height), tuple(notes))
+
+
+def _png_chunks(data: bytes):
+    """(start, end, type) of each whole chunk of a PNG, in order; stops at IEND or where the file is cut."""
+    at = len(_PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, at)
+        kind, end = data[at + 4: at + 8], at + 12 + length
+        if end > len(data):
+            return
+        yield at, end, kind
+        if kind == b"IEND":
+            return
+        at = end
+
+
+def _has_png_metadata(data: bytes) -> bool:
+    return data.startswith(_PNG_SIGNATURE) and any(kind in _PNG_METADATA for _, _, kind in _png_chunks(data))
+
+
+def _without_png_metadata(data: bytes) -> tuple[bytes, str]:
+    """The PNG without its text and colour-profile chunks, and what was dropped in words ("2 text chunks")."""
+    kept, dropped, last = [data[: len(_PNG_SIGNATURE)]], {}, len(_PNG_SIGNATURE)
+    for start, end, kind in _png_chunks(data):
+        if kind in _PNG_METADATA:
+            dropped[_PNG_METADATA[kind]] = dropped.get(_PNG_METADATA[kind], 0) + 1
+        else:
+            kept.append(data[start:end])
+        last = end
+    kept.append(data[last:])  # whatever follows (a cut-off chunk): the decoder judges it as before
+    words = ", ".join(f"{count} {what} chunk{'s' if count > 1 else ''}" for what, count in dropped.items())
+    return b"".join(kept), words
 
 
 def _check_header(width: int, height: int) -> None:

@@ -415,9 +415,9 @@ def _ok() -> list[Case]:
 
 @functools.cache
 def cases() -> tuple[Case, ...]:
-    from tests import hostile_heif  # HEIC and AVIF: imports this module's helpers
+    from tests import hostile_heif, hostile_png_text  # HEIC and AVIF, PNG text bombs: import this module's helpers
 
-    built = tuple(_refused() + _ok() + hostile_heif.cases())
+    built = tuple(_refused() + _ok() + hostile_heif.cases() + hostile_png_text.cases())
     names = [c.name for c in built]
     assert len(names) == len(set(names)), "case names must be unique"
     return built

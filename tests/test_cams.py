@@ -222,9 +222,10 @@ def test_time_estimate_scales_with_channels(lite0, chelsea):
     assert 0 < fast < slow and slow / fast > 100  # 1280 channels, one masked forward each
 
 
-def test_shapley_cam_refuses_a_linear_path_with_a_message(lite0, chelsea):
-    with pytest.raises(LayerNotFoundError, match="non-linear path"):
-        cams.compute(lite0, chelsea, methods=["shapleycam"])  # bn2 -> pool -> linear: no Hessian term
+def test_shapley_cam_on_a_linear_path_is_grad_cam(lite0, chelsea):
+    # bn2 -> pool -> linear: the Hessian term is exactly zero (the library raised), so Shapley-CAM is Grad-CAM
+    shapley, grad = cams.compute(lite0, chelsea, methods=["shapleycam", "gradcam"], target=285)
+    np.testing.assert_allclose(shapley.heatmap, grad.heatmap, atol=1e-4)
     (result,) = cams.compute(lite0, chelsea, methods=["shapleycam"], layer="blocks.5", target=285)
     assert np.isfinite(result.heatmap).all() and result.heatmap.max() > 0.9
     assert hooks.count(lite0.module) == 0

@@ -5,12 +5,13 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from core import cams
+from core import cams, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,14 +30,19 @@ def test_method_all_on_a_folder(tmp_path):
     out = tmp_path / "out"
     done = _cli("explain", str(folder), "--method", "all", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    for method in cams.SHARED:
+    # 'all': every method that applies to the CNN except the one-forward-per-channel ones (13, not only the 10
+    # of the shared pass); Score-CAM and Ablation-CAM need --include-slow
+    every = cams.applicable(types.SimpleNamespace(spec=registry.get(registry.DEFAULT)))
+    assert len(every) == 13 and {"fullgrad", "finercam", "shapleycam"} <= set(every)
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(f"coffee_{m}.png" for m in every)
+    for method in every:
         overlay = Image.open(out / f"coffee_{method}.png")
         assert overlay.size == (600, 400)
         heat = np.load(out / f"coffee_{method}.npy")
         assert heat.shape == (400, 600) and heat.dtype == np.float32 and 0 <= heat.min() <= heat.max() <= 1
     scores = json.loads((out / "scores.json").read_text())
     entry = scores["images"]["coffee.jpg"]
-    assert entry["target"] == 967 and set(entry["methods"]) == set(cams.SHARED)
+    assert entry["target"] == 967 and set(entry["methods"]) == set(every)
     gradcam = entry["methods"]["gradcam"]
     assert gradcam["faithfulness"] > 0 and gradcam["beats_random"]  # the espresso map is faithful
     assert set(entry["baselines"]) == {"random", "inverted", "edges"}
@@ -44,7 +50,7 @@ def test_method_all_on_a_folder(tmp_path):
         assert set(baseline) == set(gradcam) - {"beats_random"}
         assert baseline["fractions_removed"] == [0.2, 0.4, 0.6, 0.8]
     assert gradcam["faithfulness"] > entry["baselines"]["random"]["faithfulness"]
-    assert entry["inverted_method"] in cams.SHARED and len(gradcam["most_relevant_first_by_fraction"]) == 4
+    assert entry["inverted_method"] in every and len(gradcam["most_relevant_first_by_fraction"]) == 4
     assert "noisy linear imputation" in scores["about"]["removal"]
 
 

@@ -1,13 +1,14 @@
 """Streamlit AppTest: the Explain page runs on the default image and after every control changes."""
 
 import time
+import types
 from pathlib import Path
 
 import pytest
 from streamlit import config
 from streamlit.testing.v1 import AppTest
 
-from core import cams
+from core import cams, registry
 
 config.set_option("client.showErrorDetails", "full")  # tests read the real exception, users never do
 
@@ -123,7 +124,10 @@ def test_methods_page_grid_scores_and_sanity_check():
     at.switch_page("app_pages/methods.py").run()
     assert not at.exception, at.exception
     captions = [c for img in at.get("image") for c in img.captions]
-    assert len(captions) == len(at.multiselect(key="methods_chosen").value) == len(cams.SHARED)
+    # by default every method that applies except the one-forward-per-channel ones: 13 on the CNN
+    default = cams.applicable(types.SimpleNamespace(spec=registry.get(registry.DEFAULT)))
+    assert len(default) == 13 and at.multiselect(key="methods_chosen").value == default
+    assert len(captions) == len(default)
     assert any(c.startswith("Grad-CAM++") for c in captions)
     at.multiselect(key="methods_chosen").set_value(["gradcam", "eigencam"]).run()
     at.toggle(key="methods_score").set_value(True).run()

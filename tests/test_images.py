@@ -97,6 +97,50 @@ def test_heic_and_avif_cases_are_present():
         assert required in names, required
 
 
+def test_png_text_bomb_cases_are_present():
+    names = {c.name for c in CASES}
+    for required in (
+        "png_ztxt_bomb", "png_ztxt_bomb_after_idat", "png_itxt_xmp_bomb", "png_iccp_bomb",
+        "png_text_chunks_over_text_memory", "png_ztxt_bomb_exif_orientation_6",
+        "png_ztxt_bomb_and_pixel_bomb_30000x30000", "png_ztxt_bomb_and_truncated", "png_ztxt_bomb_and_garbled_idat",
+    ):
+        assert required in names, required
+    # small on disk, over Pillow's limit once inflated: what the fix is about
+    bomb = hostile.by_name("png_ztxt_bomb").data
+    assert len(bomb) < 16 * 1024
+    with pytest.raises(ValueError, match="MAX_TEXT_CHUNK"):
+        Image.open(io.BytesIO(bomb)).load()
+
+
+def test_a_png_text_bomb_is_decoded_without_its_metadata_like_a_browser_shows_it():
+    decoded = images.decode(hostile.by_name("png_ztxt_bomb").data)
+    assert decoded.format == "PNG" and decoded.image.size == (64, 48)
+    assert [n for n in decoded.notes if "metadata" in n] == [
+        "PNG metadata dropped (1 text chunk): too large or unreadable to read safely; the image itself is intact."
+    ]
+    assert images.decode(hostile.by_name("plain_png").data).notes == ()
+    # an ordinary text chunk is no reason for a note
+    ordinary = hostile.encode(Image.new("RGB", (16, 16), (1, 2, 3)), "PNG", pnginfo=_text_info())
+    assert images.decode(ordinary).notes == ()
+
+
+def _text_info():
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "a short note", zip=True)
+    return info
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.expect == hostile.REFUSED and c.name.startswith("png_")
+                                  and "bomb_and" in c.name], ids=lambda c: c.name)
+def test_a_text_bomb_on_a_bad_image_is_refused_for_the_image_not_the_text(case):
+    with pytest.raises(InvalidInputError) as caught:
+        images.decode(case.data)
+    message = str(caught.value)
+    assert "MAX_TEXT" not in message and "text" not in message.lower() and "metadata" not in message.lower()
+
+
 def test_a_heic_photo_is_downscaled_like_any_other():
     big = hostile.encode(Image.new("RGB", (1200, 900), (10, 200, 30)), "HEIF", quality=60)
     decoded = images.decode(big, max_side=512)

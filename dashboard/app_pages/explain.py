@@ -62,8 +62,7 @@ with left:
 
 with right:
     st.subheader("Where it looks")
-    method_names = list(cams.METHODS)
-    usable = [m for m in method_names if not (cams.METHODS[m].cnn_only and model.spec.family != "cnn")]
+    usable = cams.applicable(model, include_slow=True)
     c1, c2 = st.columns(2)
     method = c1.selectbox(
         "CAM method", usable, index=usable.index(cams.DEFAULT_METHOD),

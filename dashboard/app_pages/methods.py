@@ -21,8 +21,7 @@ decoded = cache.picture(picked.key, picked.data)  # at screen size, as the heatm
 model = cache.model(choice.name, choice.device, choice.pretrained)
 preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
 
-usable = [m for m in cams.METHODS if not (cams.METHODS[m].cnn_only and model.spec.family != "cnn")]
-fast = [m for m in usable if cams.METHODS[m].shared]
+usable, fast = cams.applicable(model, include_slow=True), cams.applicable(model)
 c1, c2 = st.columns([3, 2])
 methods = c1.multiselect(
     "Methods", usable, default=fast, format_func=lambda m: cams.METHODS[m].title, key="methods_chosen",
