@@ -728,7 +728,6 @@ def gradcam_parts(
     Raises:
         LayerNotFoundError, InvalidInputError.
     """
-    from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from core import cams
@@ -745,7 +744,7 @@ def gradcam_parts(
         target = int(probabilities(model, tensor).argmax(dim=1)[0])
     target = cams.check_target(model, target)
     activations, grads = cams._shared_pass(model, tensor, module, layer, target, True)
-    cam = cams._bare(GradCAM, module)
+    cam = cams._bare(cams.METHODS["gradcam"], module)
     cam.activations_and_grads = cams._Captured([activations], [grads])
     per_layer = cam.compute_cam_per_layer(tensor, [ClassifierOutputTarget(target)], False)
     heatmap = cam.aggregate_multi_layers(per_layer)[0].astype(np.float32)
