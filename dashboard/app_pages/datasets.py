@@ -1,7 +1,6 @@
 """Datasets: class-folder zips and built-in sets -> features, t-SNE / PCA map, confusion matrix, metrics,
 misclassified images with their heatmaps, and localisation scores on the shapes set."""
 
-import time
 import uuid
 
 import pandas as pd
@@ -10,7 +9,6 @@ from plotly.colors import qualitative
 import streamlit as st
 
 from core import cams, images
-from core.errors import Cancelled, CoreError
 from dashboard import cache, widgets
 
 GALLERY = 8  # images shown per confusion-matrix cell
@@ -39,37 +37,6 @@ def _follow(kind: str, job) -> None:
     if job is not None and not job.done:
         watched[kind] = job
 
-
-@st.fragment(run_every=1.0)
-def _watch(job, title: str, stop_key: str) -> None:
-    """A background job's queue place or progress, and Stop; the whole page reruns when it ends."""
-    if job.done:
-        st.rerun()
-    if job.state == "queued":
-        st.info(f"{title} — {job.queue_text()}")
-    else:
-        elapsed = time.time() - (job.running_since or job.started)
-        st.progress(job.progress, text=f"{title}, {job.progress:.0%} · {job.message} ({elapsed:.0f} s)")
-    if job.stop.is_set():
-        st.caption("Stopping…")
-    else:
-        st.button("Stop", key=stop_key, on_click=job.stop.set,
-                  help="Stops it for every session waiting for the same result.")
-
-
-def _ended(job, again: str, key: str) -> bool:
-    """For an ended job: True when it succeeded; else say why it has no result, with a button to start again."""
-    if job.error is None:
-        return True
-    if isinstance(job.error, Cancelled):  # Stop, here or in another session watching the same job
-        st.info(str(job.error))
-    elif isinstance(job.error, CoreError):
-        st.error(str(job.error))
-    else:
-        cache.dataset_job_forget(job)
-        raise job.error
-    st.button(again, key=key, on_click=cache.dataset_job_forget, args=(job,))
-    return False
 
 # ---------------------------------------------------------------------------------------------
 # The dataset
@@ -128,9 +95,9 @@ if embedded is None:
     _follow("tsne", None)  # a t-SNE of other features is no longer wanted
     if not job.done:
         st.session_state[JOB] = job
-        _watch(job, "Extracting features", "ds_stop_features")
+        widgets.job_progress(job, "Extracting features", key="ds_stop_features")
         st.stop()
-    if not _ended(job, "Extract again", "ds_extract_again"):
+    if not widgets.job_ended(job, again="Extract again", key="ds_extract_again", forget=cache.dataset_job_forget):
         st.stop()
     embedded = job.result
 else:
@@ -211,14 +178,15 @@ if method == "t-SNE":  # in the background, with the PCA map shown meanwhile
         tsne_job = cache.dataset_tsne_job(features_key, embedded.features, float(perplexity), int(iterations),
                                           int(seed), session=SESSION)
         if tsne_job.done:
-            tsne = tsne_job.result if _ended(tsne_job, "Run t-SNE again", "ds_tsne_again") else None
+            tsne = tsne_job.result if widgets.job_ended(tsne_job, again="Run t-SNE again", key="ds_tsne_again",
+                                                         forget=cache.dataset_job_forget) else None
             tsne_job = None
     if tsne is not None:
         points, trust = tsne
 _follow("tsne", tsne_job)  # None: a t-SNE this session started for other settings is stopped
 if tsne_job is not None:  # running or queued
     st.session_state[JOB] = tsne_job
-    _watch(tsne_job, "t-SNE running", "ds_stop_tsne")
+    widgets.job_progress(tsne_job, "t-SNE running", key="ds_stop_tsne")
     st.caption("The PCA map is shown until t-SNE is done; it replaces it then.")
 event = st.plotly_chart(_scatter(points, colour_by), width="stretch", on_select="rerun", key="ds_scatter",
                         selection_mode="points")
