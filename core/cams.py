@@ -203,10 +203,20 @@ def compute_top1(
 
 def _weigh(name, module, tensor, activations, grads, target, eigen_smooth) -> np.ndarray:
     """One shared-pass method's (h, w) map from the captured tensors, by pytorch-grad-cam's own code."""
+    return weigh(name, module, tensor, activations, grads, [target], eigen_smooth=eigen_smooth)[0]
+
+
+def weigh(name: str, module: nn.Module, tensor: Tensor, activations: Tensor, grads: Tensor | None,
+          targets: Sequence[int], *, eigen_smooth: bool = False) -> np.ndarray:
+    """(B, h, w) float32 maps of a shared-pass method from a captured batch, by pytorch-grad-cam's own code.
+
+    `activations` and `grads` are the target layer's (B, C, H, W) output and d(score of targets[i])/d(output)
+    on the CPU; `tensor` is the (B, 3, h, w) input (only its size is read: the maps come at it).
+    """
     cam = _bare(METHODS[name], module)
     cam.activations_and_grads = _Captured([activations], [grads] if grads is not None else [])
-    per_layer = cam.compute_cam_per_layer(tensor, [ClassifierOutputTarget(target)], eigen_smooth)
-    return cam.aggregate_multi_layers(per_layer)[0]
+    per_layer = cam.compute_cam_per_layer(tensor, [ClassifierOutputTarget(int(t)) for t in targets], eigen_smooth)
+    return cam.aggregate_multi_layers(per_layer)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,426 @@
+"""Explanations over a whole dataset: a heatmap for every image at about the cost of classifying it.
+
+One batched pass per batch gives everything: the forward pass yields the logits (prediction, top-k) and,
+through a hook on the head's input, the penultimate features (the same ones `embeddings.extract` gives);
+a backward pass from each image's explained class score stops at the target layer (the layer's output is
+swapped for a leaf tensor), so it costs about the head's share of a forward pass. The map itself is made
+by pytorch-grad-cam's own code (`cams.weigh`) from the captured batch, so it is the map `cams.compute`
+gives for the same image, kept at `MAP_SIDE` x `MAP_SIDE` in float16.
+
+Statistics of every map (`statistics`) are what an analyst sorts by to find the images that are right for
+the wrong reasons: how concentrated the heat is, how much of it lies on the image border, where its centre
+is, and where object masks exist (the shapes set) how much of it falls on the object and whether the
+hottest point does (the pointing game, as `core.localisation` scores it).
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from core import cams, embeddings, hooks, localisation
+from core.cam_methods import METHODS, check_method
+from core.datasets import Dataset
+from core.errors import Cancelled, InvalidInputError
+from core.models import LoadedModel
+from core.runtime import HalvingBatches
+
+Progress = Callable[[float, str], None]
+MAP_SIDE = 28  # stored maps: 28 x 28 float16, 1.5 KB an image
+TOP_K = 5
+TARGETS = ("predicted", "true")
+BORDER = 0.125  # the border band: this fraction of the side on each edge (a quarter of the area is border)
+STATISTICS = ("heat_half_area", "heat_entropy", "heat_border", "centroid_x", "centroid_y")
+MASK_STATISTICS = ("heat_in_mask", "pointing_hit")
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Per-image predictions, features, low-resolution maps and map statistics of a dataset, in its order."""
+
+    model: str
+    method: str
+    layer: str
+    target: str  # "predicted" or "true": which class each map explains
+    precision: str  # what the forward pass ran in ("fp32", "bf16", "fp16")
+    image_size: int  # the square side every image was resized to (whole image, no crop)
+    seconds: float
+    dataset: str
+    classes: tuple[str, ...]  # the dataset's classes (labels index these)
+    categories: tuple[str, ...] = field(repr=False)  # the model's classes (predictions index these)
+    files: tuple[str, ...] = field(repr=False)
+    labels: np.ndarray = field(repr=False)  # (N,) int64 into classes
+    predictions: np.ndarray = field(repr=False)  # (N,) int64 into categories
+    top_classes: np.ndarray = field(repr=False)  # (N, k) int64, most probable first
+    top_probabilities: np.ndarray = field(repr=False)  # (N, k) float32 softmax
+    explained: np.ndarray = field(repr=False)  # (N,) int64: the class each map explains (into categories)
+    features: np.ndarray = field(repr=False)  # (N, D) float32: the input of the final Linear
+    maps: np.ndarray = field(repr=False)  # (N, MAP_SIDE, MAP_SIDE) float16 in [0, 1]
+    stats: dict[str, np.ndarray] = field(repr=False)  # name -> (N,) float32 (pointing_hit: bool)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self) / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def comparable(self) -> bool:
+        """Whether the model's classes are the dataset's (a fine-tuned or built-in head), so `correct` means something."""
+        return tuple(self.categories) == tuple(self.classes)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """(N,) bool: prediction == label, where the model's classes are the dataset's; all False otherwise."""
+        if not self.comparable:
+            return np.zeros(len(self), dtype=bool)
+        return self.predictions == self.labels
+
+    def rows(self) -> dict[str, list]:
+        """The per-image table as columns: file, label, prediction, probability, correct, top-k, statistics."""
+        table: dict[str, list] = {
+            "file": list(self.files),
+            "label": [self.classes[i] for i in self.labels],
+            "prediction": [self.categories[i] for i in self.predictions],
+            "probability": self.top_probabilities[:, 0].astype(float).tolist(),
+            "correct": self.correct.tolist(),
+            "explained": [self.categories[i] for i in self.explained],
+        }
+        for rank in range(self.top_classes.shape[1]):
+            table[f"top{rank + 1}"] = [self.categories[i] for i in self.top_classes[:, rank]]
+            table[f"top{rank + 1}_probability"] = self.top_probabilities[:, rank].astype(float).tolist()
+        for name, values in self.stats.items():
+            table[name] = values.tolist()
+        return table
+
+    def summary(self) -> list[dict]:
+        """Per dataset class: images, accuracy (where comparable) and the mean of every statistic."""
+        out = []
+        correct = self.correct
+        for index, name in enumerate(self.classes):
+            rows = self.labels == index
+            entry = {"class": name, "images": int(rows.sum())}
+            if self.comparable:
+                entry["accuracy"] = float(correct[rows].mean()) if rows.any() else float("nan")
+            for stat, values in self.stats.items():
+                entry[stat] = float(np.mean(values[rows])) if rows.any() else float("nan")
+            out.append(entry)
+        return out
+
+    def mean_maps(self, *, correct: bool | None = None) -> np.ndarray:
+        """(classes, side, side) float32: each dataset class's mean map, over its correct (True), wrong (False)
+        or all (None) images; NaN where a class has no such image."""
+        keep = np.ones(len(self), dtype=bool) if correct is None else (self.correct == correct)
+        side = self.maps.shape[1]
+        out = np.full((len(self.classes), side, side), np.nan, dtype=np.float32)
+        for index in range(len(self.classes)):
+            rows = keep & (self.labels == index)
+            if rows.any():
+                out[index] = self.maps[rows].astype(np.float32).mean(axis=0)
+        return out
+
+    def ranked(self, statistic: str, *, descending: bool = True, correct: bool | None = None) -> np.ndarray:
+        """Row indices sorted by `statistic` (for "correct, with the most heat outside the object": statistic
+        "heat_in_mask", descending=False, correct=True)."""
+        if statistic not in self.stats:
+            raise InvalidInputError(f"Unknown statistic '{statistic}'. Available: {', '.join(self.stats)}.")
+        rows = np.arange(len(self)) if correct is None else np.flatnonzero(self.correct == correct)
+        values = self.stats[statistic][rows].astype(np.float64)
+        order = np.argsort(-values if descending else values, kind="stable")
+        return rows[order]
+
+    def to_dict(self) -> dict:
+        """The settings and the per-class summary (what `python -m core audit --json` prints)."""
+        return {
+            "model": self.model, "method": self.method, "layer": self.layer, "target": self.target,
+            "precision": self.precision, "image_size": self.image_size, "dataset": self.dataset,
+            "images": len(self), "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+            "accuracy": float(self.correct.mean()) if self.comparable and len(self) else None,
+            "classes": self.summary(),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics of maps
+
+
+def statistics(maps: np.ndarray, masks: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Per-map statistics of (N, h, w) non-negative maps, each normalised to sum 1 (an all-zero map: uniform).
+
+    - heat_half_area: the smallest fraction of the pixels that holds half the heat (small: concentrated);
+    - heat_entropy: the entropy of the heat over the pixels, divided by its maximum log(h w) (1: uniform);
+    - heat_border: the share of the heat in the border band (`BORDER` of the side on each edge);
+    - centroid_x, centroid_y: the heat's centre of mass, 0..1 from the left and the top;
+    - with masks ((H, W) bool, any size: resized to the map): heat_in_mask, the share of the heat on the
+      object (`localisation.heat_share`), and pointing_hit, whether the hottest pixel is on it
+      (`localisation.pointing_hit`, its tolerance scaled to the map).
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise InvalidInputError(f"Maps are (N, h, w), got shape {maps.shape}.")
+    n, h, w = maps.shape
+    heat = np.clip(np.nan_to_num(maps, nan=0.0), 0.0, None).reshape(n, -1)
+    total = heat.sum(axis=1, keepdims=True)
+    p = np.where(total > 0, heat / np.where(total > 0, total, 1.0), 1.0 / (h * w))
+    ordered = -np.sort(-p, axis=1)
+    half = (np.cumsum(ordered, axis=1) < 0.5).sum(axis=1) + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1) / np.log(h * w)
+    band = np.zeros((h, w), dtype=bool)
+    by, bx = max(1, round(BORDER * h)), max(1, round(BORDER * w))
+    band[:by], band[-by:], band[:, :bx], band[:, -bx:] = True, True, True, True
+    grid = p.reshape(n, h, w)
+    ys, xs = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
+    out = {
+        "heat_half_area": (half / (h * w)).astype(np.float32),
+        "heat_entropy": entropy.astype(np.float32),
+        "heat_border": grid[:, band].sum(axis=1).astype(np.float32),
+        "centroid_x": (grid.sum(axis=1) @ xs).astype(np.float32),
+        "centroid_y": (grid.sum(axis=2) @ ys).astype(np.float32),
+    }
+    if masks is not None:
+        if len(masks) != n:
+            raise InvalidInputError(f"{len(masks)} masks for {n} maps.")
+        small = [_mask_at(mask, h, w) for mask in masks]
+        out["heat_in_mask"] = np.array([localisation.heat_share(m, s) for m, s in zip(grid, small, strict=True)],
+                                       dtype=np.float32)
+        out["pointing_hit"] = np.array([localisation.pointing_hit(m, s) for m, s in zip(grid, small, strict=True)],
+                                       dtype=bool)
+    return out
+
+
+def _mask_at(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A bool mask at (h, w): a cell is on the object when at least half of it is."""
+    import cv2
+
+    mask = np.asarray(mask, dtype=np.float32)
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA) >= 0.5
+
+
+def shrink(raw: np.ndarray, side: int = MAP_SIDE) -> np.ndarray:
+    """(N, side, side) float16 from (N, h, w) float maps in [0, 1], by area averaging."""
+    import cv2
+
+    return np.stack([cv2.resize(m.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
+                     for m in raw]).clip(0.0, 1.0).astype(np.float16)
+
+
+# ---------------------------------------------------------------------------------------------
+# the batched pass
+
+
+def explain_dataset(
+    model: LoadedModel,
+    dataset: Dataset,
+    *,
+    method: str = "gradcam",
+    target: str = "predicted",
+    layer: str | None = None,
+    batch_size: int = 32,
+    precision: str = "fp32",
+    size: int | None = None,
+    top_k: int = TOP_K,
+    on_progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Audit:
+    """Prediction, top-k, features and a `method` map of every image of `dataset`, batched, with statistics.
+
+    `method` is one of the one-pass methods (computed from the shared pass: Grad-CAM, HiResCAM, Grad-CAM++,
+    XGrad-CAM, LayerCAM, Eigen-CAM...); `target` "predicted" explains each image's predicted class, "true" its
+    label (needs the model's classes to be the dataset's). Images are resized whole to `size` (default: the
+    spec's input size), as `embeddings.extract` does. The model's lock is held per batch, so other sessions
+    interleave; no hooks are left on the model.
+
+    Raises:
+        InvalidInputError: an empty dataset, a bad batch size, precision, target or method.
+        UnknownMethodError, LayerNotFoundError.
+        Cancelled: should_stop() became true (polled between batches).
+    """
+    if len(dataset) == 0:
+        raise InvalidInputError("The dataset is empty: nothing to explain.")
+    if not 1 <= batch_size <= 1024:
+        raise InvalidInputError(f"The batch size must be between 1 and 1024, got {batch_size}.")
+    if target not in TARGETS:
+        raise InvalidInputError(f"Unknown target '{target}'. Choose one of: {', '.join(TARGETS)}.")
+    info = check_method(method, model)
+    if not info.shared:
+        raise InvalidInputError(
+            f"{info.title} costs {info.cost}: a dataset is explained with a one-pass method "
+            f"({', '.join(m for m, r in METHODS.items() if r.shared)}).")
+    if target == "true" and tuple(model.categories) != tuple(dataset.classes):
+        raise InvalidInputError(
+            "Explaining the true class needs a model whose classes are the dataset's (train one on the Transfer "
+            "learning page); this model's classes are its own. Explain the predicted class instead.")
+    layer = layer or model.spec.cam_layer
+    module = hooks.find(model.module, layer)
+    device = model.device
+    dtype = embeddings.resolve_precision(precision, device)
+    report = on_progress or (lambda fraction, message: None)
+    source = embeddings.tensors(model, dataset, size=size, normalise=False)
+    loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
+    mean = torch.tensor(model.spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(model.spec.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    labels = torch.as_tensor(np.asarray(dataset.labels, dtype=np.int64))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("features", "logits", "explained", "maps")}
+    done = 0
+    started = time.perf_counter()
+    report(0.0, f"Explaining {len(dataset)} images with {info.title}")
+    halving = HalvingBatches(batch_size, on_halve=lambda old, new: report(
+        done / len(dataset), f"The GPU ran out of memory at batch {old}: continuing at {new}"))
+
+    def step(chunk: "_Pairs"):
+        pixels, truth = chunk.pixels, chunk.labels
+        batch = pixels.to(device).float().div_(255.0).sub_(mean).div_(std)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        return _pass(model, module, layer, batch, truth if target == "true" else None, info.uses_gradients, dtype,
+                     method)
+
+    for start, pixels in zip(range(0, len(dataset), batch_size), loader, strict=False):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"Explaining the dataset was stopped after {done} of {len(dataset)} images.")
+        truth = labels[start:start + len(pixels)]
+        for result in halving.run(_Pairs(pixels, truth), step):
+            for key, value in zip(("features", "logits", "explained", "maps"), result, strict=True):
+                parts[key].append(value)
+        done += len(pixels)
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
+    logits = torch.from_numpy(np.concatenate(parts["logits"]))
+    probabilities = logits.softmax(dim=1)
+    k = min(top_k, probabilities.shape[1])
+    top = probabilities.topk(k, dim=1)
+    maps = np.concatenate(parts["maps"])
+    stats = statistics(maps, dataset.masks)
+    seconds = time.perf_counter() - started
+    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return Audit(
+        model=model.name, method=method, layer=layer, target=target, precision=names[dtype],
+        image_size=size or model.spec.input_size[0], seconds=seconds, dataset=dataset.name,
+        classes=tuple(dataset.classes), categories=tuple(model.categories), files=tuple(dataset.files),
+        labels=np.asarray(dataset.labels, dtype=np.int64), predictions=logits.argmax(dim=1).numpy().astype(np.int64),
+        top_classes=top.indices.numpy().astype(np.int64), top_probabilities=top.values.numpy().astype(np.float32),
+        explained=np.concatenate(parts["explained"]).astype(np.int64),
+        features=np.concatenate(parts["features"]).astype(np.float32), maps=maps, stats=stats,
+    )
+
+
+class _Pairs:
+    """(pixels, labels) sliced together, for HalvingBatches."""
+
+    def __init__(self, pixels: Tensor, labels: Tensor) -> None:
+        self.pixels, self.labels = pixels, labels
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, rows: slice) -> "_Pairs":
+        return _Pairs(self.pixels[rows], self.labels[rows])
+
+
+def _pass(model, module, layer, batch, truth, needs_grads, dtype, method):
+    """One batch: (features, logits, explained classes, (B, side, side) float16 maps)."""
+    store: dict[str, Tensor] = {}
+
+    def swap(_module, _args, output):
+        leaf = output.detach().requires_grad_(needs_grads)
+        store["leaf"] = leaf
+        return leaf.clone() if needs_grads else leaf  # a clone lets later in-place ops (ReLU) run
+
+    autocast = torch.autocast(batch.device.type, dtype=dtype) if dtype is not None else nullcontext()
+    head = model.spec.head
+    with model.lock, hooks.attached(module, swap), hooks.capture(model.module, [head], inputs=True) as captured, \
+            torch.enable_grad(), autocast:
+        logits = model.module(batch)
+        explained = (logits.detach().argmax(dim=1) if truth is None else truth.to(logits.device))
+        grads = None
+        if needs_grads:
+            # each image's score depends only on its own activations (eval mode), so the gradient of the sum
+            # is every image's own gradient
+            score = logits.gather(1, explained.view(-1, 1)).sum()
+            (grads,) = torch.autograd.grad(score, store["leaf"])
+        features = captured[head].float().flatten(1).cpu().numpy()
+    activations = store["leaf"].detach()
+    if cams.layer_needs_reshape(model, activations):
+        activations = model.spec.reshape(activations)
+        grads = model.spec.reshape(grads) if grads is not None else None
+    if activations.ndim != 4:
+        raise InvalidInputError(f"Layer '{layer}' outputs shape {tuple(activations.shape)}; maps need (B, C, H, W).")
+    targets = explained.cpu().numpy()
+    raw = cams.weigh(method, module, batch.cpu(), activations.float().cpu(),
+                     grads.float().cpu() if grads is not None else None, targets)
+    return features, logits.detach().float().cpu().numpy(), targets, shrink(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# two backbones over one dataset
+
+
+def agreement(first: Audit, second: Audit) -> tuple[np.ndarray, list[dict]]:
+    """How much two audits of the same dataset agree on where to look.
+
+    Returns ((N,) float32 Spearman rank correlation of each image's two maps, per dataset class
+    {"class", "images", "agreement" (mean correlation), "both_correct"}); a constant map correlates 0.
+    """
+    if first.files != second.files or not np.array_equal(first.labels, second.labels):
+        raise InvalidInputError("The two audits are not of the same dataset (files or labels differ).")
+    a = first.maps.reshape(len(first), -1).astype(np.float64)
+    b = second.maps.reshape(len(second), -1).astype(np.float64)
+    if a.shape[1] != b.shape[1]:
+        b = second.maps.astype(np.float32)
+        b = shrink(b, first.maps.shape[1]).reshape(len(second), -1).astype(np.float64)
+    rho = np.array([_spearman(x, y) for x, y in zip(a, b, strict=True)], dtype=np.float32)
+    both = first.correct & second.correct
+    per_class = []
+    for index, name in enumerate(first.classes):
+        rows = first.labels == index
+        per_class.append({"class": name, "images": int(rows.sum()),
+                          "agreement": float(rho[rows].mean()) if rows.any() else float("nan"),
+                          "both_correct": int(both[rows].sum())})
+    return rho, per_class
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x), rankdata(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def write(audit: Audit, out: str | Path, *, with_features: bool = False) -> dict[str, Path]:
+    """DIR/audit.parquet and DIR/audit.csv (one row per image), DIR/maps.npy ((N, side, side) float16, in the
+    table's row order), DIR/summary.json, and with `with_features` DIR/features.npy. Returns the paths."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.table(audit.rows())
+    settings = {k: v for k, v in audit.to_dict().items() if k != "classes"}
+    table = table.replace_schema_metadata({"visionlens": json.dumps(settings)})
+    paths = {"parquet": out / "audit.parquet", "csv": out / "audit.csv", "maps": out / "maps.npy",
+             "summary": out / "summary.json"}
+    pq.write_table(table, paths["parquet"])
+    pacsv.write_csv(table, paths["csv"])
+    np.save(paths["maps"], audit.maps)
+    paths["summary"].write_text(json.dumps(audit.to_dict(), indent=2))
+    if with_features:
+        paths["features"] = out / "features.npy"
+        np.save(paths["features"], audit.features)
+    return paths
