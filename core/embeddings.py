@@ -66,7 +66,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def tensors(model: LoadedModel, dataset: Dataset, *, size: int | None = None, normalise: bool = True) -> preprocessing.Squares:
+def tensors(model: LoadedModel, dataset: Dataset, *, size: int | None = None,
+            normalise: bool = True) -> preprocessing.Squares:
     """The torch Dataset `extract` reads: each image resized whole to a (3, S, S) square (no crop),
     normalised as the spec says, or uint8 pixels when `normalise` is False (see preprocessing.Squares)."""
     return preprocessing.Squares(dataset.images, model.spec, size, normalised=normalise)

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from core import datasets, embeddings, preprocessing, registry, training
 from core.errors import InvalidInputError
-from tests.conftest import TINY, TINY_VIT
+from tests.conftest import ROOT, TINY, TINY_VIT
 
 CNN = registry.get(TINY)  # bilinear, 64 px, ImageNet mean/std, any aspect
 BICUBIC = dataclasses.replace(CNN, name="bicubic", interpolation="bicubic", mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4))
@@ -109,8 +109,10 @@ def test_embeddings_read_the_same_squares(tiny):
     data = datasets.shapes(0, 3, 40)
     source = embeddings.tensors(tiny, data, size=32)
     assert isinstance(source, preprocessing.Squares)
-    assert torch.equal(source[1], preprocessing.normalise(preprocessing.square(data.images[1], tiny.spec, 32), tiny.spec))
-    assert torch.equal(embeddings.tensors(tiny, data, normalise=False)[0], preprocessing.square(data.images[0], tiny.spec))
+    square = preprocessing.square(data.images[1], tiny.spec, 32)
+    assert torch.equal(source[1], preprocessing.normalise(square, tiny.spec))
+    pixels = embeddings.tensors(tiny, data, normalise=False)[0]
+    assert torch.equal(pixels, preprocessing.square(data.images[0], tiny.spec))
 
 
 def test_a_fixed_size_network_is_not_fed_another_size(tiny_vit):
@@ -118,6 +120,28 @@ def test_a_fixed_size_network_is_not_fed_another_size(tiny_vit):
     with pytest.raises(InvalidInputError, match="only takes 64 px"):
         embeddings.extract(tiny_vit, data, size=32)
     assert embeddings.extract(tiny_vit, data, precision="fp32").image_size == 64
+
+
+@pytest.mark.parametrize("fixed, sizes", [(True, ["128 px (the model's)"]), (False, ["128 px (the model's)", "96 px"])])
+def test_the_datasets_page_offers_a_fixed_size_network_its_own_size_only(monkeypatch, fixed, sizes):
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import cache
+
+    specs = dict(cache.specs())
+    specs[TINY_VIT] = dataclasses.replace(specs[TINY_VIT], input_size=(128, 128), fixed_size=fixed)
+    monkeypatch.setattr(cache, "specs", lambda: specs)
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app_pages" / "datasets.py"), default_timeout=240)
+    at.session_state["model_name"] = TINY_VIT
+    at.session_state["ds_limit"] = 20
+    at.session_state["ds_map"] = "PCA"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="ds_size").options == sizes
+    job = at.session_state["ds_job"] if "ds_job" in at.session_state else None
+    if job is not None:  # the page started extracting in the background: stop it, leave no thread behind
+        job.stop.set()
+        job.wait(timeout=120)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,9 +157,11 @@ def test_augmentation_is_torchvision_v2_with_the_spec_s_interpolation():
     steps = preprocessing.Augment(BICUBIC, 48, crop=True, flip=True).transform.transforms
     crop, flip = steps
     assert isinstance(crop, v2.RandomResizedCrop) and isinstance(flip, v2.RandomHorizontalFlip)
-    assert tuple(crop.size) == (48, 48) and crop.scale == preprocessing.CROP_SCALE and crop.ratio == preprocessing.CROP_RATIO
+    assert tuple(crop.size) == (48, 48)
+    assert crop.scale == preprocessing.CROP_SCALE and crop.ratio == preprocessing.CROP_RATIO
     assert crop.interpolation == v2.InterpolationMode.BICUBIC
-    assert [type(s) for s in preprocessing.Augment(CNN, 48, flip=True).transform.transforms] == [v2.RandomHorizontalFlip]
+    flip_only = preprocessing.Augment(CNN, 48, flip=True).transform.transforms
+    assert [type(s) for s in flip_only] == [v2.RandomHorizontalFlip]
 
 
 def test_augmented_batches_are_seeded_and_leave_torch_s_generator_alone():
