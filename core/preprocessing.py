@@ -14,6 +14,7 @@ Three uses, one set of rules (the spec's `interpolation`, `mean`, `std`, `input_
 """
 
 import functools
+import os
 import threading
 from collections.abc import Sequence
 
@@ -38,6 +39,15 @@ _FILTERS = {
 }
 INTERPOLATIONS = tuple(_FILTERS)
 _TORCH_RNG = threading.Lock()  # transforms.v2 draws from torch's global generator: one borrower at a time
+
+
+def _unlocked_in_child() -> None:
+    """A DataLoader worker forked while another thread held the lock must not start with it held."""
+    global _TORCH_RNG
+    _TORCH_RNG = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlocked_in_child)
 
 
 def _filter(spec: BackboneSpec) -> Image.Resampling:
