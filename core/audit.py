@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from core import cams, embeddings, hooks, localisation
+from core import cams, embeddings, hooks, localisation, preprocessing
 from core.cam_methods import METHODS, check_method
 from core.datasets import Dataset
 from core.errors import Cancelled, InvalidInputError
@@ -266,8 +266,6 @@ def explain_dataset(
     report = on_progress or (lambda fraction, message: None)
     source = embeddings.tensors(model, dataset, size=size, normalise=False)
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
-    mean = torch.tensor(model.spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.spec.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     labels = torch.as_tensor(np.asarray(dataset.labels, dtype=np.int64))
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("features", "logits", "explained", "maps")}
     done = 0
@@ -278,8 +276,7 @@ def explain_dataset(
 
     def step(chunk: "_Pairs"):
         pixels, truth = chunk.pixels, chunk.labels
-        batch = pixels.to(device).float().div_(255.0).sub_(mean).div_(std)
-        batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = preprocessing.normalise(pixels.to(device), model.spec).contiguous(memory_format=torch.channels_last)
         return _pass(model, module, layer, batch, truth if target == "true" else None, info.uses_gradients, dtype,
                      method)
 
