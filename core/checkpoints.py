@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from core import hooks, registry, training
+from core import baselines, heads, hooks, registry
 from core.errors import InvalidInputError
 from core.models import LoadedModel
 from core.runtime import resolve_device
@@ -55,9 +55,9 @@ class Exported:
 
 def manifest(model: LoadedModel, *, trained: dict[str, str | float | int] | None = None) -> dict:
     """The JSON description of `model`: base backbone, head, classes, preprocessing and CAM layer."""
-    head = training.head_of(model)
+    head = heads.head_of(model)
     base = model.spec.name
-    if base not in training.BASELINES and base not in registry.names():
+    if base not in baselines.BASELINES and base not in registry.names():
         raise InvalidInputError(f"'{base}' is neither a registered backbone nor a baseline: it cannot be exported.")
     spec = model.spec
     document = {
@@ -121,9 +121,9 @@ def load(
     """
     document_bytes, weights = _read(source, limits)
     document = _manifest(document_bytes, limits)
-    head = training.Head(document["head"]["kind"], document["head"]["slot"], document["head"]["in_features"],
+    head = heads.Head(document["head"]["kind"], document["head"]["slot"], document["head"]["in_features"],
                          len(document["classes"]), document["head"]["hidden"], document["head"]["dropout"])
-    module = training.architecture(document["base"], head)
+    module = heads.architecture(document["base"], head)
     try:
         hooks.find(module, document["cam_layer"])
     except Exception:
@@ -206,7 +206,7 @@ def _manifest(data: bytes, limits: Limits) -> dict:
                                                           extra and f"unknown {', '.join(e[:40] for e in extra[:5])}"]))
                                 + ".")
     base = _text(document["base"], "base", limits)
-    known = [*registry.names(), *training.BASELINES]
+    known = [*registry.names(), *baselines.BASELINES]
     if base not in known:
         from core.errors import did_you_mean
 
@@ -216,8 +216,8 @@ def _manifest(data: bytes, limits: Limits) -> dict:
     head = document["head"]
     if not isinstance(head, dict) or set(head) != {"kind", "slot", "in_features", "hidden", "dropout"}:
         raise InvalidInputError("The JSON's head must have exactly: kind, slot, in_features, hidden, dropout.")
-    if head["kind"] not in training.HEADS:
-        raise InvalidInputError(f"Unknown head kind {str(head['kind'])[:40]!r}; known: {', '.join(training.HEADS)}.")
+    if head["kind"] not in heads.HEADS:
+        raise InvalidInputError(f"Unknown head kind {str(head['kind'])[:40]!r}; known: {', '.join(heads.HEADS)}.")
     _text(head["slot"], "head slot", limits)
     _integer(head["in_features"], "head in_features", 1, 100_000)
     _integer(head["hidden"], "head hidden", 1 if head["kind"] == "mlp" else 0, 8192 if head["kind"] == "mlp" else 0)
@@ -355,16 +355,16 @@ def _tensors(data: bytes) -> dict[str, torch.Tensor]:
         raise InvalidInputError(f"The weights file is not a readable safetensors file ({error}).") from None
 
 
-def _spec(document: dict, head: training.Head) -> registry.BackboneSpec:
+def _spec(document: dict, head: heads.Head) -> registry.BackboneSpec:
     base = document["base"]
     pre = document["preprocessing"]
     size = tuple(pre["input_size"])
-    if base in training.BASELINES:
-        spec = training.baseline_spec(base, document["classes"], size[0])
+    if base in baselines.BASELINES:
+        spec = baselines.baseline_spec(base, document["classes"], size[0])
     else:
         spec = registry.get(base)
     return replace(
-        spec, title=document["title"], source="imported", build=training.no_builder, head=head.path,
+        spec, title=document["title"], source="imported", build=baselines.no_builder, head=head.path,
         cam_layer=document["cam_layer"], categories=tuple(document["classes"]), weights_file=None, weights_url=None,
         input_size=size, resize_size=pre["resize_size"], mean=tuple(pre["mean"]), std=tuple(pre["std"]),
         interpolation=pre["interpolation"], fixed_size=True, params=None, gmacs=None, top1=None,

@@ -45,7 +45,7 @@ class BackboneSpec:
     gmacs: float | None = None  # multiply-adds per image at input_size, in billions (torchvision `_ops`)
     top1: float | None = None  # ImageNet-1K acc@1 of the pretrained weights, in percent
     family: str = "cnn"  # "cnn" or "transformer"
-    stages: tuple[str, ...] = ()  # layers from shallow to deep that end a stage: CAM through depth, sanity checks
+    stages: tuple[str, ...] = ()  # the layers that end each stage, shallow to deep: read through `core.stages`
 
 
 _SPECS: dict[str, BackboneSpec] = {}
@@ -260,7 +260,7 @@ register(from_torchvision("vgg16", title="VGG-16", cam_layer="features.29", head
 register(from_torchvision("alexnet", title="AlexNet", cam_layer="features.11", head="classifier.6",
                           stages=("features.1", "features.4", "features.7", "features.9", "features.11")))
 register(from_torchvision("densenet121", title="DenseNet-121", cam_layer="features.norm5", head="classifier",
-                          stages=tuple(f"features.denseblock{i}" for i in range(1, 5)) + ("features.norm5",)))
+                          stages=tuple(f"features.denseblock{i}" for i in range(1, 4)) + ("features.norm5",)))
 register(from_torchvision("inception_v3", title="Inception v3", cam_layer="Mixed_7c", head="fc",
                           stages=("Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c")))
 register(from_torchvision("mobilenet_v3_large", title="MobileNetV3-Large", cam_layer="features.16", head="classifier.3",

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import cams, hooks, lessons, models, preprocessing
+from core import cams, convolution, gradcam, hooks, lessons, models, preprocessing
 from core.errors import InvalidInputError
 from tests.conftest import sample
 
@@ -27,36 +27,36 @@ def cat():
 
 def test_identity_kernel_returns_the_image():
     image = np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)
-    out = lessons.convolve(image, "identity")
+    out = convolution.convolve(image, "identity")
     assert out.dtype == np.float32 and out.shape == image.shape
     np.testing.assert_array_equal(out, image)
-    np.testing.assert_array_equal(lessons.visible(out, "identity"), image)
+    np.testing.assert_array_equal(convolution.visible(out, "identity"), image)
 
 
-@pytest.mark.parametrize("name", list(lessons.KERNELS))
+@pytest.mark.parametrize("name", list(convolution.KERNELS))
 def test_convolve_is_pytorchs_conv2d_per_channel(name):
     image = np.random.default_rng(1).random((12, 15, 3), dtype=np.float32)
-    weights = torch.from_numpy(lessons.KERNELS[name].weights.copy())
+    weights = torch.from_numpy(convolution.KERNELS[name].weights.copy())
     planes = torch.from_numpy(image).permute(2, 0, 1)[:, None]  # (C, 1, H, W)
     expected = F.conv2d(planes, weights[None, None], padding=1)[:, 0].permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(lessons.convolve(image, name), expected, atol=1e-5)
-    worked = lessons.worked(image[..., 0], name, at=(0, 14))  # a corner pixel: the kernel hangs over the border
+    np.testing.assert_allclose(convolution.convolve(image, name), expected, atol=1e-5)
+    worked = convolution.worked(image[..., 0], name, at=(0, 14))  # a corner pixel: the kernel hangs over the border
     assert worked.value == pytest.approx(expected[0, 14, 0], abs=1e-5)
-    assert float(lessons.KERNELS[name].weights.sum()) in (pytest.approx(1.0), pytest.approx(0.0))
+    assert float(convolution.KERNELS[name].weights.sum()) in (pytest.approx(1.0), pytest.approx(0.0))
 
 
 def test_custom_kernel_and_bad_kernels():
     image = np.arange(20, dtype=np.float32).reshape(4, 5)
-    doubled = lessons.convolve(image, [[0, 0, 0], [0, 2, 0], [0, 0, 0]])
+    doubled = convolution.convolve(image, [[0, 0, 0], [0, 2, 0], [0, 0, 0]])
     np.testing.assert_array_equal(doubled, 2 * image)
-    edges = lessons.visible(lessons.convolve(image, "sobel_x"), "sobel_x")
+    edges = convolution.visible(convolution.convolve(image, "sobel_x"), "sobel_x")
     assert edges.dtype == np.uint8 and edges.max() == 255
     with pytest.raises(InvalidInputError, match="Did you mean 'sobel_x'"):
-        lessons.convolve(image, "sobelx")
+        convolution.convolve(image, "sobelx")
     with pytest.raises(InvalidInputError, match="3x3"):
-        lessons.convolve(image, np.ones((5, 5)))
+        convolution.convolve(image, np.ones((5, 5)))
     with pytest.raises(InvalidInputError, match="finite"):
-        lessons.convolve(image, [[0, 0, 0], [0, float("nan"), 0], [0, 0, 0]])
+        convolution.convolve(image, [[0, 0, 0], [0, float("nan"), 0], [0, 0, 0]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def test_custom_kernel_and_bad_kernels():
     ],
 )
 def test_output_size_formula(n, kernel, padding, stride, dilation, expected):
-    assert lessons.output_size(n, kernel=kernel, padding=padding, stride=stride, dilation=dilation) == expected
+    assert convolution.output_size(n, kernel=kernel, padding=padding, stride=stride, dilation=dilation) == expected
     conv = nn.Conv2d(1, 1, kernel, stride=stride, padding=padding, dilation=dilation)
     assert conv(torch.zeros(1, 1, n, n)).shape[-1] == expected
 
@@ -88,23 +88,23 @@ def test_output_size_formula(n, kernel, padding, stride, dilation, expected):
 def test_ceil_mode_matches_pytorch_pooling(n, kernel, padding, stride):
     pool = nn.MaxPool2d(kernel, stride=stride, padding=padding, ceil_mode=True)
     expected = pool(torch.zeros(1, 1, n, n)).shape[-1]
-    assert lessons.output_size(n, kernel=kernel, padding=padding, stride=stride, ceil_mode=True) == expected
+    assert convolution.output_size(n, kernel=kernel, padding=padding, stride=stride, ceil_mode=True) == expected
 
 
 @pytest.mark.parametrize(("n", "kernel", "stride"), [(224, 3, 2), (225, 3, 2), (56, 5, 2), (15, 5, 1), (7, 3, 3)])
 def test_same_padding_gives_ceil_n_over_s(n, kernel, stride):
-    total = lessons.same_padding(n, kernel=kernel, stride=stride)
+    total = convolution.same_padding(n, kernel=kernel, stride=stride)
     padded = F.pad(torch.zeros(1, 1, n, n), (total // 2, total - total // 2) * 2)
     assert F.conv2d(padded, torch.zeros(1, 1, kernel, kernel), stride=stride).shape[-1] == -(-n // stride)
 
 
 def test_output_size_refuses_impossible_settings():
     with pytest.raises(InvalidInputError, match="does not fit"):
-        lessons.output_size(2, kernel=5, padding=0, stride=1)
+        convolution.output_size(2, kernel=5, padding=0, stride=1)
     with pytest.raises(InvalidInputError, match="stride"):
-        lessons.output_size(10, kernel=3, padding=1, stride=0)
+        convolution.output_size(10, kernel=3, padding=1, stride=0)
     with pytest.raises(InvalidInputError, match="padding"):
-        lessons.output_size(10, kernel=3, padding=-1, stride=1)
+        convolution.output_size(10, kernel=3, padding=-1, stride=1)
 
 
 @pytest.mark.parametrize("backbone", ["lite0", "resnet18"])
@@ -140,17 +140,17 @@ def test_formula_agrees_with_every_conv_and_pool_layer(backbone, request, cat):
 
 def test_pool_max_and_average():
     image = np.array([[1, 2, 5, 6, 9], [3, 4, 7, 8, 9], [0, 0, 1, 1, 9]], dtype=np.uint8)
-    np.testing.assert_array_equal(lessons.pool(image, 2, "max"), [[4, 8]])
-    np.testing.assert_array_equal(lessons.pool(image, 2, "average"), [[2, 6]])  # 2.5 and 6.5 round to even
+    np.testing.assert_array_equal(convolution.pool(image, 2, "max"), [[4, 8]])
+    np.testing.assert_array_equal(convolution.pool(image, 2, "average"), [[2, 6]])  # 2.5 and 6.5 round to even
     rgb = np.random.default_rng(2).integers(0, 256, (30, 41, 3), dtype=np.uint8)
-    pooled = lessons.pool(rgb, 4, "max")
+    pooled = convolution.pool(rgb, 4, "max")
     assert pooled.shape == (7, 10, 3) and pooled.dtype == np.uint8
     torch_max = F.max_pool2d(torch.from_numpy(rgb).permute(2, 0, 1).float()[None], 4)[0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(pooled, torch_max)
     with pytest.raises(InvalidInputError, match="Unknown pooling"):
-        lessons.pool(rgb, 2, "median")
+        convolution.pool(rgb, 2, "median")
     with pytest.raises(InvalidInputError, match="window"):
-        lessons.pool(rgb, 31, "max")
+        convolution.pool(rgb, 31, "max")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_receptive_field_of_lite0_grows_and_ends_at_stride_32(lite0):
 
 def test_field_outline_draws_a_centred_square():
     picture = np.zeros((100, 120, 3), dtype=np.uint8)
-    drawn = lessons.field_outline(picture, 40, jump=8)
+    drawn = convolution.field_outline(picture, 40, jump=8)
     assert drawn.shape == picture.shape and not picture.any()  # the input is not modified
     assert tuple(drawn[30, 45]) == (255, 64, 0)  # the outline's top edge: rows 30 to 69, columns 40 to 79
     assert tuple(drawn[69, 79]) == (255, 64, 0) and tuple(drawn[50, 60]) == (255, 64, 0)  # corner, centre
@@ -218,12 +218,12 @@ def test_residual_maps_are_read_before_in_place_additions(resnet18, cat):
 
 def test_depth_layers(lite0, resnet18):
     assert lessons.depth_layers(lite0) == ["blocks.0", "blocks.1", "blocks.4", "bn2"]
-    assert lessons.depth_layers(resnet18) == ["relu", "layer1", "layer3", "layer4"]
+    assert lessons.depth_layers(resnet18) == ["layer1", "layer2", "layer3", "layer4"]  # the stages of core.stages
     assert lessons.depth_layers(lite0, count=1) == ["bn2"]
 
 
 def test_transfer_plans_count_every_parameter(lite0, resnet18):
-    for model, last in ((lite0, "blocks.5"), (resnet18, "layer4")):
+    for model, last in ((lite0, "bn2"), (resnet18, "layer4")):
         plan = lessons.transfer_plans(model, classes=10)
         head = model.module.get_submodule(model.spec.head)
         backbone = model.params - sum(p.numel() for p in head.parameters())
@@ -245,7 +245,7 @@ def test_transfer_plans_count_every_parameter(lite0, resnet18):
 @pytest.mark.parametrize("backbone", ["lite0", "resnet18"])
 def test_gradcam_parts_equal_the_explain_pages_map(backbone, request, cat):
     model = request.getfixturevalue(backbone)
-    parts = lessons.gradcam_parts(model, cat, top=6)
+    parts = gradcam.parts(model, cat, top=6)
     tensor = preprocessing.to_tensor(cat, model.spec)
     maps = cams.raw_maps(model, tensor, methods=["gradcam"], target=parts.target, layer=model.spec.cam_layer)
     raw, _ = maps["gradcam"]
@@ -265,12 +265,12 @@ def test_gradcam_parts_equal_the_explain_pages_map(backbone, request, cat):
 
 
 def test_gradcam_parts_for_a_chosen_class_and_bad_input(lite0, cat):
-    parts = lessons.gradcam_parts(lite0, cat, target=281, top=3)
+    parts = gradcam.parts(lite0, cat, target=281, top=3)
     assert parts.target == 281 and parts.label == "tabby" and parts.layer == "bn2"
     with pytest.raises(InvalidInputError, match="between 0 and 999"):
-        lessons.gradcam_parts(lite0, cat, target=1000)
+        gradcam.parts(lite0, cat, target=1000)
     with pytest.raises(RuntimeError, match="outside torch.inference_mode"), torch.inference_mode():
-        lessons.gradcam_parts(lite0, cat)
+        gradcam.parts(lite0, cat)
     assert hooks.count(lite0.module) == 0
 
 
