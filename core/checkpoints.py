@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from core import baselines, heads, hooks, registry
-from core.errors import InvalidInputError
+from core.errors import InvalidInputError, did_you_mean
 from core.models import LoadedModel
 from core.runtime import resolve_device
 
@@ -208,8 +208,6 @@ def _manifest(data: bytes, limits: Limits) -> dict:
     base = _text(document["base"], "base", limits)
     known = [*registry.names(), *baselines.BASELINES]
     if base not in known:
-        from core.errors import did_you_mean
-
         raise InvalidInputError(f"Unknown backbone '{base}' in the JSON.{did_you_mean(base, known)} Known: {', '.join(known)}.")
     _text(document["title"], "title", limits)
     _text(document["cam_layer"], "cam_layer", limits)

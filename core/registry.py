@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from core.errors import UnknownModelError, did_you_mean
+from core.errors import UnknownModelError, WeightsUnavailableError, did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,9 +115,7 @@ def _lite_weights_file(package: str, cls: str) -> Path | None:
 
 
 def _build_lite(variant: int, pretrained: bool) -> nn.Module:
-    import timm
-
-    from core.errors import WeightsUnavailableError
+    import timm  # imported on first build: importing the registry stays cheap
 
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     if not pretrained:
@@ -180,8 +178,6 @@ def _lite_spec(variant: int) -> BackboneSpec:
 
 def _build_torchvision(name: str, pretrained: bool) -> nn.Module:
     from torchvision.models import get_model, get_model_weights
-
-    from core.errors import WeightsUnavailableError
 
     weights = get_model_weights(name).DEFAULT
     # Inception v3 keeps its auxiliary classifier (as torchvision's num_params counts it); eval mode ignores it.
