@@ -5,17 +5,15 @@ the whole network runs, so the logits come for free (zero-shot predictions use t
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
-from core import hooks, runtime
+from core import hooks, preprocessing, runtime
 from core.datasets import Dataset
 from core.errors import Cancelled, InvalidInputError
 from core.models import LoadedModel
@@ -23,7 +21,6 @@ from core.runtime import HalvingBatches
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -69,37 +66,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-class _Tensors(TorchDataset):
-    """The whole image resized to a fixed square (no crop): (3, S, S) float32 normalised as the spec says,
-    or uint8 pixels when `normalise` is False (4x less to pass between processes; `extract` normalises
-    on the device)."""
-
-    def __init__(self, pictures: Sequence[Image.Image], size: int, mean, std, interpolation: str,
-                 *, normalise: bool = True) -> None:
-        self.pictures = pictures
-        self.size = size
-        self.normalise = normalise
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self.filter = _FILTERS.get(interpolation, Image.Resampling.BILINEAR)
-
-    def __len__(self) -> int:
-        return len(self.pictures)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        picture = self.pictures[index].convert("RGB").resize((self.size, self.size), self.filter)
-        pixels = torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy()).permute(2, 0, 1)
-        if not self.normalise:
-            return pixels
-        return pixels.float().div_(255.0).sub_(self.mean).div_(self.std)
-
-
-def tensors(model: LoadedModel, dataset: Dataset, *, size: int | None = None, normalise: bool = True) -> TorchDataset:
-    """The torch Dataset `extract` reads: each image as a normalised (3, S, S) tensor (uint8 pixels when
-    `normalise` is False)."""
-    spec = model.spec
-    return _Tensors(dataset.images, size or spec.input_size[0], spec.mean, spec.std, spec.interpolation,
-                    normalise=normalise)
+def tensors(model: LoadedModel, dataset: Dataset, *, size: int | None = None,
+            normalise: bool = True) -> preprocessing.Squares:
+    """The torch Dataset `extract` reads: each image resized whole to a (3, S, S) square (no crop),
+    normalised as the spec says, or uint8 pixels when `normalise` is False (see preprocessing.Squares)."""
+    return preprocessing.Squares(dataset.images, model.spec, size, normalised=normalise)
 
 
 def extract(
@@ -121,7 +92,7 @@ def extract(
     Thread-safe; leaves no hooks on the model.
 
     Raises:
-        InvalidInputError: an empty dataset, a bad batch size or precision.
+        InvalidInputError: an empty dataset, a bad batch size or precision, another size for a fixed-size network.
         Cancelled: should_stop() became true (polled between batches).
         DeviceError: the GPU ran out of memory even at batch size 1 (larger batches are halved and retried).
     """
@@ -138,9 +109,7 @@ def extract(
         # Resizing on the CPU feeds a GPU only with several processes (measured on an H200 host: 4 workers
         # gave 0.14 of the model's throughput); a CPU host's forward pass uses every core itself.
         workers = min(8, max(1, runtime.cores() - 1)) if cuda else 0
-    source = tensors(model, dataset, size=size, normalise=False)
-    mean = torch.tensor(model.spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(model.spec.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    source = tensors(model, dataset, size=size, normalise=False)  # refuses a fixed-size network at another size
     loader = DataLoader(
         source, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda,
         persistent_workers=False, prefetch_factor=4 if workers else None,
@@ -156,7 +125,7 @@ def extract(
         done / len(dataset), f"The GPU ran out of memory at batch {old}: continuing at {new}"))
 
     def forward(chunk: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        chunk = chunk.to(device, non_blocking=cuda).float().div_(255.0).sub_(mean).div_(std)
+        chunk = preprocessing.normalise(chunk.to(device, non_blocking=cuda), model.spec)
         chunk = chunk.contiguous(memory_format=torch.channels_last)
         with model.lock, hooks.capture(model.module, [head], inputs=True) as captured, torch.inference_mode(), autocast:
             output = model.module(chunk)
@@ -175,7 +144,7 @@ def extract(
     names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
     return Embeddings(
         np.concatenate(features).astype(np.float32), np.concatenate(logits).astype(np.float32),
-        model.name, names[dtype], size or model.spec.input_size[0], seconds,
+        model.name, names[dtype], source.size, seconds,
     )
 
 

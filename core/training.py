@@ -20,12 +20,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from core import embeddings, evaluation, hooks, splits, stages
+from core import embeddings, evaluation, hooks, preprocessing, splits, stages
 from core.baselines import BASELINES, baseline_spec, no_builder
 from core.datasets import Dataset
 from core.errors import InvalidInputError, did_you_mean
@@ -34,9 +33,6 @@ from core.heads import HEADS, Head, final_linear, install
 from core.models import LoadedModel
 from core.registry import BackboneSpec
 from core.runtime import resolve_device
-
-_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-
 
 
 @dataclass(frozen=True)
@@ -248,7 +244,7 @@ def parameter_summary(
 
 
 class _Images(TorchDataset):
-    """(3, S, S) normalised tensors and labels of some dataset rows, optionally augmented.
+    """(3, S, S) normalised tensors and labels of some dataset rows, optionally augmented (preprocessing.Augment).
 
     Augmentation draws from its own seeded generator (never the global RNG). With worker processes,
     each worker reseeds from the seed and its worker id.
@@ -256,10 +252,7 @@ class _Images(TorchDataset):
 
     def __init__(self, pictures, labels, rows, size: int, spec: BackboneSpec, *, crop: bool, flip: bool, seed: int) -> None:
         self.pictures, self.labels, self.rows = pictures, labels, np.asarray(rows)
-        self.size, self.crop, self.flip = size, crop, flip
-        self.filter = _FILTERS.get(spec.interpolation, Image.Resampling.BILINEAR)
-        self.mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
+        self.augment = preprocessing.Augment(spec, size, crop=crop, flip=flip)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
@@ -268,26 +261,7 @@ class _Images(TorchDataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         row = int(self.rows[index])
-        picture = self.pictures[row].convert("RGB")
-        box = self._box(picture.size) if self.crop else None
-        picture = picture.resize((self.size, self.size), self.filter, box=box)
-        if self.flip and self.rng.random() < 0.5:
-            picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        tensor = torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-        return tensor.sub_(self.mean).div_(self.std), int(self.labels[row])
-
-    def _box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
-        """A random resized crop (area 50-100 %, aspect 3/4-4/3), as torchvision draws it."""
-        width, height = size
-        area = width * height
-        for _ in range(10):
-            target = area * self.rng.uniform(0.5, 1.0)
-            aspect = math.exp(self.rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-            w, h = math.sqrt(target * aspect), math.sqrt(target / aspect)
-            if w <= width and h <= height:
-                left, top = self.rng.uniform(0, width - w), self.rng.uniform(0, height - h)
-                return (left, top, left + w, top + h)
-        return (0.0, 0.0, float(width), float(height))
+        return self.augment(self.pictures[row], self.rng), int(self.labels[row])
 
 
 def _reseed_worker(worker_id: int) -> None:

@@ -78,7 +78,7 @@ with st.expander("Extraction settings"):
         "faster, but the features move by a few percent.",
     )
     own = spec.input_size[0]
-    sizes = [own, *[s for s in (160, 128, 96) if s < own]]
+    sizes = [own] if spec.fixed_size else [own, *[s for s in (160, 128, 96) if s < own]]  # ViT, Swin: theirs only
     size = c.selectbox(
         "Image size (whole image, no crop)", sizes, index=sizes.index(128) if kind == "digits" and 128 in sizes else 0,
         format_func=lambda s: f"{s} px" + (" (the model's)" if s == own else ""), key="ds_size",
