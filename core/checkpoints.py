@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from core import baselines, heads, hooks, registry
+from core import baselines, heads, hooks, records, registry
 from core.errors import InvalidInputError, did_you_mean
 from core.models import LoadedModel
 from core.runtime import resolve_device
@@ -49,11 +49,26 @@ class Exported:
     weights: Path
 
 
+@dataclass(frozen=True)
+class Trained:
+    """The plain facts about a training run that an export keeps in its JSON ("trained")."""
+
+    dataset: str
+    strategy: str
+    test_accuracy: float
+    best_epoch: int
+
+    @classmethod
+    def of(cls, run) -> "Trained":
+        """From a `training.RunResult` (read by duck typing: checkpoints does not depend on training)."""
+        return cls(run.dataset, run.config.strategy, run.accuracy, run.best_epoch)
+
+
 # ---------------------------------------------------------------------------------------------
 # Export
 
 
-def manifest(model: LoadedModel, *, trained: dict[str, str | float | int] | None = None) -> dict:
+def manifest(model: LoadedModel, *, trained: Trained | None = None) -> dict:
     """The JSON description of `model`: base backbone, head, classes, preprocessing and CAM layer."""
     head = heads.head_of(model)
     base = model.spec.name
@@ -73,12 +88,12 @@ def manifest(model: LoadedModel, *, trained: dict[str, str | float | int] | None
         "cam_layer": spec.cam_layer,
     }
     if trained:
-        document["trained"] = dict(trained)
+        document["trained"] = records.to_dict(trained)
     return document
 
 
-def serialize(model: LoadedModel, *, trained: dict[str, str | float | int] | None = None) -> tuple[bytes, bytes]:
-    """(JSON bytes, safetensors bytes) of `model`. `trained`: a few plain facts (dataset, accuracy) kept in the JSON."""
+def serialize(model: LoadedModel, *, trained: Trained | None = None) -> tuple[bytes, bytes]:
+    """(JSON bytes, safetensors bytes) of `model`. `trained`: the run's plain facts, kept in the JSON."""
     from safetensors.torch import save
 
     document = manifest(model, trained=trained)
@@ -88,7 +103,7 @@ def serialize(model: LoadedModel, *, trained: dict[str, str | float | int] | Non
     return json.dumps(document, indent=2).encode("utf-8"), weights
 
 
-def export(model: LoadedModel, directory: str | Path, *, trained: dict[str, str | float | int] | None = None) -> Exported:
+def export(model: LoadedModel, directory: str | Path, *, trained: Trained | None = None) -> Exported:
     """Write `model.json` and `model.safetensors` into `directory` (created if needed).
 
     Raises:

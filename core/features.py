@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from core import hooks, preprocessing, stages
+from core import hooks, layout, preprocessing, stages
 from core.errors import InvalidInputError, LayerNotFoundError
 from core.models import LoadedModel
 
@@ -244,13 +244,10 @@ def _outputs(model: LoadedModel, image: Image.Image | None, paths: list[str]) ->
 
 def _spatial(model: LoadedModel, output: Tensor) -> Tensor | None:
     """`output` as a (B, C, H, W) map with H*W > 1 (after the spec's reshape for token layouts), else None."""
-    from core.cams import layer_needs_reshape  # cams imports grad-cam: only when it is needed
-
-    if layer_needs_reshape(model, output):
-        try:
-            output = model.spec.reshape(output)
-        except (RuntimeError, ValueError):
-            return None
+    try:
+        output = layout.to_maps(model.spec, output)
+    except (RuntimeError, ValueError):
+        return None
     if output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
         return output
     return None

@@ -65,9 +65,8 @@ def parts(
     if target is None:
         target = int(probabilities(model, tensor).argmax(dim=1)[0])
     target = cams.check_target(model, target)
-    activations, grads = cams._shared_pass(model, tensor, module, layer, target, True)
-    cam = cams._bare(cams.METHODS["gradcam"], module)
-    cam.activations_and_grads = cams._Captured([activations], [grads])
+    activations, grads = cams.shared_pass(model, tensor, module, layer, target, True)
+    cam = cams.METHODS["gradcam"].bare(module, activations, grads)
     per_layer = cam.compute_cam_per_layer(tensor, [ClassifierOutputTarget(target)], False)
     heatmap = cam.aggregate_multi_layers(per_layer)[0].astype(np.float32)
 

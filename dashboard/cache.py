@@ -1056,9 +1056,7 @@ def checkpoint_files(run: TrainedRun) -> tuple:
     result = run.result
 
     def files() -> tuple[bytes, bytes]:
-        facts = {"dataset": result.dataset, "strategy": result.config.strategy, "test_accuracy": result.accuracy,
-                 "best_epoch": result.best_epoch}
-        return store.get(run.id, lambda: checkpoints.serialize(result.model, trained=facts))
+        return store.get(run.id, lambda: checkpoints.serialize(result.model, trained=checkpoints.Trained.of(result)))
 
     return (lambda: files()[0]), (lambda: files()[1])
 
