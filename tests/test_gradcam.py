@@ -33,8 +33,8 @@ def test_gradcam_parts_equal_the_explain_pages_map(backbone, request, cat):
     assert list(weights) == sorted(weights, reverse=True) and weights[0] == parts.weights.max()
     contributions = parts.contributions[list(parts.channels)]
     assert list(contributions) == sorted(contributions, reverse=True) and contributions[0] == parts.contributions.max()
-    activations, _ = cams._shared_pass(model, tensor, model.module.get_submodule(model.spec.cam_layer),
-                                       model.spec.cam_layer, parts.target, False)
+    activations, _ = cams.shared_pass(model, tensor, model.module.get_submodule(model.spec.cam_layer),
+                                      model.spec.cam_layer, parts.target, False)
     np.testing.assert_allclose(parts.means, activations[0].mean(dim=(1, 2)).numpy(), rtol=1e-5, atol=1e-6)
     assert parts.coarse.max() == pytest.approx(1.0) and parts.coarse.min() >= 0
     assert hooks.count(model.module) == 0
