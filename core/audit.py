@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from core import cams, embeddings, hooks, localisation, preprocessing
+from core import cams, embeddings, hooks, layout, localisation, preprocessing
 from core.cam_methods import METHODS, check_method
 from core.datasets import Dataset
 from core.errors import Cancelled, InvalidInputError
@@ -345,9 +345,10 @@ def _pass(model, module, layer, batch, truth, needs_grads, dtype, method):
             (grads,) = torch.autograd.grad(score, store["leaf"])
         features = captured[head].float().flatten(1).cpu().numpy()
     activations = store["leaf"].detach()
-    if cams.layer_needs_reshape(model, activations):
-        activations = model.spec.reshape(activations)
-        grads = model.spec.reshape(grads) if grads is not None else None
+    reshape = layout.reshape_for(model.spec, activations)
+    if reshape is not None:
+        activations = reshape(activations)
+        grads = reshape(grads) if grads is not None else None
     if activations.ndim != 4:
         raise InvalidInputError(f"Layer '{layer}' outputs shape {tuple(activations.shape)}; maps need (B, C, H, W).")
     targets = explained.cpu().numpy()

@@ -30,6 +30,7 @@ from pytorch_grad_cam import (  # noqa: E402
     ShapleyCAM,
     XGradCAM,
 )
+from pytorch_grad_cam.base_cam import BaseCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
@@ -58,6 +59,8 @@ class Method:
     kwargs: dict[str, object] = field(default_factory=dict, hash=False)
     #: (text of the library's RuntimeError, what to tell people instead)
     failures: tuple[tuple[str, str], ...] = ()
+    #: the class whose maths the shared pass uses, when not `cls` (EigenCAM's SVD in its economical form)
+    shared_cls: type | None = None
 
     @property
     def slow(self) -> bool:
@@ -84,6 +87,20 @@ class Method:
                     if name not in _CAM_ARGUMENTS and p.default is not inspect.Parameter.empty}
         return {**defaults, **self.kwargs}
 
+    def bare(self, module: nn.Module, activations: Tensor, grads: Tensor | None) -> BaseCAM:
+        """An instance of the method's class with no model and no hooks, holding the shared pass's tensors of
+        `module` ((1, C, h, w) maps, already reshaped): only the library's maths is used."""
+        cam = object.__new__(self.shared_cls or self.cls)
+        cam.target_layers = [module]
+        cam.reshape_transform = None  # already applied
+        cam.detach = True
+        cam.compute_input_gradient = False
+        cam.uses_gradients = True
+        for option, value in self.options().items():  # what the constructor would have stored (KPCA's kernel, FEM's k)
+            setattr(cam, option, value)
+        cam.activations_and_grads = Captured([activations], [grads] if grads is not None else [])
+        return cam
+
     def build(self, model: nn.Module, layer: nn.Module, reshape: Callable | None):
         """The library's object for this method, hooked on `model` (use it as a context manager)."""
         layers = [layer] if self.target_layer else []
@@ -95,6 +112,41 @@ class Method:
             return cam(input_tensor=batch, targets=None, target_idx=target, eigen_smooth=eigen_smooth)[0]
         return cam(input_tensor=batch, targets=[ClassifierOutputTarget(target)], eigen_smooth=eigen_smooth,
                    aug_smooth=aug_smooth)[0]
+
+
+@dataclass
+class Captured:
+    """Stands in for the library's ActivationsAndGradients: tensors captured by the engine's shared pass."""
+
+    activations: list[Tensor] = field(default_factory=list)
+    gradients: list[Tensor] = field(default_factory=list)
+
+    def release(self) -> None:  # called by BaseCAM.__del__; there are no hooks to remove
+        self.activations.clear()
+        self.gradients.clear()
+
+
+def _economical_projection(activation_batch: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's get_2d_projection with `full_matrices=False`: same first component, far cheaper."""
+    activation_batch = activation_batch.copy()
+    activation_batch[np.isnan(activation_batch)] = 0
+    projections = []
+    for activations in activation_batch:
+        reshaped = activations.reshape(activations.shape[0], -1).transpose()
+        reshaped = reshaped - reshaped.mean(axis=0)
+        _, _, vt = np.linalg.svd(reshaped, full_matrices=False)
+        projections.append((reshaped @ vt[0, :]).reshape(activations.shape[1:]))
+    return np.float32(projections)
+
+
+class _EconomicalEigenCAM(EigenCAM):
+    def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, eigen_smooth):
+        return _economical_projection(activations)
+
+
+class _EconomicalEigenGradCAM(EigenGradCAM):
+    def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, eigen_smooth):
+        return _economical_projection(grads * activations)
 
 
 class _ShapleyCAM(ShapleyCAM):
@@ -125,9 +177,10 @@ METHODS: dict[str, Method] = {
         Method("gradcam++", "Grad-CAM++", GradCAMPlusPlus, _ONE_PASS, shared=True),
         Method("xgradcam", "XGrad-CAM", XGradCAM, _ONE_PASS, shared=True),
         Method("layercam", "LayerCAM", LayerCAM, _ONE_PASS, shared=True),
-        Method("eigengradcam", "EigenGrad-CAM", EigenGradCAM, "one pass + SVD", shared=True),
+        Method("eigengradcam", "EigenGrad-CAM", EigenGradCAM, "one pass + SVD", shared=True,
+               shared_cls=_EconomicalEigenGradCAM),
         Method("eigencam", "Eigen-CAM", EigenCAM, "one forward + SVD (class-agnostic)", shared=True,
-               uses_gradients=False),
+               uses_gradients=False, shared_cls=_EconomicalEigenCAM),
         Method("kpcacam", "KPCA-CAM", KPCA_CAM, "one forward + kernel PCA (class-agnostic)", shared=True,
                uses_gradients=False),
         Method("fem", "FEM", FEM, "one forward (class-agnostic)", shared=True, uses_gradients=False),

@@ -11,6 +11,7 @@ Two paths, one result:
 Both hold the model's lock for every forward pass, so a shared model is used by one thread at a time.
 """
 
+import copy
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,18 +20,22 @@ from dataclasses import dataclass, field, replace
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the library's progress bars: we report through callbacks
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_grad_cam import EigenCAM, EigenGradCAM
-from pytorch_grad_cam.base_cam import BaseCAM
+from pytorch_grad_cam import GuidedBackpropReLUModel
+from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUasModule
+from pytorch_grad_cam.utils.find_layers import replace_all_layer_type_recursive
+from pytorch_grad_cam.utils.image import deprocess_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
-from core import hooks, images, preprocessing
+from core import benchmarks, cam_methods, hooks, images, layout, preprocessing
 from core.cam_methods import DEFAULT_METHOD, METHODS, SHARED, Method, applicable, check_method  # noqa: F401
 from core.errors import InvalidInputError, LayerNotFoundError, UnknownMethodError
 from core.models import LoadedModel
+from core.predictions import probabilities
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 PERTURBATION_BATCH = 32
@@ -100,8 +105,6 @@ def compute(
     hooks.find(model.module, layer)  # unknown layer: fail before any work
     tensor = preprocessing.to_tensor(image, model.spec)
     if target is None:
-        from core.predictions import probabilities
-
         target = int(probabilities(model, tensor).argmax(dim=1)[0])
     target = check_target(model, target)
     maps = raw_maps(
@@ -151,7 +154,7 @@ def _raw_maps(model, tensor, methods, target, layer, eigen_smooth, aug_smooth, r
         report(0.0, f"One forward and backward pass for {len(shared)} method(s)")
         started = time.perf_counter()
         needs_grads = any(METHODS[m].uses_gradients for m in shared)
-        activations, grads = _shared_pass(model, tensor, module, layer, target, needs_grads)
+        activations, grads = shared_pass(model, tensor, module, layer, target, needs_grads)
         pass_seconds = time.perf_counter() - started
         for name in shared:
             began = time.perf_counter()
@@ -213,8 +216,7 @@ def weigh(name: str, module: nn.Module, tensor: Tensor, activations: Tensor, gra
     `activations` and `grads` are the target layer's (B, C, H, W) output and d(score of targets[i])/d(output)
     on the CPU; `tensor` is the (B, 3, h, w) input (only its size is read: the maps come at it).
     """
-    cam = _bare(METHODS[name], module)
-    cam.activations_and_grads = _Captured([activations], [grads] if grads is not None else [])
+    cam = METHODS[name].bare(module, activations, grads)
     per_layer = cam.compute_cam_per_layer(tensor, [ClassifierOutputTarget(int(t)) for t in targets], eigen_smooth)
     return cam.aggregate_multi_layers(per_layer)
 
@@ -222,7 +224,7 @@ def weigh(name: str, module: nn.Module, tensor: Tensor, activations: Tensor, gra
 # ---------------------------------------------------------------------------------------------
 
 
-def _shared_pass(
+def shared_pass(
     model: LoadedModel, tensor: Tensor, module: nn.Module, layer: str, target: int, needs_grads: bool
 ) -> tuple[Tensor, Tensor | None]:
     """The target layer's activations and d(score)/d(activations), each (1, C, h, w) on the CPU."""
@@ -233,7 +235,7 @@ def _shared_pass(
 def _forward_backward(
     model: LoadedModel, tensor: Tensor, module: nn.Module, layer: str, target: int | None, needs_grads: bool
 ) -> tuple[Tensor, Tensor | None, Tensor]:
-    """`_shared_pass`, plus the (1, classes) float32 logits on the CPU; target None: the most probable class.
+    """`shared_pass`, plus the (1, classes) float32 logits on the CPU; target None: the most probable class.
 
     The hook swaps the layer's output for a fresh leaf tensor, so autograd stops there: the
     backward pass runs from the class score down to the layer and no further.
@@ -258,7 +260,7 @@ def _forward_backward(
             score = ClassifierOutputTarget(target)(logits[0])
             (grads,) = torch.autograd.grad(score, store["leaf"])
     activations = store["leaf"].detach()
-    reshape = model.spec.reshape if model.spec.reshape is not None and layer_needs_reshape(model, activations) else None
+    reshape = layout.reshape_for(model.spec, activations)
     if reshape is not None:
         activations = reshape(activations)
         grads = reshape(grads) if grads is not None else None
@@ -269,67 +271,6 @@ def _forward_backward(
         )
     return (activations.float().cpu(), (grads.float().cpu() if grads is not None else None),
             logits.detach().float().cpu())
-
-
-def layer_needs_reshape(model: LoadedModel, output: Tensor) -> bool:
-    """Token models: outputs laid out as tokens or channels-last need the spec's reshape."""
-    if model.spec.reshape is None:
-        return False
-    if output.ndim == 3:
-        return True
-    # (B, H, W, C) with a square input: H == W, and C differs from H (Swin's stages)
-    return output.ndim == 4 and output.shape[1] == output.shape[2] != output.shape[3]
-
-
-def _economical_projection(activation_batch: np.ndarray) -> np.ndarray:
-    """pytorch-grad-cam's get_2d_projection with `full_matrices=False`: same first component, far cheaper."""
-    activation_batch = activation_batch.copy()
-    activation_batch[np.isnan(activation_batch)] = 0
-    projections = []
-    for activations in activation_batch:
-        reshaped = activations.reshape(activations.shape[0], -1).transpose()
-        reshaped = reshaped - reshaped.mean(axis=0)
-        _, _, vt = np.linalg.svd(reshaped, full_matrices=False)
-        projections.append((reshaped @ vt[0, :]).reshape(activations.shape[1:]))
-    return np.float32(projections)
-
-
-@dataclass
-class _Captured:
-    """Stands in for the library's ActivationsAndGradients: tensors captured by our shared pass."""
-
-    activations: list[Tensor] = field(default_factory=list)
-    gradients: list[Tensor] = field(default_factory=list)
-
-    def release(self) -> None:  # called by BaseCAM.__del__; there are no hooks to remove
-        self.activations.clear()
-        self.gradients.clear()
-
-
-class _EconomicalEigenCAM(EigenCAM):
-    def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, eigen_smooth):
-        return _economical_projection(activations)
-
-
-class _EconomicalEigenGradCAM(EigenGradCAM):
-    def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, eigen_smooth):
-        return _economical_projection(grads * activations)
-
-
-_BARE_CLASSES: dict[type, type] = {EigenCAM: _EconomicalEigenCAM, EigenGradCAM: _EconomicalEigenGradCAM}
-
-
-def _bare(method: Method, module: nn.Module) -> BaseCAM:
-    """An instance of the method's pytorch-grad-cam class with no model and no hooks: only its maths is used."""
-    cam = object.__new__(_BARE_CLASSES.get(method.cls, method.cls))
-    cam.target_layers = [module]
-    cam.reshape_transform = None  # already applied
-    cam.detach = True
-    cam.compute_input_gradient = False
-    cam.uses_gradients = True
-    for option, value in method.options().items():  # what the constructor would have stored (KPCA's kernel, FEM's k)
-        setattr(cam, option, value)
-    return cam
 
 
 class _Reporting(nn.Module):
@@ -391,29 +332,12 @@ def _explained_failures(method: Method, module: nn.Module):
         raise
 
 
-def _library_output(model: LoadedModel, module: nn.Module, tensor: Tensor) -> Tensor:
-    """The layer's output for `tensor` (one inference pass), reshaped as the library will see it."""
-    store: dict[str, Tensor] = {}
-
-    def keep(_module, _args, output):
-        store["out"] = output
-
-    with model.lock, hooks.attached(module, keep), torch.inference_mode():
-        model.module(tensor.to(model.device))
-    return store["out"]
-
-
 def _channels_and_reshape(model: LoadedModel, module: nn.Module, tensor: Tensor) -> tuple[int, Callable | None]:
-    output = _library_output(model, module, tensor)
-    reshape = model.spec.reshape if layer_needs_reshape(model, output) else None
-    if reshape is not None:
-        output = reshape(output)
-    return int(output.shape[1]), reshape
+    maps, reshape = layout.layer_maps(model, module, tensor)
+    return int(maps.shape[1]), reshape
 
 
 def _resize(raw: np.ndarray, width: int, height: int) -> np.ndarray:
-    import cv2
-
     heatmap = cv2.resize(raw.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     return np.clip(np.nan_to_num(heatmap, nan=0.0), 0.0, 1.0).astype(np.float32)
 
@@ -438,13 +362,6 @@ def guided(
     private copy: the shared model is never modified. ReLU6 (EfficientNet-Lite, MobileNet) is
     swapped as well and treated as a ReLU for the guided pass.
     """
-    import copy
-
-    from pytorch_grad_cam import GuidedBackpropReLUModel
-    from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUasModule
-    from pytorch_grad_cam.utils.find_layers import replace_all_layer_type_recursive
-    from pytorch_grad_cam.utils.image import deprocess_image
-
     started = time.perf_counter()
     (cam,) = compute(model, image, methods=["gradcam"], target=target, layer=layer, size=size)
     tensor = preprocessing.to_tensor(image, model.spec).to(model.device)
@@ -455,8 +372,6 @@ def guided(
         gradient = GuidedBackpropReLUModel(model=private, device=model.device)(tensor, target_category=cam.target)
     del private
     height, width = cam.heatmap.shape
-    import cv2
-
     gradient = cv2.resize(np.float32(gradient), (width, height), interpolation=cv2.INTER_LINEAR)
     return GuidedResult(
         cam.target, cam.label, deprocess_image(gradient), deprocess_image(gradient * cam.heatmap[..., None]),
@@ -466,8 +381,6 @@ def guided(
 
 def estimate_seconds(model: LoadedModel, image: Image.Image, method: str, *, layer: str | None = None) -> float:
     """A rough wall-time estimate for `method` on this image: one timed forward pass times the passes it needs."""
-    from core import benchmarks
-
     info = check_method(method, model)
     tensor = preprocessing.to_tensor(image, model.spec)
     forward_s = benchmarks.latency_ms(model, tensor, repeats=1, warmup=0) / 1e3
@@ -477,3 +390,4 @@ def estimate_seconds(model: LoadedModel, image: Image.Image, method: str, *, lay
         module = hooks.find(model.module, layer or model.spec.cam_layer)
         channels, _ = _channels_and_reshape(model, module, tensor)
     return forward_s * (1 + channels)  # one masked image per channel, batched but compute-bound on a CPU
+

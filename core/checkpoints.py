@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from core import hooks, registry, training
-from core.errors import InvalidInputError
+from core import baselines, heads, hooks, records, registry
+from core.errors import InvalidInputError, did_you_mean
 from core.models import LoadedModel
 from core.runtime import resolve_device
 
@@ -49,15 +49,30 @@ class Exported:
     weights: Path
 
 
+@dataclass(frozen=True)
+class Trained:
+    """The plain facts about a training run that an export keeps in its JSON ("trained")."""
+
+    dataset: str
+    strategy: str
+    test_accuracy: float
+    best_epoch: int
+
+    @classmethod
+    def of(cls, run) -> "Trained":
+        """From a `training.RunResult` (read by duck typing: checkpoints does not depend on training)."""
+        return cls(run.dataset, run.config.strategy, run.accuracy, run.best_epoch)
+
+
 # ---------------------------------------------------------------------------------------------
 # Export
 
 
-def manifest(model: LoadedModel, *, trained: dict[str, str | float | int] | None = None) -> dict:
+def manifest(model: LoadedModel, *, trained: Trained | None = None) -> dict:
     """The JSON description of `model`: base backbone, head, classes, preprocessing and CAM layer."""
-    head = training.head_of(model)
+    head = heads.head_of(model)
     base = model.spec.name
-    if base not in training.BASELINES and base not in registry.names():
+    if base not in baselines.BASELINES and base not in registry.names():
         raise InvalidInputError(f"'{base}' is neither a registered backbone nor a baseline: it cannot be exported.")
     spec = model.spec
     document = {
@@ -73,12 +88,12 @@ def manifest(model: LoadedModel, *, trained: dict[str, str | float | int] | None
         "cam_layer": spec.cam_layer,
     }
     if trained:
-        document["trained"] = dict(trained)
+        document["trained"] = records.to_dict(trained)
     return document
 
 
-def serialize(model: LoadedModel, *, trained: dict[str, str | float | int] | None = None) -> tuple[bytes, bytes]:
-    """(JSON bytes, safetensors bytes) of `model`. `trained`: a few plain facts (dataset, accuracy) kept in the JSON."""
+def serialize(model: LoadedModel, *, trained: Trained | None = None) -> tuple[bytes, bytes]:
+    """(JSON bytes, safetensors bytes) of `model`. `trained`: the run's plain facts, kept in the JSON."""
     from safetensors.torch import save
 
     document = manifest(model, trained=trained)
@@ -88,7 +103,7 @@ def serialize(model: LoadedModel, *, trained: dict[str, str | float | int] | Non
     return json.dumps(document, indent=2).encode("utf-8"), weights
 
 
-def export(model: LoadedModel, directory: str | Path, *, trained: dict[str, str | float | int] | None = None) -> Exported:
+def export(model: LoadedModel, directory: str | Path, *, trained: Trained | None = None) -> Exported:
     """Write `model.json` and `model.safetensors` into `directory` (created if needed).
 
     Raises:
@@ -121,9 +136,9 @@ def load(
     """
     document_bytes, weights = _read(source, limits)
     document = _manifest(document_bytes, limits)
-    head = training.Head(document["head"]["kind"], document["head"]["slot"], document["head"]["in_features"],
+    head = heads.Head(document["head"]["kind"], document["head"]["slot"], document["head"]["in_features"],
                          len(document["classes"]), document["head"]["hidden"], document["head"]["dropout"])
-    module = training.architecture(document["base"], head)
+    module = heads.architecture(document["base"], head)
     try:
         hooks.find(module, document["cam_layer"])
     except Exception:
@@ -206,18 +221,16 @@ def _manifest(data: bytes, limits: Limits) -> dict:
                                                           extra and f"unknown {', '.join(e[:40] for e in extra[:5])}"]))
                                 + ".")
     base = _text(document["base"], "base", limits)
-    known = [*registry.names(), *training.BASELINES]
+    known = [*registry.names(), *baselines.BASELINES]
     if base not in known:
-        from core.errors import did_you_mean
-
         raise InvalidInputError(f"Unknown backbone '{base}' in the JSON.{did_you_mean(base, known)} Known: {', '.join(known)}.")
     _text(document["title"], "title", limits)
     _text(document["cam_layer"], "cam_layer", limits)
     head = document["head"]
     if not isinstance(head, dict) or set(head) != {"kind", "slot", "in_features", "hidden", "dropout"}:
         raise InvalidInputError("The JSON's head must have exactly: kind, slot, in_features, hidden, dropout.")
-    if head["kind"] not in training.HEADS:
-        raise InvalidInputError(f"Unknown head kind {str(head['kind'])[:40]!r}; known: {', '.join(training.HEADS)}.")
+    if head["kind"] not in heads.HEADS:
+        raise InvalidInputError(f"Unknown head kind {str(head['kind'])[:40]!r}; known: {', '.join(heads.HEADS)}.")
     _text(head["slot"], "head slot", limits)
     _integer(head["in_features"], "head in_features", 1, 100_000)
     _integer(head["hidden"], "head hidden", 1 if head["kind"] == "mlp" else 0, 8192 if head["kind"] == "mlp" else 0)
@@ -355,16 +368,16 @@ def _tensors(data: bytes) -> dict[str, torch.Tensor]:
         raise InvalidInputError(f"The weights file is not a readable safetensors file ({error}).") from None
 
 
-def _spec(document: dict, head: training.Head) -> registry.BackboneSpec:
+def _spec(document: dict, head: heads.Head) -> registry.BackboneSpec:
     base = document["base"]
     pre = document["preprocessing"]
     size = tuple(pre["input_size"])
-    if base in training.BASELINES:
-        spec = training.baseline_spec(base, document["classes"], size[0])
+    if base in baselines.BASELINES:
+        spec = baselines.baseline_spec(base, document["classes"], size[0])
     else:
         spec = registry.get(base)
     return replace(
-        spec, title=document["title"], source="imported", build=training.no_builder, head=head.path,
+        spec, title=document["title"], source="imported", build=baselines.no_builder, head=head.path,
         cam_layer=document["cam_layer"], categories=tuple(document["classes"]), weights_file=None, weights_url=None,
         input_size=size, resize_size=pre["resize_size"], mean=tuple(pre["mean"]), std=tuple(pre["std"]),
         interpolation=pre["interpolation"], fixed_size=True, params=None, gmacs=None, top1=None,

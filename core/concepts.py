@@ -13,8 +13,7 @@ from PIL import Image
 from pytorch_grad_cam.feature_factorization.deep_feature_factorization import DeepFeatureFactorization
 from pytorch_grad_cam.utils.image import show_factorization_on_image
 
-from core import hooks, preprocessing
-from core.cams import layer_needs_reshape
+from core import hooks, layout, preprocessing
 from core.errors import InvalidInputError, LayerNotFoundError
 from core.models import LoadedModel
 
@@ -59,8 +58,12 @@ def factorize(
     head = hooks.find(model.module, model.spec.head)
     with model.lock:
         module = hooks.find(model.module, layer)
-        reshape = _reshape_for(model, module, tensor)
-        channels = _channels(model, module, tensor, reshape)
+        maps, reshape = layout.layer_maps(model, module, tensor)
+        if maps.ndim != 4 or maps.shape[2] * maps.shape[3] < 2:
+            raise LayerNotFoundError(
+                f"Layer output {tuple(maps.shape)} is not a spatial feature map; choose a convolutional layer."
+            )
+        channels = int(maps.shape[1])
         named = isinstance(head, torch.nn.Linear) and head.in_features == channels
         factorizer = DeepFeatureFactorization(
             model=model.module, target_layer=module, reshape_transform=reshape,
@@ -96,32 +99,3 @@ def _assemble(model, image, layer, explanations, probabilities, top_labels) -> C
         color = tuple(int(round(v * 255)) for v in PALETTE[index])
         concepts.append(Concept(index, color, heat.astype(np.float32), float((dominant == index).mean()), labels))
     return Concepts(layer, concepts, np.uint8(overlay), probabilities is not None)
-
-
-def _layer_output(model: LoadedModel, module, tensor):
-    store = {}
-
-    def keep(_m, _a, output):
-        store["out"] = output
-
-    with hooks.attached(module, keep), torch.inference_mode():
-        model.module(tensor)
-    return store["out"]
-
-
-def _reshape_for(model, module, tensor):
-    output = _layer_output(model, module, tensor)
-    if not isinstance(output, torch.Tensor):
-        raise LayerNotFoundError("This layer does not output a tensor: choose another layer.")
-    return model.spec.reshape if layer_needs_reshape(model, output) else None
-
-
-def _channels(model, module, tensor, reshape) -> int:
-    output = _layer_output(model, module, tensor)
-    if reshape is not None:
-        output = reshape(output)
-    if output.ndim != 4 or output.shape[2] * output.shape[3] < 2:
-        raise LayerNotFoundError(
-            f"Layer output {tuple(output.shape)} is not a spatial feature map; choose a convolutional layer."
-        )
-    return int(output.shape[1])

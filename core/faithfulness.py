@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core import imputation
+from core import imputation, predictions, preprocessing
 from core.errors import Cancelled, InvalidInputError
 from core.models import LoadedModel
 
@@ -89,8 +89,8 @@ class Faithfulness:
     def faithfulness(self) -> float:
         return (self.road_least_first - self.road_most_first) / 2
 
-    def as_dict(self) -> dict:
-        """Plain JSON-ready fields (scores.json)."""
+    def to_dict(self) -> dict:
+        """Its JSON (scores.json): the scores by their names in words, then per fraction."""
         return {
             "faithfulness": self.faithfulness,
             "road_most_relevant_first": self.road_most_first,
@@ -119,6 +119,16 @@ class Scorecard:
 
     def beats_random(self, method: str) -> bool:
         return self.methods[method].faithfulness > self.baselines["random"].faithfulness
+
+    def to_dict(self) -> dict:
+        """Its JSON (scores.json): each method's scores and whether it beats the random map, the baselines'."""
+        return {
+            "target": self.target, "seconds": round(self.seconds, 3),
+            "methods": {m: {**s.to_dict(), "beats_random": self.beats_random(m)} for m, s in self.methods.items()},
+            "baselines": {b: s.to_dict() for b, s in self.baselines.items()},
+            "inverted_method": self.inverted,
+            **({"images": self.images} if self.images != 1 else {}),  # averaged over several images
+        }
 
 
 def score(
@@ -155,8 +165,6 @@ def scorecard(
     best, and the Sobel gradient magnitude of the image. Raises as `score`.
     """
     import cv2
-
-    from core import preprocessing
 
     if not heatmaps:
         raise InvalidInputError("Give at least one heatmap to score.")
@@ -337,8 +345,6 @@ class _Scorer:
                          for i, kind, k in chunk])
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        from core import predictions
-
         tensor = torch.from_numpy(np.ascontiguousarray(batch))
         if self.model.device.type == "cpu":  # on a CPU, channels_last input alone makes the pass about 1.2x faster
             tensor = tensor.contiguous(memory_format=torch.channels_last)

@@ -3,7 +3,8 @@
 - `layers` / `cam_layers`: every named module with its output shape; which layers CAMs can use.
 - `feature_maps`: the most active channels of one layer, normalised, with a mosaic.
 - `first_conv_filters`: the RGB filters of the first convolution, as tiles and a mosaic.
-- `architecture`: a table of modules with the parameters each owns, totals, and parameters per stage.
+- `architecture`: a table of modules with the parameters each owns, totals, and parameters per stage
+  (the stages of `core.stages`, the ones fine-tuning unfreezes).
 
 Every forward pass holds the model's lock and runs under `torch.inference_mode()`; hooks come from
 `hooks.capture` and are gone when the call returns, even if it raises.
@@ -11,20 +12,16 @@ Every forward pass holds the model's lock and runs under `torch.inference_mode()
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from core import hooks, preprocessing
+from core import hooks, layout, preprocessing, stages
 from core.errors import InvalidInputError, LayerNotFoundError
 from core.models import LoadedModel
 
-#: Children with these names are containers of stages (torchvision's `features`, timm's `blocks`/`stages`,
-#: ViT's `encoder` -> `layers`): `architecture` lists their children as stages instead of one big bar.
-STAGE_CONTAINERS = ("features", "blocks", "stages", "layers", "encoder")
 _GAP = 2  # pixels between the tiles of a mosaic
 _MIN_TILE = 48  # tiles smaller than this are enlarged by an integer factor (nearest neighbour)
 
@@ -181,11 +178,6 @@ class ModuleRow:
     trainable: int  # of `params`, those with requires_grad
 
 
-class Stage(NamedTuple):
-    name: str  # dotted path of a module, or of a parameter owned by the root or a stage container
-    params: int
-
-
 @dataclass(frozen=True)
 class Architecture:
     name: str  # registry name
@@ -194,15 +186,13 @@ class Architecture:
     rows: tuple[ModuleRow, ...]  # every module in network order, the root first
     total_params: int  # equals sum(p.numel() for p in module.parameters())
     trainable_params: int
-    stages: tuple[Stage, ...]  # network order; stages without parameters are left out; sums to total_params
+    stages: tuple[stages.Stage, ...]  # the backbone's stages then the head; those without parameters left out
 
 
 def architecture(model: LoadedModel, image: Image.Image | None = None) -> Architecture:
     """Modules, output shapes for `image` (default: a grey image of the spec's size), and parameter counts.
 
-    Stages are the children of the root; a child named like one of `STAGE_CONTAINERS` is replaced by
-    its own children (recursively, so ViT's `encoder.layers` lists its twelve blocks), and
-    the parameters a container or the root owns directly become stages of their own.
+    Stages are `core.stages.of(model)` followed by the head: their parameters sum to the total.
     """
     image = image if image is not None else _grey(model)
     named = list(model.module.named_modules())
@@ -222,8 +212,8 @@ def architecture(model: LoadedModel, image: Image.Image | None = None) -> Archit
                 trainable=sum(p.numel() for p in owned if p.requires_grad),
             )
         )
-    own = {row.name: row.params for row in rows}
-    stages = [stage for stage in _stages(model.module, "", own) if stage.params > 0]
+    with model.lock:
+        parts = (*stages.of(model), stages.head(model.module, model.spec.head))
     return Architecture(
         name=model.spec.name,
         title=model.spec.title,
@@ -231,26 +221,8 @@ def architecture(model: LoadedModel, image: Image.Image | None = None) -> Archit
         rows=tuple(rows),
         total_params=sum(row.params for row in rows),
         trainable_params=sum(row.trainable for row in rows),
-        stages=tuple(stages),
+        stages=tuple(part for part in parts if part.params > 0),
     )
-
-
-def _stages(module: nn.Module, prefix: str, own: dict[str, int]) -> list[Stage]:
-    """The stages under `module` (at path `prefix`), expanding stage containers."""
-    stages = [
-        Stage(f"{prefix}.{name}" if prefix else name, parameter.numel())
-        for name, parameter in module.named_parameters(recurse=False)
-    ]
-    if own.get(prefix, 0) != sum(stage.params for stage in stages):  # shared with an earlier module: counted there
-        stages = [Stage(prefix or "(root)", own.get(prefix, 0))]
-    for name, child in module.named_children():
-        path = f"{prefix}.{name}" if prefix else name
-        if name in STAGE_CONTAINERS and next(child.children(), None) is not None:
-            stages += _stages(child, path, own)
-        else:
-            inside = sum(count for row, count in own.items() if row == path or row.startswith(path + "."))
-            stages.append(Stage(path, inside))
-    return stages
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,13 +244,10 @@ def _outputs(model: LoadedModel, image: Image.Image | None, paths: list[str]) ->
 
 def _spatial(model: LoadedModel, output: Tensor) -> Tensor | None:
     """`output` as a (B, C, H, W) map with H*W > 1 (after the spec's reshape for token layouts), else None."""
-    from core.cams import layer_needs_reshape  # cams imports grad-cam: only when it is needed
-
-    if layer_needs_reshape(model, output):
-        try:
-            output = model.spec.reshape(output)
-        except (RuntimeError, ValueError):
-            return None
+    try:
+        output = layout.to_maps(model.spec, output)
+    except (RuntimeError, ValueError):
+        return None
     if output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
         return output
     return None

@@ -16,6 +16,7 @@ from torch import nn
 from core import hooks
 from core.errors import InvalidInputError
 from core.evaluation import Evaluation, Probe
+from core.heads import install
 from core.models import LoadedModel
 
 
@@ -42,8 +43,6 @@ def probe_model(
     Raises:
         InvalidInputError: a zero-shot evaluation (no probe), or a probe that does not fit the head.
     """
-    from core.training import install  # core.training imports core.evaluation: import it late
-
     if isinstance(probe, Evaluation):
         if probe.probe is None:
             raise InvalidInputError(f"A {probe.method} evaluation has no probe: its classes are the backbone's own.")

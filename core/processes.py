@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import spawn as _spawn
 
-from core import checkpoints, datasets, embeddings, models, registry, runtime, training
+from core import checkpoints, datasets, embeddings, fitting, models, registry, runtime, training
 from core.datasets import Dataset
 from core.embeddings import Embeddings
 from core.errors import Cancelled, CoreError, InvalidInputError
@@ -41,7 +41,7 @@ from core.registry import BackboneSpec
 log = logging.getLogger(__name__)
 
 NAME = "visionlens-training"  # prefix of the child processes' names
-STOPPED_EARLY = training.STOPPED_EARLY
+STOPPED_EARLY = fitting.STOPPED_EARLY
 _numbers = itertools.count(1)
 
 
@@ -115,8 +115,8 @@ def train(
     features: Embeddings | None = None,
     device: str = "auto",
     on_start: Callable[[int, int], None] | None = None,
-    on_epoch: Callable[[training.EpochStats], None] | None = None,
-    on_progress: training.Progress | None = None,
+    on_epoch: Callable[[fitting.EpochStats], None] | None = None,
+    on_progress: fitting.Progress | None = None,
     on_features: Callable[[Embeddings], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     threads: int | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from core.errors import UnknownModelError, did_you_mean
+from core.errors import UnknownModelError, WeightsUnavailableError, did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,7 +45,7 @@ class BackboneSpec:
     gmacs: float | None = None  # multiply-adds per image at input_size, in billions (torchvision `_ops`)
     top1: float | None = None  # ImageNet-1K acc@1 of the pretrained weights, in percent
     family: str = "cnn"  # "cnn" or "transformer"
-    stages: tuple[str, ...] = ()  # layers from shallow to deep that end a stage: CAM through depth, sanity checks
+    stages: tuple[str, ...] = ()  # the layers that end each stage, shallow to deep: read through `core.stages`
 
 
 _SPECS: dict[str, BackboneSpec] = {}
@@ -115,9 +115,7 @@ def _lite_weights_file(package: str, cls: str) -> Path | None:
 
 
 def _build_lite(variant: int, pretrained: bool) -> nn.Module:
-    import timm
-
-    from core.errors import WeightsUnavailableError
+    import timm  # imported on first build: importing the registry stays cheap
 
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     if not pretrained:
@@ -180,8 +178,6 @@ def _lite_spec(variant: int) -> BackboneSpec:
 
 def _build_torchvision(name: str, pretrained: bool) -> nn.Module:
     from torchvision.models import get_model, get_model_weights
-
-    from core.errors import WeightsUnavailableError
 
     weights = get_model_weights(name).DEFAULT
     # Inception v3 keeps its auxiliary classifier (as torchvision's num_params counts it); eval mode ignores it.
@@ -260,7 +256,7 @@ register(from_torchvision("vgg16", title="VGG-16", cam_layer="features.29", head
 register(from_torchvision("alexnet", title="AlexNet", cam_layer="features.11", head="classifier.6",
                           stages=("features.1", "features.4", "features.7", "features.9", "features.11")))
 register(from_torchvision("densenet121", title="DenseNet-121", cam_layer="features.norm5", head="classifier",
-                          stages=tuple(f"features.denseblock{i}" for i in range(1, 5)) + ("features.norm5",)))
+                          stages=tuple(f"features.denseblock{i}" for i in range(1, 4)) + ("features.norm5",)))
 register(from_torchvision("inception_v3", title="Inception v3", cam_layer="Mixed_7c", head="fc",
                           stages=("Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c")))
 register(from_torchvision("mobilenet_v3_large", title="MobileNetV3-Large", cam_layer="features.16", head="classifier.3",

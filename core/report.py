@@ -11,10 +11,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 from PIL import Image
 
+import core
 from core import cams, faithfulness, predictions
 from core.models import LoadedModel
 
@@ -149,10 +151,6 @@ def _e(text: object) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import core
-
     found = {"VisionLens": core.__version__, "Python": platform.python_version()}
     for package in ("torch", "torchvision", "timm", "grad-cam"):
         try:

@@ -1,7 +1,8 @@
 """Sanity checks for explanations (Adebayo et al. 2018): randomise the model, or the class, and watch.
 
 Cascading model randomisation re-initialises the classifier head, then the stages from the deepest
-one down, on a *copy* of the network: the shared, cached model is never touched.
+one down (`core.stages`: every parameter a stage owns, so the last step leaves nothing pretrained), on
+a *copy* of the network: the shared, cached model is never touched.
 """
 
 import copy
@@ -10,15 +11,14 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from core import hooks
+from core import stages
 from core.errors import InvalidInputError
 from core.models import LoadedModel
 
 
 def cascade(model: LoadedModel) -> list[str]:
-    """The layers randomised by each step of the cascade: the head, then the stages deepest first."""
-    order = [model.spec.head, *reversed(model.spec.stages)]
-    return list(dict.fromkeys(order))  # a stage may repeat the head's path: keep each once
+    """What each step of the cascade randomises: the head, then the stages (by name) deepest first."""
+    return [model.spec.head, *(stage.name for stage in reversed(stages.of(model)))]
 
 
 def randomized(model: LoadedModel, steps: int, *, seed: int = 0) -> LoadedModel:
@@ -26,16 +26,17 @@ def randomized(model: LoadedModel, steps: int, *, seed: int = 0) -> LoadedModel:
 
     steps = 0 returns an untouched copy; steps = len(cascade(model)) randomises head and every stage.
     """
-    layers = cascade(model)
-    if not 0 <= steps <= len(layers):
-        raise InvalidInputError(f"Randomisation steps must be between 0 and {len(layers)}, got {steps}.")
     with model.lock:
+        order = [stages.head(model.module, model.spec.head), *reversed(stages.of(model))]
+        if not 0 <= steps <= len(order):
+            raise InvalidInputError(f"Randomisation steps must be between 0 and {len(order)}, got {steps}.")
         module = copy.deepcopy(model.module)
+    parameters = dict(module.named_parameters())
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for path in layers[:steps]:
-            for sub in hooks.find(module, path).modules():
-                _reinitialise(sub, generator)
+        for step in order[:steps]:
+            for name in step.parameters:
+                _reinitialise(name.rpartition(".")[2], parameters[name], generator)
     module.eval()
     module.requires_grad_(False)
     return replace(model, module=module, pretrained=False, lock=type(model.lock)())
@@ -50,12 +51,11 @@ def random_target(model: LoadedModel, *, avoid: int, seed: int = 0) -> int:
             return index
 
 
-def _reinitialise(module: nn.Module, generator: torch.Generator) -> None:
-    for name, parameter in module.named_parameters(recurse=False):
-        if parameter.ndim >= 2:
-            fan_in = parameter[0].numel()
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-        elif name == "weight":  # norm layers' scale
-            parameter.fill_(1.0)
-        else:
-            parameter.zero_()
+def _reinitialise(name: str, parameter: nn.Parameter, generator: torch.Generator) -> None:
+    if parameter.ndim >= 2:
+        fan_in = parameter[0].numel()
+        parameter.copy_(torch.randn(parameter.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+    elif name == "weight":  # norm layers' scale
+        parameter.fill_(1.0)
+    else:
+        parameter.zero_()

@@ -7,94 +7,32 @@ to be called). Feature extraction trains the new head on penultimate features co
 each epoch is a few matrix products; the head is then installed on a copy of the backbone, which
 gives a full network for predictions, CAMs and export. Fine-tuning and the baselines train through
 a DataLoader, with optional augmentation.
+
+What trains is decided by `core.stages` (fine-tuning's "last N stages", also read by the Learn page);
+the heads and module surgery are in `core.heads`, the from-scratch networks in `core.baselines`, the
+epoch loop in `core.fitting`.
 """
 
 import copy
 import math
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from core import embeddings, evaluation, hooks, preprocessing, registry, splits
+from core import embeddings, evaluation, hooks, preprocessing, splits, stages
+from core.baselines import BASELINES, baseline_spec, no_builder
 from core.datasets import Dataset
 from core.errors import InvalidInputError, did_you_mean
+from core.fitting import OPTIMIZERS, EpochStats, Fitted, OptimizerGroup, Progress, fit, predict
+from core.heads import HEADS, Head, final_linear, install
 from core.models import LoadedModel
 from core.registry import BackboneSpec
 from core.runtime import resolve_device
-
-Progress = Callable[[float, str], None]  # (fraction done in [0, 1], message)
-HEADS = ("linear", "mlp")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-ENDINGS = ("completed", "early stopping", "stopped", "diverged")
-
-
-# ---------------------------------------------------------------------------------------------
-# Baselines trained from scratch
-
-
-def small_cnn(num_classes: int) -> nn.Module:
-    """Two 3x3 convolutions (16 and 32 channels) with ReLU and max pooling, then a Linear on a 4x4 pooled map."""
-    return nn.Sequential(OrderedDict(
-        features=nn.Sequential(OrderedDict(
-            conv1=nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()),
-            pool1=nn.MaxPool2d(2),
-            conv2=nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()),
-            pool2=nn.MaxPool2d(2),
-        )),
-        pool=nn.AdaptiveAvgPool2d(4),
-        flatten=nn.Flatten(),
-        classifier=nn.Linear(32 * 16, num_classes),
-    ))
-
-
-def deeper_cnn(num_classes: int) -> nn.Module:
-    """Four conv -> batch norm -> ReLU blocks (32-64-128-128 channels), global pooling, dropout, a Linear."""
-    def block(cin: int, cout: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
-
-    return nn.Sequential(OrderedDict(
-        features=nn.Sequential(OrderedDict(
-            block1=block(3, 32), pool1=nn.MaxPool2d(2),
-            block2=block(32, 64), pool2=nn.MaxPool2d(2),
-            block3=block(64, 128), pool3=nn.MaxPool2d(2), drop3=nn.Dropout2d(0.1),
-            block4=block(128, 128),
-        )),
-        pool=nn.AdaptiveAvgPool2d(1),
-        flatten=nn.Flatten(),
-        dropout=nn.Dropout(0.3),
-        classifier=nn.Linear(128, num_classes),
-    ))
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """A from-scratch architecture: how to build it and where its layers are."""
-
-    name: str
-    title: str
-    build: Callable[[int], nn.Module]  # build(num_classes)
-    cam_layer: str  # the last convolution block
-    head: str
-    stages: tuple[str, ...]
-
-
-BASELINES: dict[str, Baseline] = {
-    b.name: b
-    for b in (
-        Baseline("small_cnn", "Small CNN (2 conv layers, from scratch)", small_cnn, "features.conv2", "classifier",
-                 ("features.conv1", "features.conv2")),
-        Baseline("deeper_cnn", "Deeper CNN (batch norm, dropout, from scratch)", deeper_cnn, "features.block4",
-                 "classifier", tuple(f"features.block{i}" for i in range(1, 5))),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -114,115 +52,6 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("deeper-cnn", BASELINES["deeper_cnn"].title, False, "deeper_cnn"),
     )
 }
-
-
-def no_builder(pretrained: bool) -> nn.Module:
-    """The `build` of a trained model's spec: there is nothing to download or rebuild from."""
-    raise RuntimeError("A trained model has no builder: rebuild it from its export with core.checkpoints.load.")
-
-
-def baseline_spec(name: str, classes: Sequence[str], size: int) -> BackboneSpec:
-    """The spec of a from-scratch baseline: inputs `size` x `size`, scaled to [-1, 1]."""
-    baseline = BASELINES[name]
-    return BackboneSpec(
-        name=name, title=baseline.title, source="trained here", build=no_builder, cam_layer=baseline.cam_layer,
-        head=baseline.head, categories=tuple(classes), weights_file=None, input_size=(size, size), resize_size=size,
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", fixed_size=True, stages=baseline.stages,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Heads
-
-
-class MLPHead(nn.Sequential):
-    """Linear -> ReLU -> Dropout -> Linear; the final Linear is `[3]`."""
-
-    def __init__(self, in_features: int, hidden: int, classes: int, dropout: float) -> None:
-        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
-
-
-@dataclass(frozen=True)
-class Head:
-    """A classification head and where it sits: `slot` is the path of the backbone's final Linear it replaces."""
-
-    kind: str  # "linear" or "mlp"
-    slot: str
-    in_features: int
-    classes: int
-    hidden: int = 0  # mlp only
-    dropout: float = 0.0  # mlp only
-
-    @property
-    def path(self) -> str:
-        """The path of the head's final Linear (what `BackboneSpec.head` names)."""
-        return self.slot if self.kind == "linear" else f"{self.slot}.3"
-
-    @property
-    def params(self) -> int:
-        if self.kind == "linear":
-            return (self.in_features + 1) * self.classes
-        return (self.in_features + 1) * self.hidden + (self.hidden + 1) * self.classes
-
-    def build(self) -> nn.Module:
-        if self.kind == "linear":
-            return nn.Linear(self.in_features, self.classes)
-        return MLPHead(self.in_features, self.hidden, self.classes, self.dropout)
-
-
-def head_of(model: LoadedModel) -> Head:
-    """The head of `model`, read from its module: an MLPHead around `spec.head`, or the Linear itself."""
-    parent_path, _, _ = model.spec.head.rpartition(".")
-    parent = hooks.find(model.module, parent_path) if parent_path else None
-    if isinstance(parent, MLPHead):
-        return Head("mlp", parent_path, parent[0].in_features, parent[3].out_features, parent[0].out_features,
-                    float(parent[2].p))
-    linear = hooks.find(model.module, model.spec.head)
-    if not isinstance(linear, nn.Linear):
-        raise InvalidInputError(f"{model.spec.title}'s head '{model.spec.head}' is a {type(linear).__name__}, not a Linear.")
-    return Head("linear", model.spec.head, linear.in_features, linear.out_features)
-
-
-def install(module: nn.Module, path: str, new: nn.Module) -> None:
-    """Put `new` at dotted `path` in `module` (in place)."""
-    parent_path, _, name = path.rpartition(".")
-    parent = hooks.find(module, parent_path) if parent_path else module
-    hooks.find(module, path)  # the slot must exist
-    setattr(parent, name, new)
-
-
-def architecture(base: str, head: Head) -> nn.Module:
-    """An untrained network: `base` (a registered backbone or a baseline) with `head` installed. No download.
-
-    Raises:
-        InvalidInputError: an unknown base, or a head that does not fit it.
-    """
-    if base in BASELINES:
-        baseline = BASELINES[base]
-        if head.kind != "linear" or head.slot != baseline.head:
-            raise InvalidInputError(f"{baseline.title} has a linear head at '{baseline.head}', not a {head.kind} head "
-                                    f"at '{head.slot}'.")
-        module = baseline.build(head.classes)
-        expected = hooks.find(module, baseline.head).in_features
-    else:
-        if base not in registry.names():
-            known = [*registry.names(), *BASELINES]
-            raise InvalidInputError(f"Unknown backbone '{base}'.{did_you_mean(base, known)} Known: {', '.join(known)}.")
-        spec = registry.get(base)
-        if head.slot != spec.head:
-            raise InvalidInputError(f"{spec.title}'s head sits at '{spec.head}', not at '{head.slot}'.")
-        module = spec.build(False)
-        try:
-            old = module.get_submodule(head.slot)
-        except AttributeError:
-            raise InvalidInputError(f"{base} has no layer '{head.slot}' to hold the head.") from None
-        if not isinstance(old, nn.Linear):
-            raise InvalidInputError(f"{base}'s '{head.slot}' is a {type(old).__name__}, not the final Linear.")
-        expected = old.in_features
-        install(module, head.slot, head.build())
-    if head.in_features != expected:
-        raise InvalidInputError(f"The head takes {head.in_features} features, but {base} gives {expected}.")
-    return module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,17 +119,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EpochStats:
-    epoch: int  # 1-based
-    train_loss: float  # mean cross-entropy over the epoch's batches, in training mode
-    train_accuracy: float  # in [0, 1], over the same batches
-    val_loss: float
-    val_accuracy: float
-    seconds: float  # this epoch, validation included
-    best: bool  # the lowest validation loss so far (the checkpoint that is kept)
-
-
-@dataclass(frozen=True)
 class Group:
     """Parameters that train (or stay frozen) together: a stage of the backbone, or the head."""
 
@@ -326,14 +144,6 @@ class ParameterSummary:
     @property
     def total(self) -> int:
         return self.trainable + self.frozen
-
-
-@dataclass(frozen=True)
-class OptimizerGroup:
-    name: str  # "head", "backbone" or "network"
-    lr: float
-    weight_decay: float
-    params: int  # number of scalar parameters
 
 
 @dataclass(frozen=True, eq=False)
@@ -380,61 +190,17 @@ class RunResult:
     def seconds(self) -> float:
         return self.feature_seconds + self.train_seconds
 
-
 # ---------------------------------------------------------------------------------------------
 # Which parameters train
 
 
-def _inside(name: str, path: str) -> bool:
-    return path == "" or name == path or name.startswith(path + ".")
-
-
-def _stage_groups(
-    module: nn.Module, stages: Sequence[str], slot: str
-) -> list[tuple[str, tuple[str, ...], list[tuple[str, nn.Parameter]]]]:
-    """(stage, modules, named parameters) for the backbone outside `slot`, shallow to deep.
-
-    A stage owns every parameter registered after the previous stage's last module, up to its own
-    last module: the stem goes with the first stage, a layer between two stages with the later one,
-    anything after the last stage with the last one. No stages: one group, "backbone".
-    """
-    named = [name for name, _ in module.named_modules()]
-    position = {name: i for i, name in enumerate(named)}
-    ends = []
-    for stage in stages:
-        if (slot and _inside(stage, slot)) or stage not in position:
-            continue
-        ends.append((max(i for i, name in enumerate(named) if _inside(name, stage)), stage))
-    ends.sort()
-    if not ends:
-        ends = [(len(named), "backbone")]
-    groups: dict[str, list[tuple[str, nn.Parameter]]] = {stage: [] for _, stage in ends}
-    covered: dict[str, dict[str, None]] = {stage: {} for _, stage in ends}
-    for name, parameter in module.named_parameters():
-        owner = name.rpartition(".")[0]
-        if slot and _inside(owner, slot):
-            continue
-        where = position.get(owner, len(named))
-        stage = next((s for end, s in ends if where <= end), ends[-1][1])
-        groups[stage].append((name, parameter))
-        if stage != "backbone" and _inside(owner, stage):
-            covered[stage][stage] = None
-        else:
-            depth = 1 if stage == "backbone" else stage.count(".") + 1
-            covered[stage][".".join(owner.split(".")[:depth]) or "(root)"] = None
-    return [(stage, tuple(covered[stage]), groups[stage]) for _, stage in ends if groups[stage]]
-
-
-def _trainable_stages(count: int, unfreeze: int | None, strategy: str) -> int:
-    """How many of the `count` deepest stage groups train."""
+def unfrozen(found: Sequence[stages.Stage], strategy: str, unfreeze: int | None) -> tuple[stages.Stage, ...]:
+    """The stages of `found` that train under `strategy`: none, the last `unfreeze` (None: all), or all (baselines)."""
     if strategy == "feature-extraction":
-        return 0
-    if strategy != "fine-tune" or unfreeze is None:
-        return count
-    if unfreeze > count:
-        raise InvalidInputError(f"This backbone has {count} stages; cannot unfreeze the last {unfreeze}. "
-                                f"Choose 0 to {count}, or all.")
-    return unfreeze
+        return ()
+    if strategy != "fine-tune":
+        return tuple(found)
+    return stages.last(found, unfreeze)
 
 
 def parameter_summary(
@@ -457,49 +223,20 @@ def parameter_summary(
     if chosen.baseline is not None:
         baseline = BASELINES[chosen.baseline]
         network = baseline.build(classes)
-        groups = [Group(stage, modules, sum(p.numel() for _, p in params), True)
-                  for stage, modules, params in _stage_groups(network, baseline.stages, baseline.head)]
+        groups = [Group(stage.name, stage.modules, stage.params, True)
+                  for stage in stages.split(network, baseline.stages, baseline.head)]
         classifier = sum(p.numel() for p in hooks.find(network, baseline.head).parameters())
         return ParameterSummary(strategy, (*groups, Group("classifier", (baseline.head,), classifier, True)))
     if model is None:
         raise InvalidInputError(f"{chosen.title} starts from a pretrained backbone: choose one.")
     with model.lock:  # a CAM method may swap a layer of the shared model while it runs
-        old = _final_linear(model)
-        stage_groups = _stage_groups(model.module, model.spec.stages, model.spec.head)
-    training = _trainable_stages(len(stage_groups), unfreeze_stages, strategy)
-    groups = [
-        Group(stage, modules, sum(p.numel() for _, p in params), index >= len(stage_groups) - training)
-        for index, (stage, modules, params) in enumerate(stage_groups)
-    ]
+        old = final_linear(model)
+        found = stages.of(model)
+    training = unfrozen(found, strategy, unfreeze_stages)
+    groups = [Group(stage.name, stage.modules, stage.params, stage in training) for stage in found]
     new = Head(head, model.spec.head, old.in_features, classes, hidden if head == "mlp" else 0)
     groups.append(Group("new head", (model.spec.head,), new.params, True))
     return ParameterSummary(strategy, tuple(groups))
-
-
-def _final_linear(model: LoadedModel) -> nn.Linear:
-    layer = hooks.find(model.module, model.spec.head)
-    if not isinstance(layer, nn.Linear):
-        raise InvalidInputError(f"{model.spec.title}'s head '{model.spec.head}' is a {type(layer).__name__}, not a "
-                                "Linear: it cannot be replaced.")
-    return layer
-
-
-def optimizer(groups: Sequence[tuple[str, Sequence[nn.Parameter], float]], config: TrainConfig) -> torch.optim.Optimizer:
-    """An optimiser with one parameter group per (name, parameters, learning rate); empty groups are left out.
-
-    Each group keeps its name under the key "name".
-    """
-    param_groups = [
-        {"params": list(params), "lr": lr, "weight_decay": config.weight_decay, "name": name}
-        for name, params, lr in groups if len(params)
-    ]
-    if not param_groups:
-        raise InvalidInputError("Nothing to train: every parameter is frozen.")
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=config.lr_head, momentum=config.momentum)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(param_groups, lr=config.lr_head)
-    return torch.optim.AdamW(param_groups, lr=config.lr_head)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,10 +332,7 @@ def train(
             return _feature_run(model, dataset, labels, parts, size, config, features, on_epoch, report, stop)
         return _image_run(model, dataset, labels, parts, size, config, target, on_epoch, report, stop)
 
-
 FEATURE_BATCH = 32
-STOPPED_EARLY = ("Training stopped before the first epoch ended: there is no checkpoint to keep. Train again and "
-                 "let at least one epoch finish.")
 
 
 def feature_settings(config: TrainConfig, spec: BackboneSpec) -> tuple[int, str, int]:
@@ -625,7 +359,7 @@ def _feature_run(model, dataset, labels, parts, size, config, features, on_epoch
             f"needs {len(dataset)} images at {size} px."
         )
     with model.lock:
-        old = _final_linear(model)
+        old = final_linear(model)
     head = Head(config.head, model.spec.head, old.in_features, len(dataset.classes), config.hidden, config.dropout)
     network = head.build()
     inputs = torch.from_numpy(np.asarray(features.features, dtype=np.float32))
@@ -643,9 +377,9 @@ def _feature_run(model, dataset, labels, parts, size, config, features, on_epoch
         return lambda: [(inputs[index[s:s + 256]], targets[index[s:s + 256]]) for s in range(0, len(index), 256)]
 
     groups = [("head", list(network.parameters()), config.lr_head)]
-    fitted = _fit(network, groups, train_batches, -(-len(parts.train) // config.batch_size), batches_of(parts.val),
+    fitted = fit(network, groups, train_batches, -(-len(parts.train) // config.batch_size), batches_of(parts.val),
                   config, on_epoch, report, stop, torch.device("cpu"))
-    predicted = _predict(network, batches_of(parts.test)(), torch.device("cpu"))
+    predicted = predict(network, batches_of(parts.test)(), torch.device("cpu"))
     with model.lock:
         module = copy.deepcopy(model.module)
     install(module, head.slot, network.to(model.device))
@@ -659,12 +393,12 @@ def _image_run(model, dataset, labels, parts, size, config, target, on_epoch, re
     if strategy.baseline is None:
         with model.lock:
             module = copy.deepcopy(model.module)
-        old = _final_linear(replace(model, module=module))
+        old = final_linear(replace(model, module=module))
         head = Head(config.head, model.spec.head, old.in_features, len(dataset.classes), config.hidden, config.dropout)
         install(module, head.slot, head.build().to(model.device))
-        stage_groups = _stage_groups(module, model.spec.stages, head.slot)
-        training = _trainable_stages(len(stage_groups), config.unfreeze_stages, config.strategy)
-        backbone = [p for _, _, params in stage_groups[len(stage_groups) - training:] for _, p in params]
+        named = dict(module.named_parameters())
+        training = unfrozen(stages.split(module, model.spec.stages, head.slot), config.strategy, config.unfreeze_stages)
+        backbone = [named[name] for stage in training for name in stage.parameters]
         head_params = list(hooks.find(module, head.slot).parameters())
         groups = [("head", head_params, config.lr_head), ("backbone", backbone, config.lr_backbone)]
         spec, title = model.spec, model.spec.title
@@ -692,9 +426,9 @@ def _image_run(model, dataset, labels, parts, size, config, target, on_epoch, re
         return lambda: _loader(images(rows, False), evaluate_batch, shuffle=False, seed=0, workers=config.workers,
                                device=target)
 
-    fitted = _fit(module, groups, lambda epoch: iter(train_loader), len(train_loader), batches_of(parts.val), config,
+    fitted = fit(module, groups, lambda epoch: iter(train_loader), len(train_loader), batches_of(parts.val), config,
                   on_epoch, report, stop, target)
-    predicted = _predict(module, batches_of(parts.test)(), target)
+    predicted = predict(module, batches_of(parts.test)(), target)
     trainable = sum(p.numel() for _, params, _ in groups for p in params)
     if strategy.baseline is None:
         trained = _private(model, module, head, dataset, size)
@@ -704,109 +438,6 @@ def _image_run(model, dataset, labels, parts, size, config, target, on_epoch, re
                               params=sum(p.numel() for p in module.parameters()))
     return _result(config, title, dataset, labels, parts, fitted, predicted, trainable, trained, 0.0)
 
-
-@dataclass(frozen=True)
-class _Fitted:
-    history: tuple[EpochStats, ...]
-    best_epoch: int
-    ended: str
-    groups: tuple[OptimizerGroup, ...]
-    seconds: float
-
-
-def _fit(network, groups, train_batches, batches_per_epoch, val_batches, config, on_epoch, report, stop, device) -> _Fitted:
-    """The epochs: train, validate, keep the weights of the lowest validation loss, stop early or on request."""
-    optim = optimizer(groups, config)
-    params = [p for g in optim.param_groups for p in g["params"]]
-    history: list[EpochStats] = []
-    best_loss, best_epoch, best_state = math.inf, 0, None
-    ended, waited = "completed", 0
-    started = time.perf_counter()
-    try:
-        for epoch in range(1, config.epochs + 1):
-            began = time.perf_counter()
-            _train_mode(network)
-            total, correct, seen = 0.0, 0, 0
-            for step, (x, y) in enumerate(train_batches(epoch), start=1):
-                if stop():
-                    ended = "stopped"
-                    break
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                optim.zero_grad(set_to_none=True)
-                logits = network(x)
-                loss = F.cross_entropy(logits, y)
-                loss.backward()
-                if config.clip_norm is not None:
-                    nn.utils.clip_grad_norm_(params, config.clip_norm)
-                optim.step()
-                total += float(loss.detach()) * len(y)
-                correct += int((logits.detach().argmax(dim=1) == y).sum())
-                seen += len(y)
-                report((epoch - 1 + step / max(batches_per_epoch, 1)) / config.epochs,
-                       f"Epoch {epoch} of {config.epochs}: batch {step} of {batches_per_epoch}")
-            if ended == "stopped":
-                break
-            train_loss = total / max(seen, 1)
-            if not math.isfinite(train_loss):
-                ended = "diverged"  # keep the best epoch so far; the message suggests a lower learning rate
-                break
-            val_loss, val_accuracy, _ = _score(network, val_batches(), device)
-            best = val_loss < best_loss
-            if best:
-                best_loss, best_epoch, waited = val_loss, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-            else:
-                waited += 1
-            stats = EpochStats(epoch, train_loss, correct / max(seen, 1), val_loss, val_accuracy,
-                               time.perf_counter() - began, best)
-            history.append(stats)
-            if on_epoch is not None:
-                on_epoch(stats)
-            if config.patience is not None and waited >= config.patience:
-                ended = "early stopping"
-                break
-    finally:
-        network.eval()
-        optim.zero_grad(set_to_none=True)
-    if best_state is None:
-        if ended == "diverged":
-            raise InvalidInputError("Training diverged in the first epoch (the loss became NaN or infinite). Lower "
-                                    "the learning rate or turn on gradient clipping.")
-        raise InvalidInputError(STOPPED_EARLY)
-    network.load_state_dict(best_state)
-    summary = tuple(OptimizerGroup(g["name"], float(g["lr"]), float(g["weight_decay"]),
-                                   sum(p.numel() for p in g["params"])) for g in optim.param_groups)
-    return _Fitted(tuple(history), best_epoch, ended, summary, time.perf_counter() - started)
-
-
-def _train_mode(network: nn.Module) -> None:
-    """Training mode, except batch norms whose parameters are frozen: their running statistics stay as trained."""
-    network.train()
-    for module in network.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            own = list(module.parameters(recurse=False))
-            if own and not any(p.requires_grad for p in own):
-                module.eval()
-
-
-@torch.no_grad()
-def _score(network: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device) -> tuple[float, float, np.ndarray]:
-    """(mean cross-entropy, accuracy, predictions) in eval mode."""
-    network.eval()
-    total, correct, seen, predicted = 0.0, 0, 0, []
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        logits = network(x).float()
-        total += float(F.cross_entropy(logits, y, reduction="sum"))
-        guess = logits.argmax(dim=1)
-        correct += int((guess == y).sum())
-        seen += len(y)
-        predicted.append(guess.cpu().numpy())
-    return total / max(seen, 1), correct / max(seen, 1), np.concatenate(predicted).astype(np.int64)
-
-
-def _predict(network: nn.Module, batches, device) -> np.ndarray:
-    return _score(network, batches, device)[2]
 
 
 def _private(model: LoadedModel, module: nn.Module, head: Head, dataset: Dataset, size: int) -> LoadedModel:
@@ -826,7 +457,7 @@ def _private(model: LoadedModel, module: nn.Module, head: Head, dataset: Dataset
 
 
 def _result(
-    config, title, dataset, labels, parts, fitted: _Fitted, predicted, trainable, trained, feature_seconds
+    config, title, dataset, labels, parts, fitted: Fitted, predicted, trainable, trained, feature_seconds
 ) -> RunResult:
     scored = evaluation.metrics(labels[parts.test], predicted, dataset.classes, method=config.strategy,
                                 indices=parts.test)

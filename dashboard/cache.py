@@ -898,31 +898,31 @@ def dataset_thumbnail(_dataset: _datasets.Dataset, index: int, side: int = 96):
 
 # --- learn ---
 
-from core import lessons  # noqa: E402  (this section's imports stay in this section)
+from core import convolution, gradcam, lessons  # noqa: E402  (this section's imports stay in this section)
 
 
 @_budget.memoize(data_budget)
 def lesson_picture(name: str, key: str, _data: bytes, grey: bool = False):
     """The image at the size `name` gets it: (H, W, 3) uint8, or (H, W) luminance with `grey`."""
-    return lessons.picture(decoded(key, _data).image, registry.get(name), grey=grey)
+    return convolution.picture(decoded(key, _data).image, registry.get(name), grey=grey)
 
 
 @_budget.memoize(data_budget)
 def convolved(name: str, key: str, _data: bytes, kernel: tuple[tuple[float, ...], ...], grey: bool):
-    """The picture filtered by a 3x3 kernel, as a uint8 picture (see lessons.visible)."""
-    result = lessons.convolve(lesson_picture(name, key, _data, grey), kernel)
-    return lessons.visible(result, kernel)
+    """The picture filtered by a 3x3 kernel, as a uint8 picture (see convolution.visible)."""
+    result = convolution.convolve(lesson_picture(name, key, _data, grey), kernel)
+    return convolution.visible(result, kernel)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def worked_pixel(name: str, key: str, _data: bytes, kernel: tuple[tuple[float, ...], ...]) -> lessons.Worked:
+def worked_pixel(name: str, key: str, _data: bytes, kernel: tuple[tuple[float, ...], ...]) -> convolution.Worked:
     """The centre output pixel of the grey picture's convolution, worked out."""
-    return lessons.worked(lesson_picture(name, key, _data, True), kernel)
+    return convolution.worked(lesson_picture(name, key, _data, True), kernel)
 
 
 @_budget.memoize(data_budget)
 def pooled(name: str, key: str, _data: bytes, size: int, kind: str):
-    return lessons.pool(lesson_picture(name, key, _data), size, kind)
+    return convolution.pool(lesson_picture(name, key, _data), size, kind)
 
 
 @st.cache_data(max_entries=16, show_spinner="Measuring every convolution and pooling layer…")
@@ -937,7 +937,7 @@ def receptive_field(name: str, device: str, pretrained: bool) -> list[lessons.Fi
 
 @_budget.memoize(data_budget)
 def field_outline(name: str, key: str, _data: bytes, size: int, jump: int):
-    return lessons.field_outline(lesson_picture(name, key, _data), size, jump=jump)
+    return convolution.field_outline(lesson_picture(name, key, _data), size, jump=jump)
 
 
 @st.cache_data(max_entries=16, show_spinner="Measuring F(x) and x in every residual block…")
@@ -958,8 +958,8 @@ def transfer_plans(name: str, device: str, pretrained: bool, classes: int) -> le
 @_budget.memoize(data_budget, around=lambda: _spinner("One forward and backward pass for Grad-CAM…"))
 def gradcam_parts(
     name: str, device: str, pretrained: bool, key: str, _data: bytes, target: int | None, top: int
-) -> lessons.GradCamParts:
-    return lessons.gradcam_parts(model(name, device, pretrained), decoded(key, _data).image, target=target, top=top)
+) -> gradcam.Parts:
+    return gradcam.parts(model(name, device, pretrained), decoded(key, _data).image, target=target, top=top)
 
 
 # --- training ---
@@ -1056,9 +1056,7 @@ def checkpoint_files(run: TrainedRun) -> tuple:
     result = run.result
 
     def files() -> tuple[bytes, bytes]:
-        facts = {"dataset": result.dataset, "strategy": result.config.strategy, "test_accuracy": result.accuracy,
-                 "best_epoch": result.best_epoch}
-        return store.get(run.id, lambda: checkpoints.serialize(result.model, trained=facts))
+        return store.get(run.id, lambda: checkpoints.serialize(result.model, trained=checkpoints.Trained.of(result)))
 
     return (lambda: files()[0]), (lambda: files()[1])
 

@@ -115,7 +115,7 @@ def test_build_passes_the_records_kwargs(tiny):
 
 
 def test_pages_and_cli_ask_core_for_the_method_list():
-    for path in ("core/__main__.py", "dashboard/app_pages/explain.py", "dashboard/app_pages/methods.py"):
+    for path in ("core/cli/images.py", "dashboard/app_pages/explain.py", "dashboard/app_pages/methods.py"):
         source = (ROOT / path).read_text()
         assert "cams.applicable(model" in source, path
         assert "cnn_only" not in source and 'family != "cnn"' not in source, path

@@ -29,7 +29,7 @@ def trained(tiny, shapes):
 
 @pytest.fixture(scope="module")
 def files(trained) -> tuple[bytes, bytes]:
-    return checkpoints.serialize(trained, trained={"dataset": "shapes", "test_accuracy": 0.5})
+    return checkpoints.serialize(trained, trained=checkpoints.Trained("shapes", "feature-extraction", 0.5, 2))
 
 
 def _logits(model, batch):

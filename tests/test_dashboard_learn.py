@@ -10,6 +10,8 @@ import pytest
 from streamlit import config
 from streamlit.testing.v1 import AppTest
 
+from core import models, training
+
 config.set_option("client.showErrorDetails", "full")  # tests read the real exception, users never do
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +148,10 @@ def test_transfer_learning(app):
     assert "6{,}405" in _latex(at)  # (1280 + 1) * 5
     plans = at.dataframe[0].value
     assert plans["trainable"].iloc[0] == "6,405" and plans["frozen"].iloc[2] == "0"
+    # "The last stage" is what the Transfer learning page unfreezes for "last 1 stage": conv_head + bn2, not blocks.5 on
+    summary = training.parameter_summary(models.load("efficientnet_lite0", device="cpu"), "fine-tune", 1, classes=5)
+    assert plans["trainable"].iloc[1] == f"{summary.trainable:,}" and plans["frozen"].iloc[1] == f"{summary.frozen:,}"
+    assert plans["what trains"].iloc[1] == "conv_head, bn2, classifier"
 
 
 def test_gradcam(app):

@@ -177,33 +177,35 @@ def test_architecture_of_the_tiny_cnn(tiny):
     assert result.rows[1].params == 8 * 3 * 3 * 3 + 8 and result.rows[1].output_shape == (1, 8, 32, 32)
     assert result.total_params == _total(tiny) == sum(row.params for row in result.rows) == 1254
     assert result.trainable_params == 0 and all(row.trainable == 0 for row in result.rows)  # loaded models are frozen
-    assert [stage.name for stage in result.stages] == ["0", "2", "3", "7"]
+    assert [stage.name for stage in result.stages] == ["backbone", "7"]  # its spec names no stages: one, then the head
+    assert result.stages[0].modules == ("0", "2", "3")
     assert sum(stage.params for stage in result.stages) == result.total_params
     assert hooks.count(tiny.module) == 0
 
 
-def test_architecture_of_lite0_expands_blocks_and_follows_the_image(lite0, chelsea):
+def test_architecture_of_lite0_shows_the_stages_fine_tuning_unfreezes(lite0, chelsea):
     result = features.architecture(lite0, chelsea)
     assert result.total_params == _total(lite0) == sum(row.params for row in result.rows)
     assert result.trainable_params == 0
     assert result.input_shape == (1, 3, 224, 337)
-    assert [stage.name for stage in result.stages] == [
-        "conv_stem", "bn1", *(f"blocks.{i}" for i in range(7)), "conv_head", "bn2", "classifier",
-    ]
+    assert [stage.name for stage in result.stages] == [*lite0.spec.stages, "classifier"]
+    assert result.stages[0].modules == ("conv_stem", "bn1", "blocks.0") and result.stages[-2].modules == ("conv_head", "bn2")
     assert sum(stage.params for stage in result.stages) == result.total_params
     shapes = {row.name: row.output_shape for row in result.rows}
     assert shapes["bn2"] == (1, 1280, 7, 11) and shapes["classifier"] == (1, 1000)
     assert hooks.count(lite0.module) == 0
 
 
-def test_architecture_of_vit_counts_parameters_owned_by_containers(vit):
+def test_architecture_of_vit_counts_parameters_owned_by_the_root_and_containers(vit):
     result = features.architecture(vit)
     assert result.total_params == _total(vit) == 86_567_656
     assert sum(stage.params for stage in result.stages) == result.total_params
     names = [stage.name for stage in result.stages]
-    assert names[:3] == ["class_token", "conv_proj", "encoder.pos_embedding"]
-    assert names[3:15] == [f"encoder.layers.encoder_layer_{i}" for i in range(12)]
-    assert names[15:] == ["encoder.ln", "heads"]
+    assert names == [*vit.spec.stages, "heads.head"]
+    first, last = result.stages[0].modules, result.stages[-2].modules
+    assert first == ("class_token", "conv_proj", "encoder.pos_embedding",
+                     *(f"encoder.layers.encoder_layer_{i}" for i in range(3)))
+    assert last == (*(f"encoder.layers.encoder_layer_{i}" for i in (9, 10, 11)), "encoder.ln")
     root = result.rows[0]
     assert root.name == "" and root.params == 768 and root.output_shape == (1, 1000)
 

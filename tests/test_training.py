@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import cams, checkpoints, datasets, embeddings, predictions, preprocessing, splits, training
+from core import baselines, cams, checkpoints, datasets, embeddings, fitting, predictions, preprocessing, splits, training
 from core.__main__ import main
 from core.errors import InvalidInputError
 from tests.conftest import TINY
@@ -63,7 +63,7 @@ def test_feature_extraction_on_digits_reaches_90_percent_in_seconds(digits_run, 
     assert run.trainable_params == (1280 + 1) * 10 and run.total_params == run.model.params
     assert run.test.confusion.sum() == len(run.split.test) and len(run.test.per_class) == 10
     assert 0.85 <= run.macro_f1 <= 1 and 0.85 <= run.macro_precision <= 1 and 0.85 <= run.macro_recall <= 1
-    assert run.model.spec.input_size == (112, 112) and run.model.spec.build is training.no_builder
+    assert run.model.spec.input_size == (112, 112) and run.model.spec.build is baselines.no_builder
 
 
 def test_the_assembled_model_matches_the_head_on_features(digits_run, digits, digits_features):
@@ -134,7 +134,7 @@ def test_parameter_summary_before_training(lite0, tiny, shapes):
     with pytest.raises(InvalidInputError, match="8 stages"):
         training.parameter_summary(lite0, "fine-tune", 9, classes=10)
     small = training.parameter_summary(None, "small-cnn", classes=4)
-    assert small.frozen == 0 and small.trainable == sum(p.numel() for p in training.small_cnn(4).parameters())
+    assert small.frozen == 0 and small.trainable == sum(p.numel() for p in baselines.small_cnn(4).parameters())
     run = training.train(tiny, shapes, training.TrainConfig(strategy="fine-tune", unfreeze_stages=None, epochs=1,
                                                             image_size=32))
     assert run.trainable_params == training.parameter_summary(tiny, "fine-tune", None, classes=4).trainable
@@ -148,7 +148,7 @@ def test_optimizer_groups_apply_their_own_learning_rates():
     torch.manual_seed(0)
     head, backbone = torch.nn.Linear(4, 3), torch.nn.Linear(5, 4)
     config = training.TrainConfig(optimizer="sgd", momentum=0.0, lr_head=0.1, lr_backbone=0.001)
-    optim = training.optimizer([("head", list(head.parameters()), config.lr_head),
+    optim = fitting.optimizer([("head", list(head.parameters()), config.lr_head),
                                 ("backbone", list(backbone.parameters()), config.lr_backbone)], config)
     assert [(g["name"], g["lr"]) for g in optim.param_groups] == [("head", 0.1), ("backbone", 0.001)]
     before = [p.detach().clone() for p in (*head.parameters(), *backbone.parameters())]
@@ -159,7 +159,7 @@ def test_optimizer_groups_apply_their_own_learning_rates():
     for p, old, grad, lr in zip((*head.parameters(), *backbone.parameters()), before, grads, lrs, strict=True):
         assert torch.allclose(p.detach() - old, -lr * grad, atol=1e-7)
     for name in ("adam", "adamw"):
-        assert isinstance(training.optimizer([("head", list(head.parameters()), 0.1)],
+        assert isinstance(fitting.optimizer([("head", list(head.parameters()), 0.1)],
                                              dataclasses.replace(config, optimizer=name)),
                           torch.optim.Adam if name == "adam" else torch.optim.AdamW)
 

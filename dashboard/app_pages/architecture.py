@@ -54,8 +54,9 @@ c4.metric("Input", _shape(arch.input_shape[2:]), help="The probe input the outpu
 
 st.plotly_chart(_stage_chart(arch, "#1c7ed6"), width="stretch", key="stages")
 st.caption(
-    "Stages are the network's top-level children; containers such as `features`, `blocks` or `encoder.layers` "
-    "are opened one level, and parameters held by the network itself (class token, position embedding) get a bar."
+    "The stages are the ones fine-tuning unfreezes on the Transfer learning page and CAM through depth explains: "
+    "each bar is named after the layer that ends the stage and holds everything since the previous one; the "
+    "head is the last bar."
 )
 
 st.subheader("Modules")

@@ -6,19 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import lessons
+from core.convolution import KERNELS, output_size, pool
 from dashboard import cache, widgets
 
-STEPS = (
-    "Convolution",
-    "Padding & stride",
-    "Pooling",
-    "Receptive field",
-    "Residual connections",
-    "Pretrained features",
-    "Transfer learning",
-    "Grad-CAM",
-)
 CUSTOM = "custom"
 ORANGE, BLUE = "#d9480f", "#1c7ed6"
 
@@ -71,11 +61,11 @@ def convolution(choice: widgets.Choice, picked: widgets.Picked) -> None:
         "Deep-learning libraries do not flip the kernel (strictly, this is a cross-correlation); "
         "since the weights are learned, it makes no difference."
     )
-    names = [*lessons.KERNELS, CUSTOM]
+    names = [*KERNELS, CUSTOM]
     left, right = st.columns([1, 1])
     name = left.selectbox(
         "Kernel", names, index=names.index("edge"), key="learn_kernel",
-        format_func=lambda n: "Custom (type your own)" if n == CUSTOM else lessons.KERNELS[n].title,
+        format_func=lambda n: "Custom (type your own)" if n == CUSTOM else KERNELS[n].title,
     )
     grey = right.toggle(
         "Greyscale", value=True, key="learn_grey", help="Off: each colour channel is filtered on its own."
@@ -95,7 +85,7 @@ def convolution(choice: widgets.Choice, picked: widgets.Picked) -> None:
         kernel, scale = tuple(weights), 1.0
         note = "Weights adding up to 1 keep the brightness; adding up to 0 they find edges."
     else:
-        chosen = lessons.KERNELS[name]
+        chosen = KERNELS[name]
         kernel, scale, note = tuple(map(tuple, chosen.weights.tolist())), chosen.scale, chosen.note
     weights_array = np.asarray(kernel, dtype=np.float32)
     st.latex(r"K = " + _kernel_latex(weights_array, scale))
@@ -151,7 +141,7 @@ def padding_and_stride(choice: widgets.Choice, picked: widgets.Picked) -> None:
     if n + 2 * p < span:
         st.warning(f"A kernel spanning {span} pixels does not fit in {n} + 2·{p} = {n + 2 * p} pixels: add padding.")
     else:
-        out = lessons.output_size(n, kernel=f, padding=p, stride=s, dilation=d)
+        out = output_size(n, kernel=f, padding=p, stride=s, dilation=d)
         shown_f = str(f) if d == 1 else f"{span}"
         st.latex(
             rf"O = \left\lfloor \frac{{{n} + 2 \cdot {p} - {shown_f}}}{{{s}}} \right\rfloor + 1 = "
@@ -237,8 +227,8 @@ def pooling(choice: widgets.Choice, picked: widgets.Picked) -> None:
     patch = grey[top : top + 4, left : left + 4]
     st.markdown("**Worked out** on the 4×4 grey pixels at the centre, with k = 2:")
     st.latex(
-        _matrix(patch) + r"\xrightarrow{\max}" + _matrix(lessons.pool(patch, 2, "max"))
-        + r"\qquad" + _matrix(patch) + r"\xrightarrow{\text{average}}" + _matrix(lessons.pool(patch, 2, "average"))
+        _matrix(patch) + r"\xrightarrow{\max}" + _matrix(pool(patch, 2, "max"))
+        + r"\qquad" + _matrix(patch) + r"\xrightarrow{\text{average}}" + _matrix(pool(patch, 2, "average"))
     )
     st.caption("Averages are rounded to whole grey levels here.")
 
@@ -410,7 +400,7 @@ def transfer_learning(choice: widgets.Choice, picked: widgets.Picked) -> None:
     st.dataframe(
         [
             {"strategy": p.name, "trainable": f"{p.trainable:,}", "frozen": f"{p.frozen:,}",
-             "trainable share": f"{p.trainable / p.total:.1%}", "what trains": ", ".join(p.trainable_stages)}
+             "trainable share": f"{p.trainable / p.total:.1%}", "what trains": ", ".join(p.modules)}
             for p in plan.plans
         ],
         hide_index=True, width="stretch", key="learn_plans",
@@ -422,10 +412,8 @@ def transfer_learning(choice: widgets.Choice, picked: widgets.Picked) -> None:
                        text=[_count(v) for v in values], textposition="auto")
     _chart(figure, 260, "learn_transfer_chart", barmode="stack", title=f"{title}: parameters per strategy",
            xaxis_title="parameters", yaxis=dict(autorange="reversed"))
-    st.caption(
-        f"Counted on the loaded {title}. Its last stage starts at `{plan.last_stage}`: the first stage that "
-        "already works at the final resolution."
-    )
+    st.caption(f"Counted on the loaded {title}, with the stages the Transfer learning page unfreezes: its last stage "
+               f"ends at `{plan.last_stage}`.")
 
 
 def _blocky(array: np.ndarray, side: int) -> np.ndarray:
@@ -494,6 +482,7 @@ LESSONS = {
 
 st.title("Learn")
 st.caption("How a CNN sees, one idea at a time, worked out live on your image and the backbone in the sidebar.")
+STEPS = tuple(LESSONS)  # the lessons in teaching order
 step = st.segmented_control("Step", STEPS, default=STEPS[0], required=True, key="learn_step") or STEPS[0]
 choice = widgets.model_picker()
 with st.sidebar:

@@ -1,0 +1,34 @@
+"""`benchmark`: latency, throughput, memory, size and compute of backbones, as a table or JSON."""
+
+import sys
+
+from core import benchmarks, registry
+from core.errors import InvalidInputError
+
+
+def run_benchmark(args) -> None:
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    for name in names:
+        registry.get(name)  # unknown names fail before anything heavy
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    except ValueError:
+        raise InvalidInputError(f"--batch takes comma-separated whole numbers such as 1,8; got '{args.batch}'.") from None
+
+    def progress(row, done: int, total: int) -> None:
+        sys.stderr.write(f"[{done}/{total}] {row.name} batch {row.batch}: p50 {row.median_ms:.2f} ms "
+                         f"({row.repeats} timed passes)\n")
+
+    machine, busy = benchmarks.machine(), benchmarks.busy()
+    rows = benchmarks.run(
+        names, batches=batches, input_size=args.input_size, precision=args.precision, device=args.device,
+        pretrained=False if args.random_weights else None, repeats=args.repeats, warmup=args.warmup, on_row=progress,
+    )
+    method = benchmarks.method(warmup=args.warmup, repeats=args.repeats, device=args.device, precision=args.precision)
+    if busy:
+        sys.stderr.write(f"note: {busy}\n")
+    if args.json:
+        print(benchmarks.to_json(rows, machine=machine, method=method))
+        return
+    print(benchmarks.text_table(rows))
+    print(f"\nmachine: {machine}\nmethod: {method}")

@@ -1,0 +1,68 @@
+"""What every subcommand does the same way: read an image, load a model, write a file, report progress."""
+
+import sys
+from pathlib import Path
+
+from core import images, models, registry
+from core.errors import InvalidInputError
+
+
+def read_image(path: Path):
+    """The decoded image at `path` (its notes on stderr), or InvalidInputError saying why it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidInputError(f"No such file: {path}") from None
+    except IsADirectoryError:
+        raise InvalidInputError(f"{path} is a folder; give an image file.") from None
+    except OSError as error:
+        raise InvalidInputError(f"Cannot read {path}: {error.strerror or error}") from None
+    decoded = images.decode(data)
+    for note in decoded.notes:
+        sys.stderr.write(f"note: {note}\n")
+    return decoded.image
+
+
+def load_model(args) -> models.LoadedModel:
+    registry.get(args.model)  # unknown names fail before anything heavy
+    return models.load(args.model, device=args.device, pretrained=not args.random_weights)
+
+
+def image_paths(given: list[Path]) -> list[Path]:
+    """The files given, with each folder replaced by the image files in it (sorted)."""
+    paths: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in images.SUFFIXES and p.is_file())
+            if not found:
+                raise InvalidInputError(f"The folder {path} holds no image files ({', '.join(sorted(images.SUFFIXES))}).")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+def write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as error:
+        raise InvalidInputError(f"Cannot write {path}: {error.strerror or error}") from None
+
+
+def dataset_notes(dataset) -> None:
+    """What was left out of a dataset, on stderr: skipped files per reason, other files ignored."""
+    for reason, count in dataset.skipped_reasons().items():
+        sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
+    if dataset.ignored:
+        sys.stderr.write(f"note: {dataset.ignored_summary()}\n")
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 2:
+        raise InvalidInputError(f"--limit must be at least 2, got {limit}.")
+
+
+def progress_line(fraction: float, message: str) -> None:
+    """One progress line on stderr, rewritten in place, ended when the work is done."""
+    sys.stderr.write(f"\r{message}   " + ("\n" if fraction >= 1 else ""))
