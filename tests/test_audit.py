@@ -2,6 +2,8 @@
 say, the heat-outside-the-object ranking finds images that are right for the wrong reasons, the export reads
 back, and nothing is left on the shared model."""
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -186,3 +188,26 @@ def test_per_class_views(lite0):
     assert result.to_dict()["accuracy"] is None and result.to_dict()["images"] == 16
     with pytest.raises(InvalidInputError, match="Unknown statistic"):
         result.ranked("nope")
+
+
+def test_cli_audit_writes_the_table_and_prints_the_summary(tmp_path, capsys):
+    from core.__main__ import main
+
+    out = tmp_path / "audit"
+    assert main(["audit", "shapes", "--model", TINY, "--limit", "12", "--batch-size", "5", "--out", str(out),
+                 "--features", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["images"] == 12 and printed["method"] == "gradcam" and printed["target"] == "predicted"
+    assert [row["class"] for row in printed["classes"]] == list(datasets.shapes().classes)
+    table = pq.read_table(out / "audit.parquet")
+    assert table.num_rows == 12 and {"file", "label", "prediction", "probability", "correct", "heat_border",
+                                     "heat_in_mask", "pointing_hit"} <= set(table.column_names)
+    assert np.load(out / "maps.npy").shape == (12, audit.MAP_SIDE, audit.MAP_SIDE)
+    assert np.load(out / "features.npy").shape[0] == 12
+    assert main(["audit", "shapes", "--model", TINY, "--limit", "8", "--out", str(tmp_path / "table")]) == 0
+    text = capsys.readouterr().out
+    assert "heat_in_mask" in text and "circle" in text and "wrote" in text
+    assert main(["audit", "shapes", "--model", TINY, "--limit", "8", "--method", "scorecam", "--out", str(out)]) == 2
+    assert "one-pass method" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["audit", "shapes", "--model", TINY, "--out", str(tmp_path / "file")]) == 2

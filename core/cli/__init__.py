@@ -1,8 +1,8 @@
-"""Command line: `python -m core predict|explain|report|models|benchmark|embed|evaluate|train ...`, over the same
+"""Command line: `python -m core predict|explain|report|models|benchmark|embed|evaluate|train|audit ...`, over the same
 functions as the dashboard.
 
 `options` is the parser; the code that runs a subcommand lives with its family (`images`: predict, explain, report,
-models; `benchmark`; `data`: embed, evaluate, train), each JSON it prints a record beside it. A family's module is
+models; `benchmark`; `data`: embed, evaluate, train; `audit`), each JSON it prints a record beside it. A family's module is
 imported when one of its subcommands runs, so `python -m core models` does not load scikit-learn or the training
 loop. Bad input or an unknown name exits with status 2 and one `error: ...` line on stderr.
 """
@@ -20,7 +20,7 @@ from core.cli.options import parser  # noqa: E402
 from core.errors import CoreError  # noqa: E402
 
 FAMILIES = {"predict": "images", "explain": "images", "report": "images", "models": "images",
-            "benchmark": "benchmark", "embed": "data", "evaluate": "data", "train": "data"}
+            "benchmark": "benchmark", "embed": "data", "evaluate": "data", "train": "data", "audit": "audit"}
 
 
 def main(argv: list[str] | None = None) -> int:

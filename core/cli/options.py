@@ -180,6 +180,17 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test-fraction", type=float, default=0.3, help="linear probe: share held out (default 0.3)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    audit = commands.add_parser("audit", help="a heatmap and its statistics for every image of a dataset")
+    dataset_options(audit)
+    audit.add_argument("--method", default="gradcam", help="a one-pass CAM method (default gradcam)")
+    audit.add_argument("--target", choices=("predicted", "true"), default="predicted",
+                       help="explain each image's predicted class (default) or its label")
+    audit.add_argument("--layer", default=None, help="target layer (default: the model's)")
+    audit.add_argument("--out", type=Path, required=True,
+                       help="folder to write audit.parquet, audit.csv, maps.npy and summary.json into")
+    audit.add_argument("--features", action="store_true", help="also write features.npy")
+    audit.add_argument("--json", action="store_true", help="print the per-class summary as JSON")
+
     train = commands.add_parser("train", help="transfer learning: a new head (or fine-tuning) on a dataset, exported")
     train.add_argument("dataset", help=DATASET_HELP)
     train.add_argument("--model", default=registry.DEFAULT, help=f"pretrained backbone (default {registry.DEFAULT})")

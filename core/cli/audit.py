@@ -1,0 +1,38 @@
+"""`audit`: a heatmap and its statistics for every image of a dataset, written as Parquet and CSV."""
+
+import json
+
+from core import audit, datasets
+from core.cli.common import check_limit, dataset_notes, load_model, progress_line
+from core.errors import InvalidInputError
+
+SHOWN = ("heat_half_area", "heat_border", "heat_in_mask", "pointing_hit")  # the per-class table's columns
+
+
+def run_audit(args) -> None:
+    check_limit(args.limit)
+    if args.out.exists() and not args.out.is_dir():
+        raise InvalidInputError(f"--out is a folder to write into; '{args.out}' is a file.")
+    dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
+    dataset_notes(dataset)
+    model = load_model(args)
+    result = audit.explain_dataset(
+        model, dataset, method=args.method, target=args.target, layer=args.layer, batch_size=args.batch_size,
+        precision=args.precision, size=args.image_size, on_progress=progress_line,
+    )
+    try:
+        paths = audit.write(result, args.out, with_features=args.features)
+    except OSError as error:
+        raise InvalidInputError(f"Cannot write into {args.out}: {error.strerror or error}") from None
+    if args.json:
+        print(json.dumps({**result.to_dict(), "files": {k: str(v) for k, v in paths.items()}}))
+        return
+    summary = result.summary()
+    columns = [c for c in ("accuracy", *SHOWN) if c in summary[0]]
+    print(f"{model.label} on {dataset.name}: {result.method} maps of the {result.target} class, {len(result)} images, "
+          f"{result.images_per_second:.1f} images/s ({result.precision})")
+    print(f"{'class':20s} {'images':>7s} " + " ".join(f"{c:>14s}" for c in columns))
+    for row in summary:
+        print(f"{row['class'][:20]:20s} {row['images']:7d} " + " ".join(f"{row[c]:14.3f}" for c in columns))
+    print(f"wrote {paths['parquet']}, {paths['csv'].name}, {paths['maps'].name} and {paths['summary'].name}"
+          + (f", {paths['features'].name}" if "features" in paths else ""))
