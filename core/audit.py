@@ -38,6 +38,16 @@ TARGETS = ("predicted", "true")
 BORDER = 0.125  # the border band: this fraction of the side on each edge (a quarter of the area is border)
 STATISTICS = ("heat_half_area", "heat_entropy", "heat_border", "centroid_x", "centroid_y")
 MASK_STATISTICS = ("heat_in_mask", "pointing_hit")
+#: the reviews an analyst asks for, as (title, statistic, descending, correct: True/False/None for all)
+REVIEWS = (
+    ("Most heat outside the object", "heat_in_mask", False, None),
+    ("Correct, but most heat outside the object", "heat_in_mask", False, True),
+    ("Most heat on the border", "heat_border", True, None),
+    ("Correct, with most heat on the border", "heat_border", True, True),
+    ("Wrong, with the most concentrated heat", "heat_half_area", False, False),
+    ("Most concentrated heat", "heat_half_area", False, None),
+    ("Most spread-out heat", "heat_entropy", True, None),
+)
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,13 @@ class Audit:
         values = self.stats[statistic][rows].astype(np.float64)
         order = np.argsort(-values if descending else values, kind="stable")
         return rows[order]
+
+    def heatmap(self, index: int, width: int, height: int) -> np.ndarray:
+        """(height, width) float32 in [0, 1]: image `index`'s stored map, upsampled (bilinear) to that size."""
+        import cv2
+
+        small = self.maps[index].astype(np.float32)
+        return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR).clip(0.0, 1.0)
 
     def to_dict(self) -> dict:
         """The settings and the per-class summary (what `python -m core audit --json` prints)."""
@@ -398,20 +415,49 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 # export
 
 
+def reviews(audit: Audit) -> list[tuple[str, str, bool, bool | None]]:
+    """The REVIEWS that make sense for `audit`: mask statistics need masks, correct/wrong a comparable model."""
+    return [r for r in REVIEWS if r[1] in audit.stats and (r[3] is None or audit.comparable)]
+
+
+def table_bytes(audit: Audit, kind: str) -> bytes:
+    """The per-image table as Parquet or CSV bytes (a download), with the settings in the Parquet metadata."""
+    import io
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if kind not in ("parquet", "csv"):
+        raise InvalidInputError(f"Export as parquet or csv, not '{kind}'.")
+    table = _table(audit)
+    buffer = io.BytesIO()
+    if kind == "parquet":
+        pq.write_table(table, buffer)
+    else:
+        pacsv.write_csv(table, buffer)
+    return buffer.getvalue()
+
+
+def _table(audit: Audit):
+    import json
+
+    import pyarrow as pa
+
+    settings = {k: v for k, v in audit.to_dict().items() if k != "classes"}
+    return pa.table(audit.rows()).replace_schema_metadata({"visionlens": json.dumps(settings)})
+
+
 def write(audit: Audit, out: str | Path, *, with_features: bool = False) -> dict[str, Path]:
     """DIR/audit.parquet and DIR/audit.csv (one row per image), DIR/maps.npy ((N, side, side) float16, in the
     table's row order), DIR/summary.json, and with `with_features` DIR/features.npy. Returns the paths."""
     import json
 
-    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = pa.table(audit.rows())
-    settings = {k: v for k, v in audit.to_dict().items() if k != "classes"}
-    table = table.replace_schema_metadata({"visionlens": json.dumps(settings)})
+    table = _table(audit)
     paths = {"parquet": out / "audit.parquet", "csv": out / "audit.csv", "maps": out / "maps.npy",
              "summary": out / "summary.json"}
     pq.write_table(table, paths["parquet"])

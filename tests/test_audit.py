@@ -211,3 +211,21 @@ def test_cli_audit_writes_the_table_and_prints_the_summary(tmp_path, capsys):
     assert "one-pass method" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert main(["audit", "shapes", "--model", TINY, "--out", str(tmp_path / "file")]) == 2
+
+
+def test_download_bytes_and_reviews(tiny):
+    import io
+
+    dataset = datasets.shapes(n=6, size=64)
+    result = audit.explain_dataset(tiny, dataset, batch_size=6)
+    table = pq.read_table(io.BytesIO(audit.table_bytes(result, "parquet")))
+    assert table.column("file").to_pylist() == list(dataset.files)
+    assert audit.table_bytes(result, "csv").decode().count("\n") == 7
+    titles = [r[0] for r in audit.reviews(result)]
+    assert "Most heat outside the object" in titles and "Correct, but most heat outside the object" not in titles
+    no_masks = audit.explain_dataset(tiny, datasets.digits(n=12), batch_size=6)
+    assert all(r[1] not in audit.MASK_STATISTICS for r in audit.reviews(no_masks))
+    up = result.heatmap(0, 50, 30)
+    assert up.shape == (30, 50) and 0 <= up.min() <= up.max() <= 1
+    with pytest.raises(InvalidInputError):
+        audit.table_bytes(result, "xlsx")
