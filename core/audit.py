@@ -148,10 +148,7 @@ class Audit:
 
     def heatmap(self, index: int, width: int, height: int) -> np.ndarray:
         """(height, width) float32 in [0, 1]: image `index`'s stored map, upsampled (bilinear) to that size."""
-        import cv2
-
-        small = self.maps[index].astype(np.float32)
-        return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR).clip(0.0, 1.0)
+        return upsample(self.maps[index], width, height)
 
     def to_dict(self) -> dict:
         """The settings and the per-class summary (what `python -m core audit --json` prints)."""
@@ -220,6 +217,14 @@ def _mask_at(mask: np.ndarray, h: int, w: int) -> np.ndarray:
 
     mask = np.asarray(mask, dtype=np.float32)
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA) >= 0.5
+
+
+def upsample(small: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(height, width) float32 in [0, 1]: a stored map (or a mean of maps) resized bilinearly, for an overlay."""
+    import cv2
+
+    return cv2.resize(np.asarray(small, dtype=np.float32), (width, height),
+                      interpolation=cv2.INTER_LINEAR).clip(0.0, 1.0)
 
 
 def shrink(raw: np.ndarray, side: int = MAP_SIDE) -> np.ndarray:

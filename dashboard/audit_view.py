@@ -1,0 +1,154 @@
+"""The Datasets page's "Where the model looks" tab: a heatmap for every image from one background job, then
+per-class mean maps, review galleries sorted by a statistic of the maps (the images that may be right for the
+wrong reasons), two backbones compared on the same images, and the per-image table as Parquet or CSV.
+
+Widgets -> one job (`jobs.audit_job`, `core.audit.explain_dataset`) -> render from the stored maps: nothing here
+recomputes a map.
+"""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import audit, cams, images
+from dashboard import cache, jobs, widgets
+
+GALLERY = 12  # images per review gallery
+SIDE = 128  # px of a gallery tile
+WATCHED = {"first": "audit_watched_first", "second": "audit_watched_second"}
+
+
+def section(data, choice: widgets.Choice, *, precision: str, batch_size: int, size: int) -> None:
+    """The whole tab for dataset `data` and the sidebar's backbone."""
+    st.caption(
+        "One background job gives every image its prediction, its features and a low-resolution heatmap "
+        "(28 x 28), about as fast as classifying the set: the backward pass stops at the target layer. Sort the "
+        "images by where the heat is to find those that are right for the wrong reasons."
+    )
+    model = cache.model(choice.name, choice.device, choice.pretrained)
+    methods = [m for m in cams.applicable(model) if cams.METHODS[m].shared]
+    a, b = st.columns(2)
+    method = a.selectbox("Method (one pass)", methods, format_func=lambda m: cams.METHODS[m].title, key="audit_method")
+    comparable = tuple(model.categories) == tuple(data.classes)
+    targets = list(audit.TARGETS) if comparable else ["predicted"]
+    target = b.selectbox("Explain", targets, key="audit_target",
+                         format_func=lambda t: {"predicted": "the predicted class", "true": "the true class"}[t],
+                         help=None if comparable else "The true class needs a model trained on these classes.")
+    first = _audit(data, choice, "first", method=method, target=target, precision=precision, batch_size=batch_size,
+                   size=size, start_label="Explain every image")
+    if first is None:
+        return
+    st.caption(f"{len(first)} maps from {first.method} at `{first.layer}`, {first.precision}, "
+               f"{first.images_per_second:.0f} images/s.")
+    _mean_maps(data, first)
+    _galleries(data, first)
+    _compare(data, choice, first, precision=precision, batch_size=batch_size, size=size)
+    _downloads(first)
+
+
+def _audit(data, choice, which: str, *, method: str, target: str, precision: str, batch_size: int, size: int,
+           start_label: str):
+    """The finished audit of `data` by `choice`, or None while it is not there (a Start button, or its progress)."""
+    settings = (choice.name, choice.device, choice.pretrained, data, method, target, precision, batch_size, size)
+    ready = jobs.audit_ready(*settings)
+    if ready is not None:
+        widgets.follow(WATCHED[which], None, leave=jobs.dataset_job_leave)
+        return ready
+    running = st.session_state.get(WATCHED[which])
+    wanted = jobs.audit_key(*settings)
+    if running is None or running.key != wanted:
+        if not st.button(start_label, key=f"audit_start_{which}", type="primary" if which == "first" else "secondary"):
+            return None
+        running = jobs.audit_job(*settings, session=widgets.session_id())
+        widgets.follow(WATCHED[which], running, leave=jobs.dataset_job_leave)
+    if not running.done:
+        widgets.job_progress(running, "Explaining every image", key=f"audit_stop_{which}")
+        st.stop()
+    if not widgets.job_ended(running, again="Explain again", key=f"audit_again_{which}",
+                             forget=jobs.dataset_job_forget):
+        return None
+    return running.result
+
+
+def _overlay(data, result: audit.Audit, index: int, side: int = SIDE) -> np.ndarray:
+    """Image `index` squeezed to a square, as the model saw it, under its stored map."""
+    picture = data.images[index].convert("RGB").resize((side, side))
+    return images.overlay(picture, result.heatmap(index, side, side))
+
+
+def _mean_maps(data, result: audit.Audit) -> None:
+    st.subheader("Where it looks, class by class")
+    groups = [("correct", True), ("wrong", False)] if result.comparable else [("all images", None)]
+    st.caption("Each class's mean heatmap over the class's mean image"
+               + (", for its correct and its wrong predictions." if result.comparable else
+                  " (the model's classes are not the dataset's, so correct and wrong are not told apart)."))
+    for title, correct in groups:
+        means = result.mean_maps(correct=correct)
+        columns = st.columns(min(len(data.classes), 6))
+        for index, name in enumerate(data.classes):
+            column = columns[index % len(columns)]
+            rows = np.flatnonzero((result.labels == index) & (np.ones(len(result), bool) if correct is None
+                                                              else result.correct == correct))
+            if not len(rows):
+                column.caption(f"{name} ({title}): none")
+                continue
+            mean = images.mean_picture((data.images[r] for r in rows[:200]), SIDE)
+            heat = means[index]
+            heat = heat / heat.max() if heat.max() > 0 else heat
+            column.image(images.overlay(mean, audit.upsample(heat, SIDE, SIDE)), caption=f"{name} · {title} · {len(rows)}")
+
+
+def _galleries(data, result: audit.Audit) -> None:
+    st.subheader("Review")
+    offered = audit.reviews(result)
+    title = st.selectbox("Show", [r[0] for r in offered], key="audit_review")
+    _, statistic, descending, correct = next(r for r in offered if r[0] == title)
+    rows = result.ranked(statistic, descending=descending, correct=correct)[:GALLERY]
+    if not len(rows):
+        st.info("No image fits this review.")
+        return
+    columns = st.columns(6)
+    for place, index in enumerate(rows):
+        label = data.classes[result.labels[index]]
+        guess = result.categories[result.predictions[index]]
+        columns[place % 6].image(
+            _overlay(data, result, int(index)),
+            caption=f"{label} → {guess} · {statistic.replace('_', ' ')} {result.stats[statistic][index]:.2f}",
+        )
+
+
+def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: int, size: int) -> None:
+    st.subheader("Two backbones, the same images")
+    names = [n for n in cache.specs() if n != choice.name]
+    other = st.selectbox("Compare with", names, key="audit_other", format_func=lambda n: cache.specs()[n].title)
+    spec = cache.specs()[other]
+    second_choice = widgets.Choice(other, choice.device, cache.weights_here(other))
+    applies = not (cams.METHODS[first.method].cnn_only and spec.family != "cnn")
+    method = first.method if applies else cams.DEFAULT_METHOD
+    target = first.target if tuple(spec.categories) == tuple(data.classes) else "predicted"
+    second = _audit(data, second_choice, "second", method=method, target=target, precision=precision,
+                    batch_size=batch_size, size=spec.input_size[0] if spec.fixed_size else size,
+                    start_label=f"Explain every image with {spec.title} too")
+    if second is None:
+        return
+    rho, per_class = audit.agreement(first, second)
+    st.dataframe(pd.DataFrame(per_class), hide_index=True)
+    st.caption("Agreement: the rank correlation of the two heatmaps of each image (1: the same places, in the "
+               "same order of heat), averaged per class.")
+    st.markdown("**Where they disagree most**")
+    for index in np.argsort(rho, kind="stable")[:4]:
+        left, right = st.columns(2)
+        label = data.classes[first.labels[index]]
+        left.image(_overlay(data, first, int(index)),
+                   caption=f"{cache.specs()[choice.name].title}: {first.categories[first.predictions[index]]}")
+        right.image(_overlay(data, second, int(index)),
+                    caption=f"{cache.specs()[other].title}: {second.categories[second.predictions[index]]} "
+                            f"· true {label} · agreement {rho[index]:.2f}")
+
+
+def _downloads(result: audit.Audit) -> None:
+    a, b = st.columns(2)
+    a.download_button("Per-image table (Parquet)", audit.table_bytes(result, "parquet"), "audit.parquet",
+                      mime="application/vnd.apache.parquet", key="audit_parquet")
+    b.download_button("Per-image table (CSV)", audit.table_bytes(result, "csv"), "audit.csv", mime="text/csv",
+                      key="audit_csv")
