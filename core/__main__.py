@@ -340,7 +340,7 @@ def _models(args) -> None:
 
 
 def _benchmark(args) -> None:
-    from core import benchmarks
+    from core import benchmark_tables, benchmarks
     from core.errors import InvalidInputError
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -364,9 +364,9 @@ def _benchmark(args) -> None:
     if busy:
         sys.stderr.write(f"note: {busy}\n")
     if args.json:
-        print(benchmarks.to_json(rows, machine=machine, method=method))
+        print(benchmark_tables.to_json(rows, machine=machine, method=method))
         return
-    print(benchmarks.text_table(rows))
+    print(benchmark_tables.text_table(rows))
     print(f"\nmachine: {machine}\nmethod: {method}")
 
 
