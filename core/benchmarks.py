@@ -3,8 +3,8 @@
 Method (also returned in words by `method()`): the network in eval mode under `torch.inference_mode`,
 holding its lock; the same seeded random input for every model; untimed warm-up passes; then timed
 passes one at a time (CUDA events, synchronised after each pass, on GPU; `time.perf_counter_ns` on CPU)
-with Python's garbage collector paused, as `timeit` and `torch.utils.benchmark.Timer` do. Compute is
-counted with `torch.utils.flop_counter` on the meta device, so no kernel runs and nothing is estimated.
+with Python's garbage collector paused, as `timeit` and `torch.utils.benchmark.Timer` do. Compute and weights
+size come from core.model_costs, peak memory from core.memory_probes; core.benchmark_tables writes the rows out.
 """
 
 import gc
@@ -83,7 +83,7 @@ class BenchmarkSettings:
     @property
     def total(self) -> int:
         """How many rows a complete run gives: every backbone at every distinct batch size."""
-        return len(self.names) * len(set(self.batches))
+        return len(self.plan())
 
     def plan(self) -> list[tuple[str, int]]:
         """(backbone, batch) in the order `run` measures them."""

@@ -3,7 +3,9 @@
 
 A zip is never extracted to disk: members are read into memory one by one, within limits on the
 number of files, the total uncompressed bytes and the compression ratio; unsafe paths refuse the zip.
-Images are decoded lazily (on access) through `images.decode`, so memory holds compressed bytes only.
+Images are decoded lazily (on access) through `images.decode`, so memory holds compressed bytes only
+(core.image_lists). `open_source` is the one dispatch over sources (the CLI's `load` and the dashboard call it);
+the shapes are drawn by core.shape_drawing, torchvision's sets opened by core.torchvision_sets.
 """
 
 import hashlib
