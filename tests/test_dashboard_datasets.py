@@ -16,7 +16,7 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from core import embeddings
-from dashboard import cache
+from dashboard import jobs
 from tests import zips
 from tests.conftest import TINY
 
@@ -240,7 +240,7 @@ def _digits(limit: int, **state) -> AppTest:
 
 
 def _is_tsne(job) -> bool:
-    return isinstance(job, cache.TsneJob)
+    return isinstance(job, jobs.TsneJob)
 
 
 def _watching_tsne(perplexity: int) -> tuple[AppTest, object]:
@@ -296,7 +296,7 @@ def test_tsne_runs_in_the_background_and_a_rerun_reattaches_to_it(held_tsne):
     assert job.done and job.error is None and len(calls) == 1
     assert "t-SNE map" in _texts(at) and "ds_job" not in at.session_state
     _, features_key, _, perplexity, iterations, seed = job.key
-    assert cache.dataset_tsne_ready(features_key, perplexity, iterations, seed) is job.result  # in the cache
+    assert jobs.dataset_tsne_ready(features_key, perplexity, iterations, seed) is job.result  # in the cache
     _settle(other)
     assert "t-SNE map" in _texts(other) and len(calls) == 1
 
@@ -327,7 +327,7 @@ def test_extraction_waits_in_the_queue_while_the_slots_are_full(gate):
         first.run()
         _ok(first)
         job = first.session_state["ds_job"]
-        assert isinstance(job, cache.FeaturesJob) and job.state == "queued" and job.ahead == 0
+        assert isinstance(job, jobs.FeaturesJob) and job.state == "queued" and job.ahead == 0
         assert any("Queued: 0 ahead of you" in i.value for i in first.info), [i.value for i in first.info]
         assert not first.get("plotly_chart") or "ds_scatter" not in _charts(first)
         second = _digits(36, ds_map="PCA", ds_batch=16)  # other settings: another job, behind the first

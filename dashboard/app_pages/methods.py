@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import cams, faithfulness, images, report
-from dashboard import cache, widgets
+from dashboard import cache, jobs, widgets
 
 st.title("All methods at a glance")
 st.caption(
@@ -61,19 +61,19 @@ if st.toggle(
     help="Scoring runs in the background and joins the heavy-work queue: several seconds on a CPU.",
 ):
     args = (choice.name, choice.device, choice.pretrained, picked.key)
-    card = cache.faithfulness_ready(*args, tuple(methods), explained, None, eigen_smooth)
+    card = jobs.faithfulness_ready(*args, tuple(methods), explained, None, eigen_smooth)
     if card is None:
-        job = cache.faithfulness_job(*args, picked.data, tuple(methods), explained, None, eigen_smooth,
+        job = jobs.faithfulness_job(*args, picked.data, tuple(methods), explained, None, eigen_smooth,
                                      session=SESSION)
         quick = job.wait(max(0.0, 1.5 - (time.time() - job.started)))  # a fast device: no progress bar at all
         if quick and widgets.job_ended(job, again="Score again", key="methods_score_again",
-                                       forget=cache.faithfulness_forget):
+                                       forget=jobs.faithfulness_forget):
             card, job = job.result, None
         elif job.done:
             job = None
 old = st.session_state.pop(WATCHED, None)
 if old is not None and old is not job:  # the settings changed: nobody here waits for the old scoring any more
-    cache.faithfulness_leave(old, SESSION)
+    jobs.faithfulness_leave(old, SESSION)
 if job is not None:
     st.session_state[WATCHED] = job
     widgets.job_progress(job, "Scoring faithfulness", key="methods_score_stop")
