@@ -9,6 +9,8 @@ import streamlit as st
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from core import benchmark_tables
+
 MARGIN = dict(l=10, r=10, t=10, b=10)
 TITLED = dict(l=10, r=10, t=50, b=10)  # room for a title
 
@@ -158,3 +160,12 @@ def throughput(rows) -> go.Figure:
                          yaxis_title="images per second", margin=TITLED,
                          xaxis=dict(type="log", tickvals=sorted({r.batch for r in rows})))
     return figure
+
+
+def benchmark_table(rows) -> None:
+    """Benchmark rows under the CLI's column headers (benchmark_tables.COLUMNS), numbers formatted as there."""
+    st.dataframe(
+        {c.header: [c.value(r) for r in rows] for c in benchmark_tables.COLUMNS}, hide_index=True,
+        column_config={c.header: st.column_config.NumberColumn(format=f"%{c.fmt}")
+                       for c in benchmark_tables.COLUMNS if c.fmt.endswith("f")},
+    )

@@ -53,18 +53,10 @@ if clicked and not running:  # the button drawn before a run started stays enabl
         st.toast("Shown from the cache: the same settings were measured before.")
 
 
-def _table(rows) -> None:
-    st.dataframe(
-        {c.header: [c.value(r) for r in rows] for c in benchmark_tables.COLUMNS}, hide_index=True,
-        column_config={c.header: st.column_config.NumberColumn(format=f"%{c.fmt}")
-                       for c in benchmark_tables.COLUMNS if c.fmt.endswith("f")},
-    )
-
-
 if running:
     widgets.job_progress(job, "Benchmark", key="bench_stop", stopping="Stopping after the current pass…",
                          stop_help="Stops after the current pass; the rows measured so far are shown.",
-                         details=lambda job: _table(job.rows) if job.rows else None)
+                         details=lambda job: charts.benchmark_table(job.rows) if job.rows else None)
     st.stop()
 if job is not None:  # finished since the last run
     del st.session_state[JOB]
@@ -82,7 +74,7 @@ rows = result.rows
 if result.busy:
     st.warning(result.busy)
 st.caption(f"Measured at {time.strftime('%H:%M:%S', time.localtime(result.finished))}.")
-_table(rows)
+charts.benchmark_table(rows)
 d1, d2, _ = st.columns([1, 1, 4])
 d1.download_button("Download CSV", benchmark_tables.to_csv(rows), file_name="benchmarks.csv", mime="text/csv",
                    key="bench_csv")
