@@ -140,14 +140,14 @@ def test_datasets_and_transfer_learning_build_the_confusion_matrix_and_per_class
     at.session_state["model_name"] = TINY
     at.session_state["ds_limit"] = 40
     at.run()
-    test_dashboard_datasets._settle(at)  # features in the background
+    test_dashboard_datasets.settle(at)  # features in the background
     assert not at.exception, at.exception
     assert confusion and {len(args[1]) for args in confusion} == {10} and len(per_class) == len(confusion)
     confusion.clear()
     per_class.clear()
 
-    at = test_dashboard_training._open(tmp_path)
+    at = test_dashboard_training.open_page(tmp_path)
     at.button(key="tr_start").click().run()
-    test_dashboard_training._finish(at)
+    test_dashboard_training.finish(at)
     assert not at.exception, at.exception
     assert confusion and {len(args[1]) for args in confusion} == {10} and len(per_class) == len(confusion)
