@@ -1,6 +1,7 @@
 """Shared widgets: backbone, image and class pickers, the report button, progress of slow and background work."""
 
 import time
+import uuid
 from dataclasses import dataclass
 
 import streamlit as st
@@ -268,6 +269,22 @@ def dataset_notes(data) -> None:
         parts.append(plain(data.ignored_summary()))
     if parts:
         st.caption(" ".join(parts))
+
+
+def session_id() -> str:
+    """This browser session, as the shared job registries know it (one of a job's watchers)."""
+    return st.session_state.setdefault("jobs_session", uuid.uuid4().hex)
+
+
+def follow(key: str, job, *, leave) -> None:
+    """This session now waits for `job` (None: for nothing), kept in st.session_state[key] while it runs. The job
+    it waited for there before, if another (its settings changed), is left: `leave(old, session_id())` stops it
+    unless another session still waits for it."""
+    old = st.session_state.pop(key, None)
+    if old is not None and old is not job:
+        leave(old, session_id())
+    if job is not None and not job.done:
+        st.session_state[key] = job
 
 
 @st.fragment(run_every=1.0)

@@ -151,3 +151,10 @@ def test_datasets_and_transfer_learning_build_the_confusion_matrix_and_per_class
     test_dashboard_training.finish(at)
     assert not at.exception, at.exception
     assert confusion and {len(args[1]) for args in confusion} == {10} and len(per_class) == len(confusion)
+
+
+def test_pages_follow_their_jobs_through_one_helper():
+    """Which job a session waits for, and leaving the old one when settings change, is widgets.follow."""
+    for page in ("datasets.py", "methods.py"):
+        source = (DASHBOARD / "app_pages" / page).read_text()
+        assert "widgets.follow(" in source and "uuid" not in source and "_leave(old" not in source, page

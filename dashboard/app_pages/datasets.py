@@ -1,8 +1,6 @@
 """Datasets: class-folder zips and built-in sets -> features, t-SNE / PCA map, confusion matrix, metrics,
 misclassified images with their heatmaps, and localisation scores on the shapes set."""
 
-import uuid
-
 import pandas as pd
 import streamlit as st
 
@@ -20,20 +18,14 @@ st.caption(
 )
 
 st.session_state.pop(JOB, None)  # set again below while a job is watched
-SESSION = st.session_state.setdefault("ds_session", uuid.uuid4().hex)  # this session, as the jobs know it
 choice = widgets.model_picker()
 spec = cache.specs()[choice.name]
+WATCHED = {"features": "ds_watched_features", "tsne": "ds_watched_tsne"}  # the jobs this session waits for
 
 
 def _follow(kind: str, job) -> None:
-    """This session now waits for `job` ("features" or "tsne"; None: for nothing). The job it waited for
-    before, if the settings changed, is stopped unless another session still waits for it."""
-    watched = st.session_state.setdefault("ds_watched", {})
-    old = watched.pop(kind, None)
-    if old is not None and old is not job:
-        jobs.dataset_job_leave(old, SESSION)
-    if job is not None and not job.done:
-        watched[kind] = job
+    """This session now waits for `job` ("features" or "tsne"; None: for nothing)."""
+    widgets.follow(WATCHED[kind], job, leave=jobs.dataset_job_leave)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +77,7 @@ embedded = jobs.dataset_features_ready(choice.name, choice.device, choice.pretra
                                         size)
 if embedded is None:
     job = jobs.dataset_features_job(choice.name, choice.device, choice.pretrained, data, precision, batch_size, size,
-                                     session=SESSION)
+                                     session=widgets.session_id())
     _follow("features", job)
     _follow("tsne", None)  # a t-SNE of other features is no longer wanted
     if not job.done:
@@ -160,7 +152,7 @@ if method == "t-SNE":  # in the background, with the PCA map shown meanwhile
     tsne = jobs.dataset_tsne_ready(features_key, float(perplexity), int(iterations), int(seed))
     if tsne is None:
         tsne_job = jobs.dataset_tsne_job(features_key, embedded.features, float(perplexity), int(iterations),
-                                          int(seed), session=SESSION)
+                                          int(seed), session=widgets.session_id())
         if tsne_job.done:
             tsne = tsne_job.result if widgets.job_ended(tsne_job, again="Run t-SNE again", key="ds_tsne_again",
                                                          forget=jobs.dataset_job_forget) else None

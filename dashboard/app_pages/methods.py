@@ -1,7 +1,6 @@
 """All methods at a glance: one image, every chosen CAM method, faithfulness scores, a sanity check."""
 
 import time
-import uuid
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -52,7 +51,6 @@ bar.empty()
 explained = results[0].target
 st.subheader(f"“{results[0].label}” ({explained}) · layer {results[0].layer}")
 
-SESSION = st.session_state.setdefault("methods_session", uuid.uuid4().hex)  # this session, as the jobs know it
 WATCHED = "methods_watched"  # the scoring job this session waits for, if any
 card, job = None, None
 if st.toggle(
@@ -64,18 +62,15 @@ if st.toggle(
     card = jobs.faithfulness_ready(*args, tuple(methods), explained, None, eigen_smooth)
     if card is None:
         job = jobs.faithfulness_job(*args, picked.data, tuple(methods), explained, None, eigen_smooth,
-                                     session=SESSION)
+                                     session=widgets.session_id())
         quick = job.wait(max(0.0, 1.5 - (time.time() - job.started)))  # a fast device: no progress bar at all
         if quick and widgets.job_ended(job, again="Score again", key="methods_score_again",
                                        forget=jobs.faithfulness_forget):
             card, job = job.result, None
         elif job.done:
             job = None
-old = st.session_state.pop(WATCHED, None)
-if old is not None and old is not job:  # the settings changed: nobody here waits for the old scoring any more
-    jobs.faithfulness_leave(old, SESSION)
+widgets.follow(WATCHED, job, leave=jobs.faithfulness_leave)  # settings changed: the old scoring is left
 if job is not None:
-    st.session_state[WATCHED] = job
     widgets.job_progress(job, "Scoring faithfulness", key="methods_score_stop")
 
 
