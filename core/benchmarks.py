@@ -3,14 +3,11 @@
 Method (also returned in words by `method()`): the network in eval mode under `torch.inference_mode`,
 holding its lock; the same seeded random input for every model; untimed warm-up passes; then timed
 passes one at a time (CUDA events, synchronised after each pass, on GPU; `time.perf_counter_ns` on CPU)
-with Python's garbage collector paused, as `timeit` and `torch.utils.benchmark.Timer` do. Compute is
-counted with `torch.utils.flop_counter` on the meta device, so no kernel runs and nothing is estimated.
+with Python's garbage collector paused, as `timeit` and `torch.utils.benchmark.Timer` do. Compute and weights
+size come from core.model_costs, peak memory from core.memory_probes; core.benchmark_tables writes the rows out.
 """
 
-import csv
 import gc
-import io
-import json
 import os
 import platform
 import statistics
@@ -18,11 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
-from core import models, registry, runtime
+from core import memory_probes, model_costs, models, registry, runtime
 from core.errors import DeviceError, InvalidInputError
 from core.models import LoadedModel
 from core.runtime import resolve_device
@@ -35,8 +32,6 @@ MIN_REPEATS, MIN_SECONDS, STABLE_WITHIN = 10, 1.0, 0.02
 FLOOR_REPEATS, MAX_REPEATS, MAX_SECONDS = 5, 300, 30.0
 CUDA_MEMORY = "CUDA peak allocated above the weights and input"
 CPU_MEMORY = "process RSS growth (peak RSS minus RSS before the first pass)"
-WEIGHTS_FILE = "weights file on disk"
-STATE_DICT = "fp32 state dict (no weights file here)"
 
 _ONE_AT_A_TIME = threading.Lock()  # two benchmarks in one process would time each other
 
@@ -68,37 +63,59 @@ class BenchmarkRow:
     peak_memory_mib: float
     memory_kind: str  # what peak_memory_mib measures (CUDA_MEMORY or CPU_MEMORY)
     weights_mib: float
-    weights_kind: str  # WEIGHTS_FILE or STATE_DICT
+    weights_kind: str  # model_costs.WEIGHTS_FILE or STATE_DICT
     top1: float | None  # ImageNet-1K acc@1 of the published pretrained weights, percent
     times_ms: tuple[float, ...]  # every timed pass, in order
 
 
 @dataclass(frozen=True)
-class Column:
-    """One column of the table that the CLI prints and the dashboard shows."""
+class BenchmarkSettings:
+    """Everything a benchmark result depends on, as plain values (what a cache keys it by)."""
 
-    header: str  # with its unit
-    value: Callable[[BenchmarkRow], object]
-    fmt: str = ""  # format spec for text
+    names: tuple[str, ...]
+    batches: tuple[int, ...]
+    input_size: int | None  # None: each model's own
+    precision: str
+    device: str
+    repeats: int | None  # None: until the median is stable
+    warmup: int
+
+    @property
+    def total(self) -> int:
+        """How many rows a complete run gives: every backbone at every distinct batch size."""
+        return len(self.plan())
+
+    def plan(self) -> list[tuple[str, int]]:
+        """(backbone, batch) in the order `run` measures them."""
+        return [(n, b) for n in dict.fromkeys(self.names) for b in sorted(set(self.batches))]
 
 
-COLUMNS = (
-    Column("model", lambda r: r.title),
-    Column("weights", lambda r: "pretrained" if r.pretrained else "random"),
-    Column("device", lambda r: r.device),
-    Column("precision", lambda r: r.precision),
-    Column("batch", lambda r: r.batch, "d"),
-    Column("input", lambda r: f"{r.input_size[0]}x{r.input_size[1]}"),
-    Column("p50 ms/batch", lambda r: r.median_ms, ".2f"),
-    Column("p95 ms/batch", lambda r: r.p95_ms, ".2f"),
-    Column("ms/image", lambda r: r.per_image_ms, ".2f"),
-    Column("images/s", lambda r: r.images_per_second, ".1f"),
-    Column("params (M)", lambda r: r.params / 1e6, ".2f"),
-    Column("GMACs/image", lambda r: r.gmacs, ".3f"),
-    Column("peak memory MiB", lambda r: r.peak_memory_mib, ".1f"),
-    Column("weights MiB", lambda r: r.weights_mib, ".1f"),
-    Column("top-1 %", lambda r: r.top1, ".1f"),
-)
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """A run of `settings`: its rows and the words that say where and how they were measured."""
+
+    settings: BenchmarkSettings
+    rows: tuple[BenchmarkRow, ...]
+    machine: str
+    method: str
+    finished: float  # time.time()
+    complete: bool  # False when stopped
+    busy: str | None = None  # a warning when other work loaded the machine at the start
+
+
+def run_settings(
+    settings: BenchmarkSettings,
+    *,
+    on_row: Callable[[BenchmarkRow, int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> BenchmarkResult:
+    """`run` with these settings, described: the machine and its load before the first pass, the method after."""
+    s = settings
+    machine_, busy_ = machine(), busy()
+    rows = run(s.names, batches=s.batches, input_size=s.input_size, precision=s.precision, device=s.device,
+               repeats=s.repeats, warmup=s.warmup, on_row=on_row, should_stop=should_stop)
+    words = method(warmup=s.warmup, repeats=s.repeats, device=s.device, precision=s.precision)
+    return BenchmarkResult(s, tuple(rows), machine_, words, time.time(), complete=len(rows) == s.total, busy=busy_)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,8 +183,8 @@ def run(
         _check_batch(batch)
     for name in names:
         spec = registry.get(name)
-        _check(spec, batch=sizes[-1], size=_size(spec, input_size), precision=precision, device=target,
-               repeats=repeats, warmup=warmup)
+        _check(spec, batch=sizes[-1], size=model_costs.input_size_of(spec, input_size), precision=precision,
+               device=target, repeats=repeats, warmup=warmup)
     total, rows = len(names) * len(sizes), []
     while not _ONE_AT_A_TIME.acquire(timeout=0.2):
         if stop():
@@ -225,7 +242,7 @@ def _measure(
     warmup: int,
     should_stop: Callable[[], bool],
 ) -> BenchmarkRow | None:
-    size = _size(model.spec, input_size)
+    size = model_costs.input_size_of(model.spec, input_size)
     _check(model.spec, batch=batch, size=size, precision=precision, device=model.device, repeats=repeats,
            warmup=warmup)
     _check_batch(batch)
@@ -233,7 +250,7 @@ def _measure(
     try:
         tensor = fixed_input(batch, size, device=model.device)
         with model.lock:
-            counted = gmacs(model, input_size=size)
+            counted = model_costs.gmacs(model, input_size=size)
             times, peak = _timed_passes(model, tensor, precision=precision, repeats=repeats, warmup=warmup,
                                         should_stop=should_stop)
     except torch.cuda.OutOfMemoryError:
@@ -245,7 +262,7 @@ def _measure(
     if times is None:
         return None
     median = statistics.median(times)
-    weights_mib, weights_kind = _weights(model)
+    weights_mib, weights_kind = model_costs.weights_mib(model)
     return BenchmarkRow(
         name=model.name, title=model.spec.title, pretrained=model.pretrained, device=str(model.device),
         precision=precision, batch=batch, input_size=size, threads=torch.get_num_threads(), warmup=warmup,
@@ -272,7 +289,7 @@ def _timed_passes(
     collecting = gc.isenabled()
     passes = 0
     with model.lock, torch.inference_mode(), autocast:
-        memory = _CudaPeak(device) if cuda else _RssPeak()
+        memory = memory_probes.CudaPeak(device) if cuda else memory_probes.RssPeak()
         try:
             for _ in range(warmup):
                 if should_stop():
@@ -303,19 +320,12 @@ def _timed_passes(
         except RuntimeError as error:
             if passes:
                 raise
-            raise _cannot_run(model, tuple(tensor.shape[-2:]), error) from None
+            raise model_costs.cannot_run(model, tuple(tensor.shape[-2:]), error) from None
         finally:
             if collecting:
                 gc.enable()
         return times, memory.growth()
 
-
-def _cannot_run(model: LoadedModel, size: tuple[int, int], error: RuntimeError) -> InvalidInputError:
-    """The first pass failed: usually an input too small for the network's pooling."""
-    reason = (str(error).splitlines() or [type(error).__name__])[0].rstrip(". ")
-    return InvalidInputError(
-        f"{model.spec.title} cannot run at {size[0]}x{size[1]} ({reason}). Choose a larger input size."
-    )
 
 
 def _enough(times: list[float], repeats: int | None, elapsed: float) -> bool:
@@ -341,156 +351,7 @@ def latency_ms(model: LoadedModel, tensor: torch.Tensor, *, repeats: int = 5, wa
 
 
 # ---------------------------------------------------------------------------------------------
-# Size and compute
-
-
-def gmacs(model: LoadedModel, *, input_size: int | tuple[int, int] | None = None) -> float:
-    """Multiply-adds per image (batch 1) at `input_size` (default: the spec's), in billions.
-
-    Counted with torch.utils.flop_counter on the meta device (no kernel runs, so this takes well
-    under a second) and halved: the counter counts two FLOPs per multiply-add, while torchvision's
-    `_ops` counts one. Cached per backbone name and size. For the length of the count the module's
-    parameters are swapped for meta tensors (torch.func.functional_call), under `model.lock`.
-    """
-    size = _size(model.spec, input_size)
-    with model.lock:
-        return _count(model.name, size, model)
-
-
-def _counted_gmacs(name: str, pretrained: bool, model: LoadedModel) -> float:
-    """Multiply-adds at the spec's input size (kept for callers of the earlier API)."""
-    return gmacs(model)
-
-
-_COUNTED: dict[tuple[str, tuple[int, int]], float] = {}  # the architecture decides, not weights or device
-
-
-def _count(name: str, size: tuple[int, int], model: LoadedModel) -> float:
-    if (name, size) not in _COUNTED:
-        try:
-            _COUNTED[(name, size)] = _count_on_meta(model.module, size)
-        except (NotImplementedError, RuntimeError):  # an op without a meta kernel, or a size that cannot run
-            _COUNTED[(name, size)] = _count_on_device(model, size)
-    return _COUNTED[(name, size)]
-
-
-def _count_on_meta(module: torch.nn.Module, size: tuple[int, int]) -> float:
-    from torch.func import functional_call
-    from torch.utils.flop_counter import FlopCounterMode
-
-    empty = {key: torch.empty_like(value, device="meta")
-             for key, value in [*module.named_parameters(), *module.named_buffers()]}
-    counter = FlopCounterMode(display=False)
-    # On meta, nn.MultiheadAttention takes its composite path: the CPU fast path
-    # (torch._native_multi_head_attention) is invisible to the counter and undercounts ViT by a third.
-    with torch.inference_mode(), counter:
-        functional_call(module, empty, (torch.empty(1, 3, *size, device="meta"),), strict=False)
-    return counter.get_total_flops() / 2 / 1e9
-
-
-def _count_on_device(model: LoadedModel, size: tuple[int, int]) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    fast_path = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # see _count_on_meta
-    try:
-        with torch.inference_mode(), counter:
-            model.module(torch.zeros(1, 3, *size, device=model.device))
-    except torch.cuda.OutOfMemoryError:
-        raise
-    except RuntimeError as error:
-        raise _cannot_run(model, size, error) from None
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fast_path)
-    return counter.get_total_flops() / 2 / 1e9
-
-
-def weights_bytes(model: LoadedModel) -> tuple[int, str]:
-    """Size of the weights: the file on disk when present, else the state dict stored as fp32.
-
-    Returns (bytes, WEIGHTS_FILE or STATE_DICT).
-    """
-    path = model.spec.weights_file
-    if path is not None and path.is_file():
-        return path.stat().st_size, WEIGHTS_FILE
-    state = model.module.state_dict()
-    total = sum(t.numel() * (4 if t.is_floating_point() else t.element_size()) for t in state.values())
-    return total, STATE_DICT
-
-
-def _weights(model: LoadedModel) -> tuple[float, str]:
-    size, kind = weights_bytes(model)
-    return size / 2**20, kind
-
-
-# ---------------------------------------------------------------------------------------------
-# Memory
-
-
-class _CudaPeak:
-    """Peak CUDA memory allocated above what was allocated when it started."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        torch.cuda.synchronize(device)
-        self.baseline = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def growth(self) -> int:
-        torch.cuda.synchronize(self.device)
-        return max(0, torch.cuda.max_memory_allocated(self.device) - self.baseline)
-
-
-class _RssPeak:
-    """Growth of the process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs).
-
-    Where the peak cannot be reset, falls back to the resident set after the passes (a lower bound).
-    Memory the allocator kept from earlier work is reused without growing the RSS, so on CPU this
-    is the extra memory this setting needed, not its full working set.
-    """
-
-    def __init__(self) -> None:
-        self.resettable = _reset_peak_rss()
-        self.baseline = _rss_bytes()
-
-    def growth(self) -> int:
-        peak = _status_kib("VmHWM") * 1024 if self.resettable else _rss_bytes()
-        return max(0, peak - self.baseline)
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # "5": reset the peak RSS to the current RSS (Linux >= 4.0)
-        return _status_kib("VmHWM") > 0
-    except OSError:
-        return False
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _status_kib(key: str) -> int:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Words: the machine, the method, and the table
+# Words: the machine and the method
 
 
 def machine() -> str:
@@ -547,52 +408,12 @@ def method(*, warmup: int, repeats: int | None, device: str = "cpu", precision: 
     )
 
 
-def text_table(rows: Sequence[BenchmarkRow]) -> str:
-    """The rows as an aligned text table with COLUMNS' headers."""
-    cells = [[c.header for c in COLUMNS]]
-    for row in rows:
-        cells.append([_cell(c, row) for c in COLUMNS])
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(text.rjust(w) if i >= 4 else text.ljust(w) for i, (text, w) in
-                               enumerate(zip(line, widths, strict=True))).rstrip() for line in cells)
-
-
-def _cell(column: Column, row: BenchmarkRow) -> str:
-    value = column.value(row)
-    return "—" if value is None else format(value, column.fmt)
-
-
-def to_csv(rows: Sequence[BenchmarkRow]) -> str:
-    """Every field of every row except the individual times; input_size as 'HxW'."""
-    names = [f.name for f in fields(BenchmarkRow) if f.name != "times_ms"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        record = {name: getattr(row, name) for name in names}
-        record["input_size"] = f"{row.input_size[0]}x{row.input_size[1]}"
-        writer.writerow(record)
-    return buffer.getvalue()
-
-
-def to_json(rows: Sequence[BenchmarkRow], *, machine: str, method: str) -> str:
-    """{"machine", "method", "rows": [every field, times included]} as indented JSON."""
-    return json.dumps({"machine": machine, "method": method, "rows": [asdict(r) for r in rows]}, indent=2)
-
-
 # ---------------------------------------------------------------------------------------------
 # Checks
 
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-
-def _size(spec: registry.BackboneSpec, input_size: int | tuple[int, int] | None) -> tuple[int, int]:
-    if input_size is None:
-        return tuple(spec.input_size)
-    if isinstance(input_size, int):
-        return (input_size, input_size)
-    return (int(input_size[0]), int(input_size[1]))
 
 
 def _check(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from core import benchmarks, cams, faithfulness, predictions, preprocessing
+from core import benchmarks, cams, faithfulness, model_costs, predictions, preprocessing
 from core.errors import InvalidInputError
 from core.models import LoadedModel
 
@@ -62,7 +62,7 @@ def compare(
             BackboneReport(
                 name=model.name, title=model.spec.title, pretrained=model.pretrained, predictions=top, own=own,
                 common=shared, latency_ms=benchmarks.latency_ms(model, tensor, repeats=repeats),
-                params=model.params, gmacs=benchmarks.gmacs(model),
+                params=model.params, gmacs=model_costs.gmacs(model),
             )
         )
     n = len(reports)

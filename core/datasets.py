@@ -3,7 +3,9 @@
 
 A zip is never extracted to disk: members are read into memory one by one, within limits on the
 number of files, the total uncompressed bytes and the compression ratio; unsafe paths refuse the zip.
-Images are decoded lazily (on access) through `images.decode`, so memory holds compressed bytes only.
+Images are decoded lazily (on access) through `images.decode`, so memory holds compressed bytes only
+(core.image_lists). `open_source` is the one dispatch over sources (the CLI's `load` and the dashboard call it);
+the shapes are drawn by core.shape_drawing, torchvision's sets opened by core.torchvision_sets.
 """
 
 import hashlib
@@ -17,17 +19,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
-from core import class_folders, images, splits
-from core.errors import InvalidInputError
+from core import class_folders, image_lists, images, shape_drawing, splits, torchvision_sets
+from core.errors import InvalidInputError, did_you_mean
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = images.SUFFIXES
-MAX_SIDE = 512  # dataset images are decoded at most this large: models see them at 224-260 px
+MAX_SIDE = image_lists.MAX_SIDE
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
-TORCHVISION_SETS = ("CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "STL10", "Imagenette")
+TORCHVISION_SETS = torchvision_sets.NAMES
+TORCHVISION_ROOT = Path("~/.cache/visionlens/datasets")  # expanded where it is used
+KINDS = ("digits", "shapes", "zip", "folder", "torchvision")
 
 
 @dataclass(frozen=True)
@@ -44,43 +48,6 @@ class ZipLimits:
 class Skipped:
     file: str
     reason: str
-
-
-class _LazyImages(Sequence):
-    """Decodes image bytes on access: the set holds compressed bytes, never every decoded picture."""
-
-    def __init__(self, blobs: Sequence[bytes] | Sequence[Path]) -> None:
-        self.blobs = list(blobs)
-
-    def __len__(self) -> int:
-        return len(self.blobs)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        blob = self.blobs[index]
-        if isinstance(blob, Path):
-            try:
-                blob = blob.read_bytes()
-            except OSError as error:
-                raise InvalidInputError(f"Cannot read {self.blobs[index]}: {error.strerror or error}") from None
-        return images.decode(blob, max_side=MAX_SIDE).image
-
-
-class _TorchvisionImages(Sequence):
-    """A torchvision set's images, converted to RGB on access."""
-
-    def __init__(self, dataset, indices: Sequence[int]) -> None:
-        self.dataset = dataset
-        self.indices = list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self.dataset[self.indices[index]][0].convert("RGB")
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +90,7 @@ class Dataset:
     def subset(self, indices: Sequence[int]) -> "Dataset":
         """The rows at `indices`, in that order (a new content hash)."""
         rows = [int(i) for i in indices]
-        picked = [self.images[i] for i in rows] if isinstance(self.images, list) else _Subset(self.images, rows)
+        picked = [self.images[i] for i in rows] if isinstance(self.images, list) else image_lists.Subset(self.images, rows)
         key = hashlib.sha256(f"{self.content_hash}:{','.join(map(str, rows))}".encode()).hexdigest()
         return replace(
             self,
@@ -145,19 +112,6 @@ class Dataset:
     def examples(self, per_class: int = 4) -> list[int]:
         """Indices of the first `per_class` images of each class, class by class (for a sample grid)."""
         return [int(i) for c in range(len(self.classes)) for i in np.flatnonzero(self.labels == c)[:per_class]]
-
-
-class _Subset(Sequence):
-    def __init__(self, inner: Sequence, rows: list[int]) -> None:
-        self.inner, self.rows = inner, rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self.inner[self.rows[index]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +199,7 @@ def from_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, name: str = "uploa
         names.append(str(relative))
         hasher.update(f"{relative}\0{len(blob)}\0".encode())
         hasher.update(hashlib.sha256(blob).digest())
-    return _build(name, _LazyImages(blobs), labels, names, skipped, hasher.hexdigest(), where="zip",
+    return _build(name, image_lists.LazyImages(blobs), labels, names, skipped, hasher.hexdigest(), where="zip",
                   layout=layout)
 
 
@@ -295,7 +249,7 @@ def from_folder(path: str | Path, *, max_files: int = 500_000) -> Dataset:
         info = file.stat()
         hasher.update(f"{file}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
     return _build(
-        root.name, _LazyImages([f for _, f, _ in found]), [c for c, _, _ in found],
+        root.name, image_lists.LazyImages([f for _, f, _ in found]), [c for c, _, _ in found],
         [r for _, _, r in found], skipped, hasher.hexdigest(), where="folder", layout=layout,
     )
 
@@ -366,74 +320,12 @@ def shapes(seed: int = 0, n: int = 240, size: int = 128, *, classes: Sequence[st
     rng.shuffle(labels)
     pictures, masks, files = [], [], []
     for i, label in enumerate(labels):
-        picture, mask = _shape_image(rng, classes[label], size)
+        picture, mask = shape_drawing.draw(rng, classes[label], size)
         pictures.append(picture)
         masks.append(mask)
         files.append(f"{classes[label]}/shape_{i:05d}.png")
     key = f"shapes:{seed}:{n}:{size}:{','.join(classes)}"
     return Dataset("shapes", pictures, labels, tuple(classes), tuple(files), key, masks)
-
-
-def _shape_image(rng: np.random.Generator, shape: str, size: int) -> tuple[Image.Image, np.ndarray]:
-    background = _texture(rng, size)
-    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-    while np.abs(np.array(colour) - background.mean(axis=(0, 1))).sum() < 120:  # keep the shape visible
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-    radius = rng.uniform(0.15, 0.3) * size
-    cx, cy = rng.uniform(radius + 2, size - radius - 2, 2)
-    angle = rng.uniform(0, 2 * np.pi)
-    mask_image = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(mask_image)
-    if shape == "circle":
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
-    else:
-        draw.polygon(_outline(shape, cx, cy, radius, angle), fill=255)
-    mask = np.asarray(mask_image) > 127
-    picture = background.copy()
-    picture[mask] = colour
-    return Image.fromarray(picture, "RGB"), mask
-
-
-def _outline(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
-    def ring(count: int, radii: Sequence[float]) -> list[tuple[float, float]]:
-        points = []
-        for k in range(count * len(radii)):
-            t = angle + 2 * np.pi * k / (count * len(radii))
-            rr = radii[k % len(radii)]
-            points.append((cx + rr * np.cos(t), cy + rr * np.sin(t)))
-        return points
-
-    if shape == "square":
-        return ring(4, [r])
-    if shape == "triangle":
-        return ring(3, [r * 1.15])
-    if shape == "star":
-        return ring(5, [r * 1.15, r * 0.45])
-    if shape == "hexagon":
-        return ring(6, [r])
-    if shape == "cross":
-        w = r * 0.35
-        local = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
-        c, s = np.cos(angle), np.sin(angle)
-        return [(cx + px * c - py * s, cy + px * s + py * c) for px, py in local]
-    raise InvalidInputError(f"Unknown shape '{shape}'.")
-
-
-def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, size, 3) uint8: a colour gradient, stripes or blobs, plus grain."""
-    y, x = np.mgrid[0:size, 0:size] / size
-    base = rng.uniform(40, 215, 3)
-    kind = rng.integers(0, 3)
-    if kind == 0:
-        pattern = np.sin((x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1)) * rng.uniform(8, 30))
-    elif kind == 1:
-        pattern = (x - rng.uniform()) * rng.uniform(-2, 2) + (y - rng.uniform()) * rng.uniform(-2, 2)
-    else:
-        noise = Image.fromarray(np.uint8(rng.integers(0, 256, (size // 8, size // 8))), "L")
-        pattern = np.asarray(noise.resize((size, size), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(2))) / 128.0 - 1
-    tint = rng.uniform(-40, 40, 3)
-    picture = base + pattern[..., None] * tint + rng.normal(0, 8, (size, size, 3))
-    return np.uint8(np.clip(picture, 0, 255))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,86 +340,81 @@ def torchvision_set(
     Raises:
         InvalidInputError: an unknown name, or the files are not in `root` and cannot be downloaded.
     """
-    import torchvision.datasets as tvd
-
     if name not in TORCHVISION_SETS:
-        from core.errors import did_you_mean
-
         raise InvalidInputError(
             f"Unknown torchvision set '{name}'.{did_you_mean(name, TORCHVISION_SETS)} Choose one of: "
             f"{', '.join(TORCHVISION_SETS)}."
         )
     root = Path(root).expanduser()
-    builders: dict[str, Callable] = {
-        "CIFAR10": lambda: tvd.CIFAR10(root, train=train, download=download),
-        "CIFAR100": lambda: tvd.CIFAR100(root, train=train, download=download),
-        "MNIST": lambda: tvd.MNIST(root, train=train, download=download),
-        "FashionMNIST": lambda: tvd.FashionMNIST(root, train=train, download=download),
-        "STL10": lambda: tvd.STL10(root, split="train" if train else "test", download=download),
-        "Imagenette": lambda: _imagenette(tvd, root, train, download),
-    }
     try:
-        dataset = builders[name]()
+        dataset = torchvision_sets.open_set(name, root, train=train, download=download)
     except Exception as error:  # URLError, socket timeouts, RuntimeError("Dataset not found"), bad archives
         raise InvalidInputError(
             f"{name} is not in {root} and could not be downloaded ({type(error).__name__}: {error}). "
             "Connect to the internet once, or copy the files there; offline, use the built-in digits or shapes sets."
         ) from None
-    labels = np.asarray(_targets(dataset), dtype=np.int64)
+    labels = np.asarray(torchvision_sets.targets(dataset), dtype=np.int64)
     rows = splits.sample(labels, n, seed) if n is not None and n < len(labels) else np.arange(len(labels))
     classes = tuple(str(c if isinstance(c, str) else c[0]) for c in dataset.classes)
     split = "train" if train else "test"
     return Dataset(
-        name, _TorchvisionImages(dataset, rows), labels[rows], classes,
+        name, torchvision_sets.Images(dataset, rows), labels[rows], classes,
         tuple(f"{classes[labels[r]]}/{name}_{split}_{r:06d}" for r in rows),
         f"torchvision:{name}:{split}:{n}:{seed}",
     )
 
 
-def _imagenette(tvd, root: Path, train: bool, download: bool):
-    split = "train" if train else "val"
-    try:
-        return tvd.Imagenette(root, split=split, size="160px", download=download)
-    except RuntimeError as error:
-        if "already exists" in str(error):  # torchvision refuses to download over an existing folder
-            return tvd.Imagenette(root, split=split, size="160px", download=False)
-        raise
-
-
-def _targets(dataset) -> Sequence[int]:
-    for attribute in ("targets", "labels"):
-        values = getattr(dataset, attribute, None)
-        if values is not None:
-            return [int(v) for v in values]
-    samples = getattr(dataset, "_samples", None)
-    if samples is not None:
-        return [int(label) for _, label in samples]
-    return [int(dataset[i][1]) for i in range(len(dataset))]
-
-
 # ---------------------------------------------------------------------------------------------
 
 
-def load(source: str, *, seed: int = 0, n: int | None = None, root: str | Path = "~/.cache/visionlens/datasets") -> Dataset:
+def open_source(
+    kind: str, source: str = "", *, seed: int = 0, n: int | None = None, data: bytes | None = None,
+    root: str | Path = TORCHVISION_ROOT, folder: Callable[[str], Dataset] | None = None,
+) -> Dataset:
+    """The one dispatch over where a dataset comes from, sampled to at most `n` images (stratified, seeded).
+
+    kind: one of KINDS. "zip": `data` holds the bytes (an upload), else `source` is the zip's path;
+    "folder": `source` is the folder, opened by `folder(source)` (default `from_folder`; the dashboard passes
+    core.roots' opener, which refuses folders outside the operator's data roots); "torchvision": `source` is one
+    of TORCHVISION_SETS, kept in `root`; "digits" and "shapes" ignore `source`.
+
+    Raises:
+        InvalidInputError: an unknown kind, or a source that kind cannot open.
+    """
+    if kind == "digits":
+        return digits(seed, n or 500)
+    if kind == "shapes":
+        return shapes(seed, n or 240)
+    if kind == "torchvision":
+        return torchvision_set(source, root, n=n, seed=seed)
+    if kind == "zip":
+        if data is None:
+            path = Path(source).expanduser()
+            data, name = path.read_bytes(), path.name
+        else:
+            name = "upload.zip"
+        whole = from_zip(data, name=name)
+    elif kind == "folder":
+        whole = (folder or from_folder)(source)
+    else:
+        raise InvalidInputError(f"Unknown kind of dataset '{kind}'. Choose one of: {', '.join(KINDS)}.")
+    return whole.sample(n, seed=seed) if n is not None else whole
+
+
+def load(source: str, *, seed: int = 0, n: int | None = None, root: str | Path = TORCHVISION_ROOT) -> Dataset:
     """A dataset named the way the CLI takes it: `digits`, `shapes`, `torchvision:CIFAR10`, a .zip file or a folder.
 
     Raises:
         InvalidInputError: the source is none of these.
     """
-    if source == "digits":
-        return digits(seed, n or 500)
-    if source == "shapes":
-        return shapes(seed, n or 240)
+    if source in ("digits", "shapes"):
+        return open_source(source, seed=seed, n=n)
     if source.startswith("torchvision:"):
-        return torchvision_set(source.split(":", 1)[1], root, n=n, seed=seed)
+        return open_source("torchvision", source.split(":", 1)[1], seed=seed, n=n, root=root)
     path = Path(source).expanduser()
-    if path.is_dir():
-        dataset = from_folder(path)
-    elif path.is_file():
-        dataset = from_zip(path.read_bytes(), name=path.name)
-    else:
-        raise InvalidInputError(
-            f"No dataset '{source}'. Give digits, shapes, torchvision:NAME ({', '.join(TORCHVISION_SETS)}), "
-            "a .zip of class folders or a folder of class folders."
-        )
-    return dataset.sample(n, seed=seed) if n is not None else dataset
+    if path.is_dir() or path.is_file():
+        return open_source("folder" if path.is_dir() else "zip", str(path), seed=seed, n=n)
+    raise InvalidInputError(
+        f"No dataset '{source}'. Give digits, shapes, torchvision:NAME ({', '.join(TORCHVISION_SETS)}), "
+        "a .zip of class folders or a folder of class folders."
+    )

@@ -259,6 +259,44 @@ def fit(image: Image.Image, max_side: int = DISPLAY_SIDE) -> Image.Image:
     return image.convert("RGB").resize(size, Image.Resampling.LANCZOS, reducing_gap=1.0)
 
 
+
+@dataclass(frozen=True)
+class Picture:
+    """An image as pages show it: at most DISPLAY_SIDE px long, with what the whole decode said."""
+
+    image: Image.Image  # RGB at display_size(full_size)
+    full_size: tuple[int, int]  # (width, height) of the decoded image the models see
+    format: str
+    notes: tuple[str, ...]
+
+
+def picture(decoded: DecodedImage) -> Picture:
+    """The decoded image at display size (`fit`), remembering its full size, format and notes."""
+    return Picture(fit(decoded.image), decoded.image.size, decoded.format, decoded.notes)
+
+
+def thumbnail(image: Image.Image, side: int = 96) -> np.ndarray:
+    """(side, side, 3) uint8 preview: the whole image, letterboxed on white."""
+    return np.asarray(ImageOps.pad(image.convert("RGB"), (side, side), color=BACKGROUND))
+
+
+def mean_picture(pictures, side: int) -> Image.Image:
+    """The pixel-wise mean of `pictures`, each resized to a (side, side) square first."""
+    stack = [np.asarray(p.convert("RGB").resize((side, side)), dtype=np.float32) for p in pictures]
+    return Image.fromarray(np.mean(stack, axis=0).round().astype(np.uint8))
+
+
+def mean_heatmap(heatmaps, side: int) -> np.ndarray:
+    """(side, side) float32 mean of (H, W) maps of any sizes, each resized to the square first."""
+    heat = np.zeros((side, side), np.float32)
+    count = 0
+    for heatmap in heatmaps:
+        square = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F").resize((side, side))
+        heat += np.asarray(square, dtype=np.float32)
+        count += 1
+    return heat / max(count, 1)
+
+
 def overlay(
     image: Image.Image, heatmap: np.ndarray, *, opacity: float = 0.5, colormap: str = "jet"
 ) -> np.ndarray:

@@ -8,7 +8,7 @@ never touched.
 """
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -73,3 +73,30 @@ def probe_model(
     )
     return LoadedModel(spec=spec, module=module, device=model.device, pretrained=model.pretrained,
                        params=sum(p.numel() for p in module.parameters()), lock=type(model.lock)())
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetHead:
+    """The head a dataset's heatmaps explain: an evaluation's (its linear probe, or zero-shot's mapped classes).
+
+    `key` identifies the evaluation (the dashboard's cache key of it, which keys the probe model and the maps);
+    `size` is the side of the square the features were extracted at (Embeddings.image_size), which the probe
+    model resizes images to.
+    """
+
+    key: tuple
+    evaluation: Evaluation
+    size: int
+
+    @property
+    def probe(self) -> bool:
+        return self.evaluation.probe is not None
+
+    def backbone_targets(self, targets: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """Folder classes as the backbone's own head's classes they map to (zero-shot); None stays None."""
+        mapped = self.evaluation.mapping.targets
+        return tuple(t if mapped is None or t is None else mapped[t] for t in targets)
+
+    def describe(self, cam) -> str:
+        """Which head and class a heatmap explains: "probe class 'circle'" or "ImageNet 'tabby'"."""
+        return f"probe class '{cam.label}'" if self.probe else f"ImageNet '{cam.label}'"

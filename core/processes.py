@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import spawn as _spawn
 
-from core import checkpoints, datasets, embeddings, fitting, models, registry, runtime, training
+from core import checkpoints, embeddings, fitting, image_lists, models, registry, runtime, training
 from core.datasets import Dataset
 from core.embeddings import Embeddings
 from core.errors import Cancelled, CoreError, InvalidInputError
@@ -84,7 +84,7 @@ def portable(dataset: Dataset) -> Dataset:
     content hash are kept, so the child decodes exactly the same pixels."""
     blobs = _blobs(dataset.images)
     if blobs is not None:
-        pictures = datasets._LazyImages(blobs)
+        pictures = image_lists.LazyImages(blobs)
     elif isinstance(dataset.images, list):
         pictures = dataset.images
     else:  # a torchvision set or any other lazy sequence: decode here, hand over the pictures
@@ -93,9 +93,9 @@ def portable(dataset: Dataset) -> Dataset:
 
 
 def _blobs(pictures) -> list | None:
-    if isinstance(pictures, datasets._LazyImages):
+    if isinstance(pictures, image_lists.LazyImages):
         return list(pictures.blobs)
-    if isinstance(pictures, datasets._Subset):
+    if isinstance(pictures, image_lists.Subset):
         inner = _blobs(pictures.inner)
         return None if inner is None else [inner[row] for row in pictures.rows]
     return None

@@ -1,12 +1,13 @@
 """Shared widgets: backbone, image and class pickers, the report button, progress of slow and background work."""
 
 import time
+import uuid
 from dataclasses import dataclass
 
 import streamlit as st
 
 from core import images
-from dashboard import cache
+from dashboard import cache, dataset_cache
 
 SAMPLE_CREDITS = {
     "chelsea": "Chelsea the cat, Stefan van der Walt (CC0)",
@@ -199,7 +200,7 @@ def dataset_picker(*, key: str, default_limit: int, min_limit: int = 20):
                                   key=f"{key}_limit", help="Every class keeps its share; the sample is seeded."))
     seed = int(middle.number_input("Sample seed", 0, 2**31 - 1, 0, key=f"{key}_sample_seed"))
     if kind in ("digits", "shapes"):
-        return cache.dataset(kind, kind, seed, limit), seed
+        return dataset_cache.dataset(kind, kind, seed, limit), seed
     if kind == "zip":
         upload = st.file_uploader(
             "A zip of class folders (cats/1.jpg, dogs/2.png, ...), at its top or inside wrapping folders", type=["zip"],
@@ -209,17 +210,17 @@ def dataset_picker(*, key: str, default_limit: int, min_limit: int = 20):
             st.info("Upload a zip with one folder per class (at least two classes).")
             st.stop()
         raw = upload.getvalue()
-        return cache.dataset("zip", cache.digest(raw), seed, limit, raw), seed
+        return dataset_cache.dataset("zip", cache.digest(raw), seed, limit, raw), seed
     if kind == "folder":
-        return cache.dataset("folder", server_dataset(key=key), seed, limit), seed
-    name = right.selectbox("torchvision set", cache.TORCHVISION_SETS, key=f"{key}_torchvision")
-    st.caption(f"Downloaded on first use into {cache.TORCHVISION_ROOT} (needs the internet once).")
-    return cache.dataset("torchvision", name, seed, limit), seed
+        return dataset_cache.dataset("folder", server_dataset(key=key), seed, limit), seed
+    name = right.selectbox("torchvision set", dataset_cache.TORCHVISION_SETS, key=f"{key}_torchvision")
+    st.caption(f"Downloaded on first use into {dataset_cache.TORCHVISION_ROOT} (needs the internet once).")
+    return dataset_cache.dataset("torchvision", name, seed, limit), seed
 
 
 def server_dataset(*, key: str) -> str:
     """A class-folder dataset under the operator's data roots, picked from a list (never a typed path)."""
-    listing = cache.server_datasets()
+    listing = dataset_cache.server_datasets()
     for problem in listing.problems:
         st.warning(problem)
     if not listing.folders:
@@ -270,9 +271,32 @@ def dataset_notes(data) -> None:
         st.caption(" ".join(parts))
 
 
+def session_id() -> str:
+    """This browser session, as the shared job registries know it (one of a job's watchers)."""
+    return st.session_state.setdefault("jobs_session", uuid.uuid4().hex)
+
+
+def follow(key: str, job, *, leave) -> None:
+    """This session now waits for `job` (None: for nothing), kept in st.session_state[key] while it runs. The job
+    it waited for there before, if another (its settings changed), is left: `leave(old, session_id())` stops it
+    unless another session still waits for it."""
+    old = st.session_state.pop(key, None)
+    if old is not None and old is not job:
+        leave(old, session_id())
+    if job is not None and not job.done:
+        st.session_state[key] = job
+
+
 @st.fragment(run_every=1.0)
-def job_progress(job, title: str, *, key: str) -> None:
-    """A background job's queue place or progress bar, and Stop; the whole page reruns when it ends."""
+def job_progress(
+    job, title: str, *, key: str, stop_label: str = "Stop", stopping: str = "Stopping…",
+    stop_help: str = "Stops it for every session waiting for the same result.", details=None,
+) -> None:
+    """A background job's queue place or progress bar, Stop, then `details(job)` when given (what it has made so
+    far: a table, a chart), redrawn every second; the whole page reruns when the job ends.
+
+    Every page that runs a background job (Benchmarks, Datasets, Transfer learning, All methods) shows it here.
+    """
     if job.done:
         st.rerun()
     if job.state == "queued":
@@ -281,14 +305,16 @@ def job_progress(job, title: str, *, key: str) -> None:
         elapsed = time.time() - (job.running_since or job.started)
         st.progress(job.progress, text=f"{title}, {job.progress:.0%} · {job.message} ({elapsed:.0f} s)")
     if job.stop.is_set():
-        st.caption("Stopping…")
+        st.caption(stopping)
     else:
-        st.button("Stop", key=key, on_click=job.stop.set, help="Stops it for every session waiting for the same result.")
+        st.button(stop_label, key=key, on_click=job.stop.set, help=stop_help)
+    if details is not None:
+        details(job)
 
 
-def job_ended(job, *, again: str, key: str, forget) -> bool:
-    """For an ended job: True when it succeeded; else say why it has no result, with a button to start again
-    (`forget(job)` drops it so that the next request starts over)."""
+def job_ended(job, *, again: str | None = None, key: str | None = None, forget=None) -> bool:
+    """For an ended job: True when it succeeded; else say why it has no result and return False. With `again`,
+    a button to start over (`forget(job)` drops it so that the next request starts again)."""
     from core.errors import Cancelled, CoreError
 
     if job.error is None:
@@ -298,7 +324,9 @@ def job_ended(job, *, again: str, key: str, forget) -> bool:
     elif isinstance(job.error, CoreError):
         st.error(str(job.error))
     else:
-        forget(job)
+        if forget is not None:
+            forget(job)
         raise job.error
-    st.button(again, key=key, on_click=forget, args=(job,))
+    if again is not None:
+        st.button(again, key=key, on_click=forget, args=(job,))
     return False

@@ -6,8 +6,7 @@
 - No module in core/ or dashboard/ is over 500 lines.
 - No import of `core` inside a function in core/ (a cycle dodged instead of a function in the wrong module).
 
-Each rule has a KNOWN set: modules that break it today and are being fixed on other branches of #12. A module in
-KNOWN that no longer breaks the rule fails the test too, so the sets only shrink.
+A failure names every module that breaks the rule, and where.
 """
 
 import ast
@@ -20,15 +19,6 @@ PACKAGES = ("core", "dashboard")
 MAX_LINES = 500
 DASHBOARD_FORBIDDEN = ("torch", "torchvision", "timm", "pytorch_grad_cam", "sklearn")
 
-# being fixed on another branch (#12)
-KNOWN_LONG = {"core/benchmarks.py", "core/datasets.py", "dashboard/cache.py"}
-# being fixed on another branch (#12): lessons reads cams' shared pass, processes datasets' _LazyImages and _Subset
-KNOWN_PRIVATE = {"core/processes.py"}
-# being fixed on another branch (#12): probing -> training and lessons -> cams dodge cycles; the others import
-# core.errors inside a function
-KNOWN_FUNCTION_IMPORTS = {"core/datasets.py"}
-KNOWN_DASHBOARD_IMPORTS: set[str] = set()
-KNOWN_STREAMLIT_IN_CORE: set[str] = set()
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -60,12 +50,9 @@ def _root(name: str) -> str:
     return name.split(".")[0]
 
 
-def _check(rule: str, broken: dict[str, list[str]], known: set[str]) -> None:
-    """Fail with every module that breaks `rule` and is not KNOWN, and every KNOWN module that no longer does."""
-    new = {module: where for module, where in broken.items() if module not in known}
-    fixed = sorted(known - set(broken))
-    lines = [f"{module} breaks '{rule}': {'; '.join(where)}" for module, where in sorted(new.items())]
-    lines += [f"{module} no longer breaks '{rule}': remove it from the KNOWN set" for module in fixed]
+def _check(rule: str, broken: dict[str, list[str]]) -> None:
+    """Fail with every module that breaks `rule`, and where."""
+    lines = [f"{module} breaks '{rule}': {'; '.join(where)}" for module, where in sorted(broken.items())]
     assert not lines, "\n".join(lines)
 
 
@@ -76,7 +63,7 @@ def test_core_never_imports_streamlit():
             where = [f"line {line}: {text}" for line, name, text in _imported(tree) if _root(name) == "streamlit"]
             if where:
                 broken[module] = where
-    _check("core never imports streamlit", broken, KNOWN_STREAMLIT_IN_CORE)
+    _check("core never imports streamlit", broken)
 
 
 def test_dashboard_never_imports_the_heavy_libraries():
@@ -86,7 +73,7 @@ def test_dashboard_never_imports_the_heavy_libraries():
             where = [f"line {line}: {text}" for line, name, text in _imported(tree) if _root(name) in DASHBOARD_FORBIDDEN]
             if where:
                 broken[module] = where
-    _check(f"dashboard never imports {', '.join(DASHBOARD_FORBIDDEN)}", broken, KNOWN_DASHBOARD_IMPORTS)
+    _check(f"dashboard never imports {', '.join(DASHBOARD_FORBIDDEN)}", broken)
 
 
 def _private(name: str) -> bool:
@@ -126,7 +113,7 @@ def test_no_module_reads_another_modules_private_names():
                     where.append(f"line {node.lineno}: {target}.{node.attr}")
         if where:
             broken[module] = where
-    _check("no module reads another module's _private names", broken, KNOWN_PRIVATE)
+    _check("no module reads another module's _private names", broken)
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -155,7 +142,7 @@ def test_no_module_is_over_500_lines():
         lines = len((ROOT / module).read_text().splitlines())
         if lines > MAX_LINES:
             broken[module] = [f"{lines} lines"]
-    _check(f"at most {MAX_LINES} lines", broken, KNOWN_LONG)
+    _check(f"at most {MAX_LINES} lines", broken)
 
 
 def test_core_imports_core_at_the_top_only():
@@ -170,7 +157,7 @@ def test_core_imports_core_at_the_top_only():
                           if _root(name) == "core"]
         if where:
             broken[module] = sorted(set(where), key=lambda w: int(w.split()[1]))
-    _check("core imports core at the top only (no cycle dodged inside a function)", broken, KNOWN_FUNCTION_IMPORTS)
+    _check("core imports core at the top only (no cycle dodged inside a function)", broken)
 
 
 @pytest.mark.parametrize("source, rule", [

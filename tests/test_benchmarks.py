@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from core import benchmarks, models, registry
+from core import benchmark_tables, benchmarks, model_costs, models, registry
 from core.errors import InvalidInputError, UnknownModelError
 from tests.conftest import TINY
 
@@ -30,7 +30,7 @@ def test_measure_gives_a_consistent_row(tiny):
     assert row.memory_kind == benchmarks.CPU_MEMORY and row.peak_memory_mib >= 0
     state = tiny.module.state_dict()  # no weights file: fp32 parameters and buffers, int64 counters as they are
     expected = sum(t.numel() * (4 if t.is_floating_point() else 8) for t in state.values())
-    assert row.weights_kind == benchmarks.STATE_DICT and row.weights_mib == pytest.approx(expected / 2**20)
+    assert row.weights_kind == model_costs.STATE_DICT and row.weights_mib == pytest.approx(expected / 2**20)
     assert row.top1 is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         row.batch = 2
@@ -39,13 +39,13 @@ def test_measure_gives_a_consistent_row(tiny):
 def test_counted_macs_of_the_tiny_cnn(tiny):
     # conv1: 8 x 32 x 32 outputs x 27 MACs; conv2: 12 x 16 x 16 x 72; linear 12 x 10 (biases are not MACs)
     expected = (8 * 32 * 32 * 27 + 12 * 16 * 16 * 72 + 12 * 10) / 1e9
-    assert benchmarks.gmacs(tiny) == pytest.approx(expected)
-    assert benchmarks.gmacs(tiny, input_size=128) == pytest.approx(expected * 4, rel=1e-3)
+    assert model_costs.gmacs(tiny) == pytest.approx(expected)
+    assert model_costs.gmacs(tiny, input_size=128) == pytest.approx(expected * 4, rel=1e-3)
 
 
 def test_lite0_row_reads_the_weights_file_and_published_top1(lite0):
     row = benchmarks.measure(lite0, repeats=2, warmup=1)
-    assert row.weights_kind == benchmarks.WEIGHTS_FILE
+    assert row.weights_kind == model_costs.WEIGHTS_FILE
     assert row.weights_mib == pytest.approx(lite0.spec.weights_file.stat().st_size / 2**20)
     assert row.top1 == 75.1 and row.params == 4_652_008 and row.gmacs == pytest.approx(0.385, rel=0.01)
 
@@ -118,12 +118,12 @@ def test_an_input_too_small_for_the_network_is_a_message():
 
 def test_csv_json_table_machine_and_method(tiny):
     rows = [benchmarks.measure(tiny, batch=b, repeats=2, warmup=0) for b in (1, 2)]
-    records = list(csv.DictReader(io.StringIO(benchmarks.to_csv(rows))))
+    records = list(csv.DictReader(io.StringIO(benchmark_tables.to_csv(rows))))
     assert [r["batch"] for r in records] == ["1", "2"] and records[0]["input_size"] == "64x64"
     assert float(records[1]["median_ms"]) == pytest.approx(rows[1].median_ms) and "times_ms" not in records[0]
-    data = json.loads(benchmarks.to_json(rows, machine="m", method="x"))
+    data = json.loads(benchmark_tables.to_json(rows, machine="m", method="x"))
     assert data["machine"] == "m" and len(data["rows"][0]["times_ms"]) == 2 and data["rows"][1]["params"] == rows[1].params
-    table = benchmarks.text_table(rows).splitlines()
+    table = benchmark_tables.text_table(rows).splitlines()
     assert len(table) == 3 and "p50 ms/batch" in table[0] and "GMACs/image" in table[0] and "Tiny CNN" in table[1]
     machine = benchmarks.machine()
     assert torch.__version__ in machine and f"torch uses {torch.get_num_threads()} threads" in machine
@@ -135,7 +135,7 @@ def test_csv_json_table_machine_and_method(tiny):
 
 def test_the_earlier_api_still_works(tiny):
     assert benchmarks.latency_ms(tiny, torch.zeros(1, 3, 64, 64), repeats=2, warmup=0) > 0
-    assert benchmarks._counted_gmacs(tiny.name, tiny.pretrained, tiny) == benchmarks.gmacs(tiny)
+    assert model_costs._counted_gmacs(tiny.name, tiny.pretrained, tiny) == model_costs.gmacs(tiny)
 
 
 @pytest.mark.slow
@@ -147,7 +147,7 @@ def test_params_and_macs_match_torchvision_metadata_for_every_torchvision_model(
         model = models.load(name, device="cpu", pretrained=False)
         params = model.params  # inception_v3 keeps its auxiliary classifier, as torchvision counts it
         assert params == spec.params, name
-        assert benchmarks.gmacs(model) == pytest.approx(spec.gmacs, rel=0.05), name
+        assert model_costs.gmacs(model) == pytest.approx(spec.gmacs, rel=0.05), name
         del model
 
 
@@ -187,3 +187,15 @@ def test_a_busy_machine_is_called_out(monkeypatch):
     assert "load average 40.0" in benchmarks.busy()
     monkeypatch.setattr(benchmarks.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
     assert benchmarks.busy() is None
+
+
+def test_run_settings_describes_a_complete_or_stopped_run():
+    """The settings/result records live in core: a run of them says where, how and whether it finished."""
+    settings = benchmarks.BenchmarkSettings((TINY,), (2, 1, 2), None, "fp32", "cpu", 2, 0)
+    assert settings.total == 2 and settings.plan() == [(TINY, 1), (TINY, 2)]
+    seen = []
+    result = benchmarks.run_settings(settings, on_row=lambda row, done, total: seen.append((row.batch, done, total)))
+    assert result.complete and [r.batch for r in result.rows] == [1, 2] and seen == [(1, 1, 2), (2, 2, 2)]
+    assert result.machine.startswith("CPU: ") and "2 timed passes" in result.method and result.settings is settings
+    stopped = benchmarks.run_settings(settings, should_stop=lambda: True)
+    assert not stopped.complete and stopped.rows == ()

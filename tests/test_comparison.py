@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core import benchmarks, comparison, models
+from core import comparison, model_costs, models
 from core.errors import InvalidInputError
 from tests.conftest import sample
 
@@ -25,7 +25,7 @@ def test_three_offline_backbones_on_the_cat(lite0):
 
 def test_counted_gmacs_match_torchvision_metadata_for_resnet18():
     model = models.load("resnet18", device="cpu", pretrained=False)
-    counted = benchmarks._counted_gmacs(model.name, model.pretrained, model)
+    counted = model_costs._counted_gmacs(model.name, model.pretrained, model)
     assert counted == pytest.approx(model.spec.gmacs, rel=0.05)  # torchvision says 1.81 G multiply-adds
 
 

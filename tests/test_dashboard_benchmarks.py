@@ -14,7 +14,7 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from core import benchmarks
-from dashboard import cache
+from dashboard import jobs
 from tests.conftest import TINY
 
 config.set_option("client.showErrorDetails", "full")  # tests read the real exception, users never do
@@ -94,7 +94,7 @@ def test_the_same_settings_come_from_the_cache(page):
     _ok(at)
     assert "benchmark_job" not in at.session_state  # nothing ran
     assert at.session_state["benchmark_result"] is shown
-    assert cache.benchmark_cached(shown.settings) is shown
+    assert jobs.benchmark_cached(shown.settings) is shown
 
 
 def test_stop_keeps_finished_rows_and_caches_nothing(tmp_path, monkeypatch):
@@ -124,7 +124,7 @@ def test_stop_keeps_finished_rows_and_caches_nothing(tmp_path, monkeypatch):
     result = at.session_state["benchmark_result"]
     assert not result.complete and [r.batch for r in result.rows] == [1]
     assert any("Stopped after 1 of 3" in w.value for w in at.warning)
-    assert cache.benchmark_cached(result.settings) is None
+    assert jobs.benchmark_cached(result.settings) is None
     assert at.get("plotly_chart")  # what was measured is still drawn
 
 

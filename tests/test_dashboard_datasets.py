@@ -16,7 +16,7 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from core import embeddings
-from dashboard import cache
+from dashboard import jobs
 from tests import zips
 from tests.conftest import TINY
 
@@ -54,7 +54,7 @@ def _texts(at: AppTest) -> str:
     return " | ".join([s.value for s in at.subheader] + [c.value for c in at.caption] + [h.value for h in at.header])
 
 
-def _settle(at: AppTest, *, until=None, timeout: float = 300) -> AppTest:
+def settle(at: AppTest, *, until=None, timeout: float = 300) -> AppTest:
     """Rerun the page while it watches a background job (features, t-SNE), as the page's polling does in a
     browser, until no job is watched (or until(job) is true for the watched one)."""
     deadline = time.monotonic() + timeout
@@ -78,7 +78,7 @@ def digits_page() -> AppTest:
     at.session_state["model_name"] = TINY
     at.session_state["ds_limit"] = 60
     at.run()
-    return _settle(at)
+    return settle(at)
 
 
 def test_digits_page_shows_counts_map_confusion_and_metrics(digits_page):
@@ -157,7 +157,7 @@ def test_shapes_page_ranks_cam_methods_against_a_random_map():
     at.session_state["ds_limit"] = 24
     at.session_state["ds_map"] = "PCA"
     at.run()
-    _settle(at)
+    settle(at)
     _ok(at)
     assert "Localisation scores" in _texts(at)
     table = at.dataframe[-1].value
@@ -174,7 +174,7 @@ def test_uploaded_zip_and_a_hostile_one():
     assert any("Upload a zip" in i.value for i in at.info)
     data = zips.build(zips.classes(("red", "blue", "green"), per_class=6) | {"red/notes.txt": b"x"})
     at.file_uploader(key="ds_zip").set_value(("set.zip", data, "application/zip")).run()
-    _settle(at)
+    settle(at)
     _ok(at)
     assert "upload.zip: 18 images in 3 classes" in _texts(at)
     assert any("Skipped 1 file(s): 1 not an image (.txt)" in w.value for w in at.warning)
@@ -190,7 +190,7 @@ def test_zero_shot_cells_explain_the_mapped_imagenet_classes():
     at.run()
     data = zips.build(zips.classes(("goldfish", "tabby"), per_class=4))
     at.file_uploader(key="ds_zip").set_value(("set.zip", data, "application/zip")).run()
-    _settle(at)
+    settle(at)
     _ok(at)
     assert "Zero-shot" in _texts(at)
     heatmap = next(c for c in _charts(at).values() if c["data"][0].get("type") == "heatmap")
@@ -225,7 +225,7 @@ def test_through_the_entry_point():
     at.session_state["ds_map"] = "PCA"
     at.session_state["ds_size"] = 96
     at.run()
-    _settle(at)
+    settle(at)
     _ok(at)
     assert at.title[0].value == "Datasets"
 
@@ -240,14 +240,14 @@ def _digits(limit: int, **state) -> AppTest:
 
 
 def _is_tsne(job) -> bool:
-    return isinstance(job, cache.TsneJob)
+    return isinstance(job, jobs.TsneJob)
 
 
 def _watching_tsne(perplexity: int) -> tuple[AppTest, object]:
     """A session on 40 digits whose page watches a t-SNE job (the features first), and that job."""
     at = _digits(40, ds_perplexity=perplexity)
     at.run()
-    _settle(at, until=_is_tsne)
+    settle(at, until=_is_tsne)
     return at, at.session_state["ds_job"]
 
 
@@ -291,13 +291,13 @@ def test_tsne_runs_in_the_background_and_a_rerun_reattaches_to_it(held_tsne):
     other, theirs = _watching_tsne(17)
     assert theirs is job and len(calls) == 1
     release.set()
-    _settle(at)
+    settle(at)
     _ok(at)
     assert job.done and job.error is None and len(calls) == 1
     assert "t-SNE map" in _texts(at) and "ds_job" not in at.session_state
     _, features_key, _, perplexity, iterations, seed = job.key
-    assert cache.dataset_tsne_ready(features_key, perplexity, iterations, seed) is job.result  # in the cache
-    _settle(other)
+    assert jobs.dataset_tsne_ready(features_key, perplexity, iterations, seed) is job.result  # in the cache
+    settle(other)
     assert "t-SNE map" in _texts(other) and len(calls) == 1
 
 
@@ -305,17 +305,17 @@ def test_stop_ends_tsne_keeps_the_pca_map_and_it_can_run_again(held_tsne):
     release, calls = held_tsne
     at, job = _watching_tsne(18)
     at.button(key="ds_stop_tsne").click().run()
-    _settle(at)
+    settle(at)
     _ok(at)
     assert job.done and type(job.error).__name__ == "Cancelled"
     assert any("t-SNE was stopped" in i.value for i in at.info)
     assert "ds_scatter" in _charts(at) and "PCA map" in _texts(at)
     at.button(key="ds_tsne_again").click().run()
-    _settle(at, until=_is_tsne)
+    settle(at, until=_is_tsne)
     again = at.session_state["ds_job"]
     assert _is_tsne(again) and again is not job and len(calls) == 2
     release.set()
-    _settle(at)
+    settle(at)
     _ok(at)
     assert "t-SNE map" in _texts(at)
 
@@ -327,7 +327,7 @@ def test_extraction_waits_in_the_queue_while_the_slots_are_full(gate):
         first.run()
         _ok(first)
         job = first.session_state["ds_job"]
-        assert isinstance(job, cache.FeaturesJob) and job.state == "queued" and job.ahead == 0
+        assert isinstance(job, jobs.FeaturesJob) and job.state == "queued" and job.ahead == 0
         assert any("Queued: 0 ahead of you" in i.value for i in first.info), [i.value for i in first.info]
         assert not first.get("plotly_chart") or "ds_scatter" not in _charts(first)
         second = _digits(36, ds_map="PCA", ds_batch=16)  # other settings: another job, behind the first
@@ -336,14 +336,14 @@ def test_extraction_waits_in_the_queue_while_the_slots_are_full(gate):
         assert queued is not job and queued.ahead == 1
         assert any("Queued: 1 ahead of you" in i.value for i in second.info)
         second.button(key="ds_stop_features").click().run()  # Stop while queued: it never runs
-        _settle(second)
+        settle(second)
         _ok(second)
         assert queued.done and type(queued.error).__name__ == "Cancelled" and not queued.ran
         assert any("Feature extraction was stopped" in i.value for i in second.info)
         assert job.state == "queued" and job.ahead == 0 and not job.ran
     finally:
         holder.release()
-    _settle(first)
+    settle(first)
     _ok(first)
     assert job.ran and job.error is None and "ds_scatter" in _charts(first)
 
@@ -363,13 +363,13 @@ def test_a_tsne_nobody_waits_for_any_more_is_stopped(held_tsne):
     _ok(at)
     assert "ds_job" not in at.session_state and not watched.wait(0.5) and not watched.stop.is_set()
     release.set()
-    _settle(other)
+    settle(other)
     _ok(other)
     assert watched.error is None and "t-SNE map" in _texts(other)
     at.radio(key="ds_map").set_value("t-SNE").run()  # perplexity 22: from the cache now
     assert "t-SNE map" in _texts(at) and "ds_job" not in at.session_state
     at.slider(key="ds_perplexity").set_value(21).run()
-    _settle(at)
+    settle(at)
     _ok(at)
     assert "t-SNE map" in _texts(at)  # the stopped job was forgotten: back at 21, t-SNE ran again
     assert len(calls) == 3

@@ -90,9 +90,9 @@ def test_datasets_page_takes_a_zip_with_a_readme_beside_the_class_folders():
     at.session_state["ds_map"] = "PCA"
     at.run()
     at.file_uploader(key="ds_zip").set_value(("pets.zip", _pet_zip(), "application/zip")).run()
-    from tests.test_dashboard_datasets import _settle
+    from tests.test_dashboard_datasets import settle
 
-    _settle(at)
+    settle(at)
     _ok(at)
     texts = _rendered([s.value for s in at.subheader] + [c.value for c in at.caption])
     assert "upload.zip: 30 images in 2 classes" in texts

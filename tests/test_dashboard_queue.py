@@ -7,14 +7,14 @@ import threading
 from streamlit import config
 
 from core.errors import Cancelled
-from dashboard import cache
+from dashboard import cache, jobs
 from tests.conftest import SAMPLES, TINY
 from tests.test_dashboard_benchmarks import _finish, _ok, _open, _settings
 
 config.set_option("client.showErrorDetails", "full")
 
 
-class _Job(cache._BackgroundJob):
+class _Job(jobs.BackgroundJob):
     """Runs until `release` is set; counts how many of its kind run at once."""
 
     label = "Test job"
@@ -102,7 +102,7 @@ def test_the_benchmarks_page_shows_the_queue_and_stop_while_queued(gate, tmp_pat
         assert not at.exception, at.exception
         job = at.session_state["benchmark_job"]
         assert job.state == "queued"
-        assert any(i.value.startswith("Queued: 0 ahead of you") for i in at.info), [i.value for i in at.info]
+        assert any(i.value.startswith("Benchmark — Queued: 0 ahead of you") for i in at.info), [i.value for i in at.info]
         at.button(key="bench_stop").click().run()
         _finish(at, timeout=60)
         _ok(at)

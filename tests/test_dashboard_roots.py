@@ -9,7 +9,7 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from core import roots
-from dashboard import cache
+from dashboard import dataset_cache
 from tests.conftest import TINY
 
 config.set_option("client.showErrorDetails", "full")
@@ -34,9 +34,9 @@ def data_root(tmp_path, monkeypatch):
     _dataset(root / "export" / "shapes", classes=("round", "square", "spiky"), per_class=8)
     _dataset(tmp_path / "private" / "secret")  # outside the root: never offered
     monkeypatch.setenv(roots.ENV, str(root))
-    cache._listed.clear()
+    dataset_cache._listed.clear()
     yield root
-    cache._listed.clear()
+    dataset_cache._listed.clear()
 
 
 def _open(prefix: str) -> AppTest:
@@ -64,17 +64,17 @@ def test_the_picker_lists_only_the_datasets_under_the_root_and_takes_no_typed_pa
 
 def test_the_dashboards_dataset_call_checks_the_path_on_its_own(data_root, tmp_path):
     """Whatever reaches the cache (a tampered session value, a later feature) is checked against the roots."""
-    assert cache.dataset("folder", str((data_root / "pets").resolve()), 0, 10).classes == ("cats", "dogs")
+    assert dataset_cache.dataset("folder", str((data_root / "pets").resolve()), 0, 10).classes == ("cats", "dogs")
     with pytest.raises(roots.OutsideRootsError):
-        cache.dataset("folder", str(tmp_path / "private" / "secret"), 0, 10)
+        dataset_cache.dataset("folder", str(tmp_path / "private" / "secret"), 0, 10)
 
 
 def test_an_empty_root_says_where_datasets_go(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv(roots.ENV, str(empty))
-    cache._listed.clear()
+    dataset_cache._listed.clear()
     at = _open("ds")
     assert not at.exception
     assert any("No dataset on this server yet" in i.value and str(empty) in i.value for i in at.info)
-    cache._listed.clear()
+    dataset_cache._listed.clear()

@@ -24,7 +24,7 @@ APP = ROOT / "dashboard" / "streamlit_app.py"
 pytestmark = pytest.mark.timeout(300)
 
 
-def _open(tmp_path: Path) -> AppTest:
+def open_page(tmp_path: Path) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=180)
     at.session_state["model_name"] = TINY
     at.run()
@@ -41,7 +41,7 @@ def _ok(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-def _finish(at: AppTest, timeout: float = 120) -> None:
+def finish(at: AppTest, timeout: float = 120) -> None:
     """Rerun the page until the background training has finished and its run is listed."""
     deadline = time.monotonic() + timeout
     while "training_job" in at.session_state:
@@ -52,7 +52,7 @@ def _finish(at: AppTest, timeout: float = 120) -> None:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> AppTest:
-    return _open(tmp_path_factory.mktemp("training_entry"))
+    return open_page(tmp_path_factory.mktemp("training_entry"))
 
 
 def test_page_shows_what_trains_before_training(page):
@@ -75,7 +75,7 @@ def test_one_epoch_of_feature_extraction_on_digits(page):
     _ok(at)
     assert "training_job" in at.session_state
     job = at.session_state["training_job"]
-    _finish(at)
+    finish(at)
     _ok(at)
     assert job.pid is not None and job.pid != os.getpid()  # trained in a process of its own, not in the server
     runs = at.session_state["training_runs"]
@@ -98,7 +98,7 @@ def test_a_baseline_run_is_added_to_the_table(page):
     at.radio(key="tr_strategy").set_value("small-cnn").run()
     at.session_state["tr_size_scratch"] = 32
     at.button(key="tr_start").click().run()
-    _finish(at)
+    finish(at)
     _ok(at)
     table = next(d.value for d in at.dataframe if "test accuracy" in d.value.columns)
     assert list(table["strategy"]) == ["feature-extraction", "small-cnn"]

@@ -136,3 +136,33 @@ def test_load_by_name():
     assert datasets.load("digits", n=50).name == "digits"
     with pytest.raises(InvalidInputError, match="No dataset"):
         datasets.load("no/such/thing.zip")
+
+
+def test_open_source_is_the_one_dispatch(tmp_path, monkeypatch):
+    """load (the CLI's names) goes through open_source, as the dashboard does: one dispatch over sources."""
+    raw = zips.ordinary()
+    path = tmp_path / "pets.zip"
+    path.write_bytes(raw)
+    uploaded = datasets.open_source("zip", "ignored", data=raw, n=4, seed=1)
+    from_path = datasets.open_source("zip", str(path), n=4, seed=1)
+    assert uploaded.classes == from_path.classes == ("cats", "dogs") and len(uploaded) == 4
+    assert uploaded.content_hash == from_path.content_hash and uploaded.files == from_path.files
+    opened = []
+    folder = datasets.open_source("folder", "somewhere", folder=lambda p: opened.append(p) or datasets.from_zip(raw))
+    assert opened == ["somewhere"] and len(folder) == 6
+    with pytest.raises(InvalidInputError, match="Unknown kind of dataset"):
+        datasets.open_source("tarball", "x")
+    calls = []
+    real = datasets.open_source
+    monkeypatch.setattr(datasets, "open_source", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert len(datasets.load(str(path), n=4, seed=1)) == 4 and len(datasets.load("shapes", n=8)) == 8
+    assert calls == [("zip", str(path)), ("shapes",)]
+
+
+def test_lazy_sequences_are_public_for_other_modules():
+    """processes hands a set's compressed bytes to a child process: it reads them from image_lists' public names."""
+    from core import image_lists
+
+    sampled = datasets.from_zip(zips.ordinary()).sample(4, seed=0)
+    assert isinstance(sampled.images, image_lists.Subset) and isinstance(sampled.images.inner, image_lists.LazyImages)
+    assert sampled.images[0].mode == "RGB"

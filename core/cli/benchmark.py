@@ -2,7 +2,7 @@
 
 import sys
 
-from core import benchmarks, registry
+from core import benchmark_tables, benchmarks, registry
 from core.errors import InvalidInputError
 
 
@@ -28,7 +28,7 @@ def run_benchmark(args) -> None:
     if busy:
         sys.stderr.write(f"note: {busy}\n")
     if args.json:
-        print(benchmarks.to_json(rows, machine=machine, method=method))
+        print(benchmark_tables.to_json(rows, machine=machine, method=method))
         return
-    print(benchmarks.text_table(rows))
+    print(benchmark_tables.text_table(rows))
     print(f"\nmachine: {machine}\nmethod: {method}")

@@ -1,15 +1,11 @@
 """Datasets: class-folder zips and built-in sets -> features, t-SNE / PCA map, confusion matrix, metrics,
 misclassified images with their heatmaps, and localisation scores on the shapes set."""
 
-import uuid
-
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.colors import qualitative
 import streamlit as st
 
-from core import cams, images
-from dashboard import cache, widgets
+from core import cams, images, probing
+from dashboard import cache, charts, dataset_cache, jobs, widgets
 
 GALLERY = 8  # images shown per confusion-matrix cell
 LOCALISATION_IMAGES = 48
@@ -22,20 +18,14 @@ st.caption(
 )
 
 st.session_state.pop(JOB, None)  # set again below while a job is watched
-SESSION = st.session_state.setdefault("ds_session", uuid.uuid4().hex)  # this session, as the jobs know it
 choice = widgets.model_picker()
 spec = cache.specs()[choice.name]
+WATCHED = {"features": "ds_watched_features", "tsne": "ds_watched_tsne"}  # the jobs this session waits for
 
 
 def _follow(kind: str, job) -> None:
-    """This session now waits for `job` ("features" or "tsne"; None: for nothing). The job it waited for
-    before, if the settings changed, is stopped unless another session still waits for it."""
-    watched = st.session_state.setdefault("ds_watched", {})
-    old = watched.pop(kind, None)
-    if old is not None and old is not job:
-        cache.dataset_job_leave(old, SESSION)
-    if job is not None and not job.done:
-        watched[kind] = job
+    """This session now waits for `job` ("features" or "tsne"; None: for nothing)."""
+    widgets.follow(WATCHED[kind], job, leave=jobs.dataset_job_leave)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,12 +48,9 @@ if len(data.ignored) > 5:  # the caption names five
 
 with st.expander("Sample images and class counts", expanded=True):
     chart, grid = st.columns([1, 2])
-    bars = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color="#4C78A8"))
-    bars.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Images per class",
-                       xaxis_type="category")
-    chart.plotly_chart(bars, width="stretch")
+    chart.plotly_chart(charts.class_counts(counts), width="stretch")
     shown = data.examples(per_class=max(1, min(4, 32 // len(data.classes))))[:32]
-    grid.image([cache.dataset_thumbnail(data, i) for i in shown],
+    grid.image([dataset_cache.dataset_thumbnail(data, i) for i in shown],
                caption=[data.classes[data.labels[i]] for i in shown], width=72)
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +60,7 @@ with st.expander("Extraction settings"):
     a, b, c = st.columns(3)
     batch_size = a.selectbox("Batch size", [8, 16, 32, 64, 128], index=2, key="ds_batch")
     precision = b.selectbox(
-        "Precision", cache.dataset_precisions(choice.device), key="ds_precision",
+        "Precision", dataset_cache.dataset_precisions(choice.device), key="ds_precision",
         help="auto: bf16/fp16 autocast on a GPU, fp32 on a CPU. bf16 is offered on CPUs that run it natively: "
         "faster, but the features move by a few percent.",
     )
@@ -86,18 +73,18 @@ with st.expander("Extraction settings"):
     )
 
 # in the background: a rerun (any click) re-attaches to the running extraction instead of restarting it
-embedded = cache.dataset_features_ready(choice.name, choice.device, choice.pretrained, data, precision, batch_size,
+embedded = jobs.dataset_features_ready(choice.name, choice.device, choice.pretrained, data, precision, batch_size,
                                         size)
 if embedded is None:
-    job = cache.dataset_features_job(choice.name, choice.device, choice.pretrained, data, precision, batch_size, size,
-                                     session=SESSION)
+    job = jobs.dataset_features_job(choice.name, choice.device, choice.pretrained, data, precision, batch_size, size,
+                                     session=widgets.session_id())
     _follow("features", job)
     _follow("tsne", None)  # a t-SNE of other features is no longer wanted
     if not job.done:
         st.session_state[JOB] = job
         widgets.job_progress(job, "Extracting features", key="ds_stop_features")
         st.stop()
-    if not widgets.job_ended(job, again="Extract again", key="ds_extract_again", forget=cache.dataset_job_forget):
+    if not widgets.job_ended(job, again="Extract again", key="ds_extract_again", forget=jobs.dataset_job_forget):
         st.stop()
     embedded = job.result
 else:
@@ -117,7 +104,7 @@ mode = a.radio("Predict with", ["auto", "zero-shot", "linear probe"], horizontal
                help="Zero-shot: the backbone's own ImageNet head, when every folder maps to an ImageNet class. "
                "Linear probe: logistic regression on the frozen features.")
 test_fraction = b.slider("Linear probe: held-out share", 0.1, 0.5, 0.3, 0.05, key="ds_test")
-result = cache.dataset_evaluation(
+result = dataset_cache.dataset_evaluation(
     features_key, embedded, data, tuple(spec.categories), mode, float(test_fraction), int(seed)
 )
 if result.method == "zero-shot":
@@ -133,34 +120,23 @@ else:
 predicted_of = dict(zip(result.indices.tolist(), result.predicted.tolist(), strict=True))
 # the head the heatmaps explain: the probe's classes (a copy of the backbone with the probe as its head), or
 # zero-shot's folder classes as the ImageNet classes they map to
-explained_head = cache.DatasetHead(
-    cache.dataset_evaluation_key(features_key, mode, float(test_fraction), int(seed)), result, embedded.image_size
+explained_head = probing.DatasetHead(
+    dataset_cache.dataset_evaluation_key(features_key, mode, float(test_fraction), int(seed)), result, embedded.image_size
 )
 
 # ---------------------------------------------------------------------------------------------
 # Map
 
 
-def _scatter(points, colour_by: str) -> go.Figure:
-    figure = go.Figure()
+def _scatter(points, colour_by: str):
     if colour_by == "true label":
         groups = {name: [i for i in range(len(data)) if data.labels[i] == c] for c, name in enumerate(data.classes)}
     else:
         groups = {name: [i for i in range(len(data)) if predicted_of.get(i) == c] for c, name in enumerate(data.classes)}
         groups["(training row)"] = [i for i in range(len(data)) if i not in predicted_of]
-    palette = qualitative.Plotly + qualitative.Dark24
-    for c, (name, rows) in enumerate(groups.items()):
-        if not rows:
-            continue
-        figure.add_trace((go.Scattergl if len(data) > 3000 else go.Scatter)(  # SVG unless WebGL is needed
-            x=points[rows, 0], y=points[rows, 1], mode="markers", name=name, customdata=[[r] for r in rows],
-            text=[f"{data.files[r]}<br>true: {data.classes[data.labels[r]]}<br>predicted: "
-                  f"{data.classes[predicted_of[r]] if r in predicted_of else '(training row)'}" for r in rows],
-            hovertemplate="%{text}<extra></extra>", marker=dict(size=7, opacity=0.85, color="#888" if name == "(training row)" else palette[c % len(palette)]),
-        ))
-    figure.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10), legend_title_text=colour_by,
-                         clickmode="event+select", dragmode="pan")
-    return figure
+    texts = [f"{data.files[r]}<br>true: {data.classes[data.labels[r]]}<br>predicted: "
+             f"{data.classes[predicted_of[r]] if r in predicted_of else '(training row)'}" for r in range(len(data))]
+    return charts.scatter(points, groups, texts, legend=colour_by, grey="(training row)")
 
 
 st.header("Feature map")
@@ -170,16 +146,16 @@ colour_by = b.radio("Colour by", ["true label", "predicted label"], horizontal=T
 perplexity = c.slider("Perplexity", 5, 100, 30, key="ds_perplexity", disabled=method == "PCA")
 iterations = d.select_slider("Iterations", [500, 750, 1000, 1500], 750, key="ds_iterations", disabled=method == "PCA")
 
-points, trust = cache.dataset_pca(features_key, embedded.features, int(seed))  # PCA: fast
+points, trust = dataset_cache.dataset_pca(features_key, embedded.features, int(seed))  # PCA: fast
 tsne, tsne_job = None, None
 if method == "t-SNE":  # in the background, with the PCA map shown meanwhile
-    tsne = cache.dataset_tsne_ready(features_key, float(perplexity), int(iterations), int(seed))
+    tsne = jobs.dataset_tsne_ready(features_key, float(perplexity), int(iterations), int(seed))
     if tsne is None:
-        tsne_job = cache.dataset_tsne_job(features_key, embedded.features, float(perplexity), int(iterations),
-                                          int(seed), session=SESSION)
+        tsne_job = jobs.dataset_tsne_job(features_key, embedded.features, float(perplexity), int(iterations),
+                                          int(seed), session=widgets.session_id())
         if tsne_job.done:
             tsne = tsne_job.result if widgets.job_ended(tsne_job, again="Run t-SNE again", key="ds_tsne_again",
-                                                         forget=cache.dataset_job_forget) else None
+                                                         forget=jobs.dataset_job_forget) else None
             tsne_job = None
     if tsne is not None:
         points, trust = tsne
@@ -224,7 +200,7 @@ def _explain(row: int, column) -> None:
     true = int(data.labels[row])
     guess = predicted_of.get(row)
     targets = _targets(true, guess)
-    results = cache.dataset_cams(choice.name, choice.device, choice.pretrained, data, row,
+    results = dataset_cache.dataset_cams(choice.name, choice.device, choice.pretrained, data, row,
                                  tuple(t for t, _ in targets), head=explained_head)
     image = data.images[row]
     column.image(image, caption=f"{data.files[row]}: true {data.classes[true]}, predicted "
@@ -249,35 +225,12 @@ a, b = st.columns([1, 3])
 a.metric("Accuracy", f"{result.accuracy:.1%}", help=f"on {len(result.indices)} images ({result.method})")
 normalised = a.toggle("Row-normalised", value=False, key="ds_normalised")
 values = result.normalised if normalised else result.confusion
-figure = go.Figure(go.Heatmap(
-    z=values, x=list(data.classes), y=list(data.classes), colorscale="Blues",
-    text=[[f"{v:.2f}" if normalised else f"{int(v)}" for v in line] for line in values], texttemplate="%{text}",
-    hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
-))
-# invisible markers on the cells make them clickable (heatmaps do not emit selection events)
-cells = [(t, p) for t in range(len(data.classes)) for p in range(len(data.classes))]
-figure.add_trace(go.Scatter(
-    x=[data.classes[p] for _, p in cells], y=[data.classes[t] for t, _ in cells], mode="markers",
-    marker=dict(size=28, opacity=0.01, symbol="square"), customdata=[[t, p] for t, p in cells],
-    # "skip" would also drop the click events these markers are here for; the hover repeats the heatmap's
-    text=[f"{values[t, p]:.2f}" if normalised else f"{int(values[t, p])}" for t, p in cells],
-    hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>", showlegend=False,
-))
-last = len(data.classes) - 0.5
-figure.update_layout(
-    height=max(360, 40 * len(data.classes) + 120), margin=dict(l=10, r=10, t=10, b=10),
-    # class names are categories even when they are digits; the ranges stop the markers widening the axes
-    xaxis=dict(title="predicted", type="category", range=[-0.5, last]),
-    yaxis=dict(title="true", type="category", range=[last, -0.5]), clickmode="event+select",
-)
+figure = charts.confusion(values, data.classes, normalised=normalised, clickable=True)
 clicked = b.plotly_chart(figure, width="stretch", on_select="rerun", key="ds_confusion", selection_mode="points")
 
-st.dataframe(
-    pd.DataFrame([{"class": m.name, "precision": m.precision, "recall": m.recall, "F1": m.f1, "support": m.support}
-                  for m in result.per_class]),
-    hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "F1")},
-)
+charts.per_class_table(result.per_class)
 
+cells = [(t, p) for t in range(len(data.classes)) for p in range(len(data.classes))]
 nonzero = sorted(((int(result.confusion[t, p]), t, p) for t, p in cells if result.confusion[t, p] and t != p), reverse=True)
 point = _first_point(clicked, "ds_confusion")
 cell = (int(point[0]), int(point[1])) if point else None
@@ -304,7 +257,7 @@ elif not options:
 with st.expander("Misclassified images"):
     wrong = result.misclassified[:24].tolist()
     if wrong:
-        st.image([cache.dataset_thumbnail(data, i) for i in wrong], width=96, caption=[
+        st.image([dataset_cache.dataset_thumbnail(data, i) for i in wrong], width=96, caption=[
             f"{data.classes[data.labels[i]]} → {data.classes[predicted_of[i]]}" for i in wrong])
     else:
         st.write("None.")
@@ -317,10 +270,10 @@ with st.expander("Average Grad-CAM per class"):
         columns = st.columns(min(len(data.classes), 6))
         for c, name in enumerate(data.classes):
             members = tuple(int(i) for i in (data.labels == c).nonzero()[0][:8])
-            heat = cache.dataset_average_cam(choice.name, choice.device, choice.pretrained, data, members, c,
+            heat = dataset_cache.dataset_average_cam(choice.name, choice.device, choice.pretrained, data, members, c,
                                              head=explained_head)
             which = f"probe class '{name}'" if explained_head.probe else f"ImageNet '{result.mapping.labels[c]}'"
-            picture = cache.dataset_mean_picture(data.content_hash, data, members, heat.shape[0])
+            picture = dataset_cache.dataset_mean_picture(data.content_hash, data, members, heat.shape[0])
             columns[c % len(columns)].image(images.overlay(picture, heat / max(float(heat.max()), 1e-6)),
                                             caption=f"{name} ({len(members)} images): {which}", width=120)
 
@@ -341,7 +294,7 @@ if data.masks is not None:
     if methods and st.toggle("Score localisation", value=kind == "shapes", key="ds_localise"):
         bar = st.progress(0.0, text="Scoring heatmaps…")
         subset = data if len(data) <= LOCALISATION_IMAGES else data.subset(range(LOCALISATION_IMAGES))
-        table = cache.dataset_localisation(
+        table = dataset_cache.dataset_localisation(
             choice.name, choice.device, choice.pretrained, subset, tuple(methods),
             _on_progress=lambda fraction, message: bar.progress(fraction, text=message),
         )

@@ -1,10 +1,9 @@
 """Explain: one image, its top-5 and a class activation map."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import cams, images, report
-from dashboard import cache, widgets
+from dashboard import cache, charts, widgets
 
 st.title("Explain a prediction")
 st.caption("What does the model predict for this image, and where does it look? Everything runs on this machine.")
@@ -38,20 +37,7 @@ preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, p
 left, right = st.columns([1, 1], gap="large")
 with left:
     st.subheader("Top-5 predictions")
-    chart = go.Figure(
-        go.Bar(
-            x=[p.prob for p in preds][::-1],
-            y=[f"{p.label} ({p.index})" for p in preds][::-1],
-            orientation="h",
-            text=[f"{p.prob:.1%}" for p in preds][::-1],
-            textposition="auto",
-            marker_color="#d9480f",
-        )
-    )
-    chart.update_layout(
-        height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(range=[0, 1], tickformat=".0%", title="probability")
-    )
-    st.plotly_chart(chart, width="stretch", key="top5")
+    st.plotly_chart(charts.top_k(preds), width="stretch", key="top5")
     st.dataframe(
         [{"class": p.index, "label": p.label, "probability": f"{p.prob:.2%}"} for p in preds],
         hide_index=True, width="stretch",

@@ -1,13 +1,12 @@
 """All methods at a glance: one image, every chosen CAM method, faithfulness scores, a sanity check."""
 
 import time
-import uuid
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from core import cams, faithfulness, images, report
-from dashboard import cache, widgets
+from dashboard import cache, jobs, widgets
 
 st.title("All methods at a glance")
 st.caption(
@@ -52,7 +51,6 @@ bar.empty()
 explained = results[0].target
 st.subheader(f"“{results[0].label}” ({explained}) · layer {results[0].layer}")
 
-SESSION = st.session_state.setdefault("methods_session", uuid.uuid4().hex)  # this session, as the jobs know it
 WATCHED = "methods_watched"  # the scoring job this session waits for, if any
 card, job = None, None
 if st.toggle(
@@ -61,21 +59,18 @@ if st.toggle(
     help="Scoring runs in the background and joins the heavy-work queue: several seconds on a CPU.",
 ):
     args = (choice.name, choice.device, choice.pretrained, picked.key)
-    card = cache.faithfulness_ready(*args, tuple(methods), explained, None, eigen_smooth)
+    card = jobs.faithfulness_ready(*args, tuple(methods), explained, None, eigen_smooth)
     if card is None:
-        job = cache.faithfulness_job(*args, picked.data, tuple(methods), explained, None, eigen_smooth,
-                                     session=SESSION)
+        job = jobs.faithfulness_job(*args, picked.data, tuple(methods), explained, None, eigen_smooth,
+                                     session=widgets.session_id())
         quick = job.wait(max(0.0, 1.5 - (time.time() - job.started)))  # a fast device: no progress bar at all
         if quick and widgets.job_ended(job, again="Score again", key="methods_score_again",
-                                       forget=cache.faithfulness_forget):
+                                       forget=jobs.faithfulness_forget):
             card, job = job.result, None
         elif job.done:
             job = None
-old = st.session_state.pop(WATCHED, None)
-if old is not None and old is not job:  # the settings changed: nobody here waits for the old scoring any more
-    cache.faithfulness_leave(old, SESSION)
+widgets.follow(WATCHED, job, leave=jobs.faithfulness_leave)  # settings changed: the old scoring is left
 if job is not None:
-    st.session_state[WATCHED] = job
     widgets.job_progress(job, "Scoring faithfulness", key="methods_score_stop")
 
 

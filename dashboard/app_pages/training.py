@@ -1,16 +1,11 @@
 """Transfer learning: a new head on a pretrained backbone (feature extraction or fine-tuning) next to small
 CNNs trained from scratch, with live curves, test metrics, what changed in the heatmaps, export and import."""
 
-import time
-
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from core import training
-from core.errors import CoreError
-from dashboard import cache, widgets
+from dashboard import cache, charts, dataset_cache, jobs, widgets
 
 JOB, RUNS, CUSTOM = "training_job", "training_runs", "custom_model"
 LR = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
@@ -24,7 +19,7 @@ st.caption(
 
 choice = widgets.model_picker()
 spec = cache.specs()[choice.name]
-runs: list[cache.TrainedRun] = st.session_state.setdefault(RUNS, [])
+runs: list[jobs.TrainedRun] = st.session_state.setdefault(RUNS, [])
 
 # ---------------------------------------------------------------------------------------------
 # Dataset
@@ -51,7 +46,7 @@ head = h1.selectbox("Head", training.HEADS, key="tr_head", disabled=not pretrain
 hidden = h2.number_input("MLP hidden units", 16, 4096, 256, step=16, key="tr_hidden",
                          disabled=not pretrained_start or head != "mlp")
 dropout = h3.slider("MLP dropout", 0.0, 0.8, 0.2, 0.05, key="tr_dropout", disabled=not pretrained_start or head != "mlp")
-all_stages = cache.training_summary(choice.name, choice.device, choice.pretrained, "fine-tune", None,
+all_stages = dataset_cache.training_summary(choice.name, choice.device, choice.pretrained, "fine-tune", None,
                                     len(data.classes), "linear", 256) if pretrained_start else None
 stage_count = len(all_stages.groups) - 1 if all_stages else 0
 unfreeze_options = [*range(stage_count + 1), "all"] if stage_count else [0, "all"]
@@ -107,7 +102,7 @@ config = training.TrainConfig(
 # ---------------------------------------------------------------------------------------------
 # What trains
 
-summary = cache.training_summary(choice.name, choice.device, choice.pretrained, strategy, config.unfreeze_stages,
+summary = dataset_cache.training_summary(choice.name, choice.device, choice.pretrained, strategy, config.unfreeze_stages,
                                  len(data.classes), head, int(hidden))
 st.subheader("What trains and what stays frozen")
 m1, m2, m3 = st.columns(3)
@@ -128,64 +123,31 @@ st.dataframe(
 # ---------------------------------------------------------------------------------------------
 # Training (a process of its own, core.processes; its reports polled by a fragment)
 
-job: cache.TrainingJob | None = st.session_state.get(JOB)
+job: jobs.TrainingJob | None = st.session_state.get(JOB)
 running = job is not None and not job.done
 if st.button("Train", type="primary", key="tr_start", disabled=running):
     source = (choice.name, choice.device, choice.pretrained) if pretrained_start else None
-    job = st.session_state[JOB] = cache.training_start(source, choice.device, data, config, len(runs) + 1)
+    job = st.session_state[JOB] = jobs.training_start(source, choice.device, data, config, len(runs) + 1)
     running = True
 
 
-def _curves(history, *, best: int | None = None) -> go.Figure:
-    epochs_ = [s.epoch for s in history]
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss (cross-entropy)", "Accuracy"))
-    for col, (train_values, val_values) in enumerate(
-        (([s.train_loss for s in history], [s.val_loss for s in history]),
-         ([s.train_accuracy for s in history], [s.val_accuracy for s in history])), start=1,
-    ):
-        figure.add_trace(go.Scatter(x=epochs_, y=train_values, name="train", mode="lines+markers",
-                                    line=dict(color="#1f77b4"), showlegend=col == 1, legendgroup="train"), 1, col)
-        figure.add_trace(go.Scatter(x=epochs_, y=val_values, name="validation", mode="lines+markers",
-                                    line=dict(color="#d9480f"), showlegend=col == 1, legendgroup="val"), 1, col)
-    if best:
-        for col in (1, 2):
-            figure.add_vline(x=best, line_dash="dot", line_color="grey", row=1, col=col)
-        # at the foot of the accuracy panel: the curves run along its top once the model is good
-        figure.add_annotation(x=best, y=0.02, yref="y2 domain", text=f"kept: epoch {best}", showarrow=False,
-                              xanchor="right" if best > len(history) / 2 else "left", yanchor="bottom", row=1, col=2)
-    figure.update_xaxes(title="epoch", dtick=1 if len(history) <= 20 else None)
-    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
-    figure.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
-    return figure
-
-
-@st.fragment(run_every=1.0)
-def _live(job: cache.TrainingJob) -> None:
-    if job.done:
-        st.rerun()  # the whole page, which then files the run
-    if job.state == "queued":
-        st.info(job.queue_text())  # other sessions' heavy work holds every slot
-    st.progress(job.progress, text=f"{job.message} ({time.time() - job.started:.0f} s)")
-    if job.stop.is_set():
-        st.caption("Stopping after the current batch; the best epoch so far is kept…")
-    else:
-        st.button("Stop (keep the best epoch so far)", key="tr_stop", on_click=job.stop.set)
+def _epochs(job) -> None:
+    """Under the progress bar: the last epoch's validation scores and the curves so far."""
     history = list(job.history)
     if history:
         last = history[-1]
         st.caption(f"Epoch {last.epoch}: validation loss {last.val_loss:.3f}, accuracy {last.val_accuracy:.1%}")
-        st.plotly_chart(_curves(history), width="stretch", key="tr_live_curves")
+        st.plotly_chart(charts.curves(history), width="stretch", key="tr_live_curves")
 
 
 if running:
-    _live(job)
+    widgets.job_progress(job, "Training", key="tr_stop", stop_label="Stop (keep the best epoch so far)",
+                         stopping="Stopping after the current batch; the best epoch so far is kept…",
+                         stop_help="Stops after the current batch; the weights of the best epoch so far are kept.",
+                         details=_epochs)
 elif job is not None:  # finished since the last run
     del st.session_state[JOB]
-    if isinstance(job.error, CoreError):
-        st.error(str(job.error))
-    elif job.error is not None:
-        raise job.error
-    else:
+    if widgets.job_ended(job):
         runs.append(job.result)
         st.session_state["tr_run"] = job.result.id
         ended = job.result.result.ended
@@ -238,28 +200,16 @@ if runs:
         + (f". Frozen features {result.feature_seconds:.1f} s" if result.config.strategy == "feature-extraction" else "")
         + f". Epochs {result.train_seconds:.1f} s."
     )
-    st.plotly_chart(_curves(result.history, best=result.best_epoch), width="stretch", key="tr_curves")
+    st.plotly_chart(charts.curves(result.history, best=result.best_epoch), width="stretch", key="tr_curves")
 
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.subheader("Confusion matrix (test set)")
-        classes = list(result.classes)
-        matrix = go.Figure(go.Heatmap(
-            z=result.test.confusion, x=classes, y=classes, colorscale="Blues", text=result.test.confusion,
-            texttemplate="%{text}", hovertemplate="true %{y} → predicted %{x}: %{z}<extra></extra>", showscale=False,
-        ))
-        matrix.update_layout(height=120 + 34 * len(classes), margin=dict(l=10, r=10, t=10, b=10),
-                             xaxis=dict(title="predicted", type="category"),
-                             yaxis=dict(title="true", type="category", autorange="reversed"))
-        st.plotly_chart(matrix, width="stretch", key="tr_confusion")
+        st.plotly_chart(charts.confusion(result.test.confusion, result.classes), width="stretch",
+                        key="tr_confusion")
     with right:
         st.subheader("Per class")
-        st.dataframe(
-            pd.DataFrame([{"class": m.name, "precision": m.precision, "recall": m.recall, "F1": m.f1,
-                           "support": m.support} for m in result.test.per_class]),
-            hide_index=True, width="stretch", key="tr_per_class",
-            column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "F1")},
-        )
+        charts.per_class_table(result.test.per_class, key="tr_per_class")
 
     st.subheader("Before and after: where the model looks")
     rows = [int(i) for i in result.split.test[:60]]
@@ -272,17 +222,17 @@ if runs:
                            format_func=lambda i: by_id[i].label)
     panels = []
     if run.source is not None:
-        (before,) = cache.dataset_cams(*run.source, run.dataset, index, (None,))
+        (before,) = dataset_cache.dataset_cams(*run.source, run.dataset, index, (None,))
         panels.append((before, f"ImageNet head of {cache.specs()[run.source[0]].title}: “{before.label}”"))
     for other in (by_id[i] for i in shown):
-        after = cache.training_cam(other, index)
+        after = dataset_cache.training_cam(other, index)
         panels.append((after, f"#{other.number} {other.result.strategy.name}: “{after.label}”"))
     picture = run.dataset.images[index]
     for column, (cam, caption) in zip(st.columns(max(len(panels), 4)), panels, strict=False):
         column.image(cam.overlay(picture), caption=caption, width="stretch")
 
     st.subheader("Export and re-use")
-    json_file, weights_file = cache.checkpoint_files(run)
+    json_file, weights_file = dataset_cache.checkpoint_files(run)
     e1, e2, e3 = st.columns(3)
     stem = f"{result.model.spec.name}_{result.dataset}_{result.config.strategy}"
     e1.download_button("Download model.json", json_file, file_name="model.json", mime="application/json",
@@ -305,7 +255,7 @@ with st.expander("Import a trained model (model.json + model.safetensors)"):
     by_suffix = {f.name.rsplit(".", 1)[-1].lower(): f for f in files or []}
     if {"json", "safetensors"} <= set(by_suffix):
         document, weights = by_suffix["json"].getvalue(), by_suffix["safetensors"].getvalue()
-        loaded = cache.imported(cache.digest(document), cache.digest(weights), document, weights)
+        loaded = dataset_cache.imported(cache.digest(document), cache.digest(weights), document, weights)
         st.success(f"{loaded.spec.title}: {len(loaded.categories)} classes ({', '.join(loaded.categories[:10])}"
                    f"{', …' if len(loaded.categories) > 10 else ''}), {loaded.params:,} parameters, "
                    f"{loaded.spec.input_size[0]} px.")
