@@ -38,7 +38,7 @@ def section(data, choice: widgets.Choice, *, precision: str, batch_size: int, si
                    size=size, start_label="Explain every image")
     if first is None:
         return
-    st.caption(f"{len(first)} maps from {first.method} at `{first.layer}`, {first.precision}, "
+    st.caption(f"{len(first)} maps from {cams.METHODS[first.method].title} at `{first.layer}`, {first.precision}, "
                f"{first.images_per_second:.0f} images/s.")
     _mean_maps(data, first)
     _galleries(data, first)
@@ -61,11 +61,14 @@ def _audit(data, choice, which: str, *, method: str, target: str, precision: str
             return None
         running = jobs.audit_job(*settings, session=widgets.session_id())
         widgets.follow(WATCHED[which], running, leave=jobs.dataset_job_leave)
-    if not running.done:
+    if not running.done:  # no st.stop(): the other tab goes on rendering; the page reruns when the job ends
         widgets.job_progress(running, "Explaining every image", key=f"audit_stop_{which}")
-        st.stop()
-    if not widgets.job_ended(running, again="Explain again", key=f"audit_again_{which}",
-                             forget=jobs.dataset_job_forget):
+        return None
+    def forget(job) -> None:  # the next click starts over
+        jobs.dataset_job_forget(job)
+        st.session_state.pop(WATCHED[which], None)
+
+    if not widgets.job_ended(running, again="Explain again", key=f"audit_again_{which}", forget=forget):
         return None
     return running.result
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core import benchmarks, datasets, embeddings, faithfulness, models, processes, registry, training
+from core import audit, benchmarks, datasets, embeddings, faithfulness, models, processes, registry, training
 from dashboard import budget, cache, dataset_cache
 
 
@@ -234,6 +234,24 @@ class FaithfulnessJob(SharedJob):
                                       on_progress=self._report, should_stop=self.stop.is_set)
 
 
+class AuditJob(SharedJob):
+    """A heatmap, prediction and features for every image of a dataset (core.audit.explain_dataset), batch by
+    batch; Stop between batches."""
+
+    label = "Explaining a dataset"
+
+    def __init__(self, key: tuple, loaded: models.LoadedModel, dataset: datasets.Dataset, method: str, target: str,
+                 precision: str, batch_size: int, size: int | None) -> None:
+        self._loaded, self._dataset, self._method, self._target = loaded, dataset, method, target
+        self._precision, self._batch_size, self._size = precision, batch_size, size
+        super().__init__(key)
+
+    def _compute(self) -> audit.Audit:
+        return audit.explain_dataset(self._loaded, self._dataset, method=self._method, target=self._target,
+                                     batch_size=self._batch_size, precision=self._precision, size=self._size,
+                                     on_progress=self._report, should_stop=self.stop.is_set)
+
+
 @st.cache_resource
 def _dataset_jobs() -> Registry:
     return Registry(16)
@@ -326,6 +344,27 @@ def dataset_tsne_job(
     """The background t-SNE for these settings: the one already registered (running or ended), else a new one."""
     key = _tsne_key(features_key, perplexity, iterations, seed)
     return _dataset_jobs().attach(key, lambda: TsneJob(key, _features, perplexity, iterations, seed), session)
+
+
+def audit_key(name: str, device: str, pretrained: bool, _dataset: datasets.Dataset, method: str, target: str,
+              precision: str, batch_size: int, size: int | None) -> tuple:
+    return ("audit", _dataset.content_hash, name, device, pretrained, method, target, precision, batch_size, size)
+
+
+def audit_ready(name: str, device: str, pretrained: bool, _dataset: datasets.Dataset, method: str, target: str,
+                precision: str, batch_size: int, size: int | None) -> audit.Audit | None:
+    """The stored audit for these settings, or None: computes nothing."""
+    key = audit_key(name, device, pretrained, _dataset, method, target, precision, batch_size, size)
+    return dataset_cache.dataset_results().peek(key)
+
+
+def audit_job(name: str, device: str, pretrained: bool, _dataset: datasets.Dataset, method: str, target: str,
+              precision: str, batch_size: int, size: int | None, session: str | None = None) -> AuditJob:
+    """The background audit for these settings: the one already registered (running or ended), else a new one."""
+    key = audit_key(name, device, pretrained, _dataset, method, target, precision, batch_size, size)
+    loaded = cache.model(name, device, pretrained)  # before the registry's lock: a first load must not hold it
+    return _dataset_jobs().attach(
+        key, lambda: AuditJob(key, loaded, _dataset, method, target, precision, batch_size, size), session)
 
 
 def dataset_job_forget(job: SharedJob) -> None:
