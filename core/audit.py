@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from core import cams, embeddings, hooks, layout, localisation, preprocessing
+from core import cams, embeddings, hooks, localisation, preprocessing
 from core.cam_methods import METHODS, check_method
 from core.datasets import Dataset
 from core.errors import Cancelled, InvalidInputError
@@ -346,17 +346,10 @@ class _Pairs:
 
 def _pass(model, module, layer, batch, truth, needs_grads, dtype, method):
     """One batch: (features, logits, explained classes, (B, side, side) float16 maps)."""
-    store: dict[str, Tensor] = {}
-
-    def swap(_module, _args, output):
-        leaf = output.detach().requires_grad_(needs_grads)
-        store["leaf"] = leaf
-        return leaf.clone() if needs_grads else leaf  # a clone lets later in-place ops (ReLU) run
-
     autocast = torch.autocast(batch.device.type, dtype=dtype) if dtype is not None else nullcontext()
     head = model.spec.head
-    with model.lock, hooks.attached(module, swap), hooks.capture(model.module, [head], inputs=True) as captured, \
-            torch.enable_grad(), autocast:
+    with model.lock, hooks.leaf(module, requires_grad=needs_grads, name=layer) as store, \
+            hooks.capture(model.module, [head], inputs=True) as captured, torch.enable_grad(), autocast:
         logits = model.module(batch)
         explained = (logits.detach().argmax(dim=1) if truth is None else truth.to(logits.device))
         grads = None
@@ -366,13 +359,7 @@ def _pass(model, module, layer, batch, truth, needs_grads, dtype, method):
             score = logits.gather(1, explained.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(score, store["leaf"])
         features = captured[head].float().flatten(1).cpu().numpy()
-    activations = store["leaf"].detach()
-    reshape = layout.reshape_for(model.spec, activations)
-    if reshape is not None:
-        activations = reshape(activations)
-        grads = reshape(grads) if grads is not None else None
-    if activations.ndim != 4:
-        raise InvalidInputError(f"Layer '{layer}' outputs shape {tuple(activations.shape)}; maps need (B, C, H, W).")
+    activations, grads = cams.as_maps(model, layer, store["leaf"].detach(), grads)
     targets = explained.cpu().numpy()
     raw = cams.weigh(method, module, batch.cpu(), activations.float().cpu(),
                      grads.float().cpu() if grads is not None else None, targets)

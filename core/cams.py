@@ -240,26 +240,25 @@ def _forward_backward(
     The hook swaps the layer's output for a fresh leaf tensor, so autograd stops there: the
     backward pass runs from the class score down to the layer and no further.
     """
-    store: dict[str, Tensor] = {}
-
-    def swap(_module, _args, output):
-        if not isinstance(output, Tensor):
-            raise LayerNotFoundError(
-                f"Layer '{layer}' outputs a {type(output).__name__}, not a tensor: choose another layer."
-            )
-        leaf = output.detach().requires_grad_(needs_grads)
-        store["leaf"] = leaf
-        return leaf.clone() if needs_grads else leaf  # a clone lets later in-place ops (ReLU) run
-
     batch = tensor.to(model.device)
-    with model.lock, hooks.attached(module, swap), torch.enable_grad():
+    with model.lock, hooks.leaf(module, requires_grad=needs_grads, name=layer) as store, torch.enable_grad():
         logits = model.module(batch)
         grads = None
         if needs_grads:
             target = int(logits[0].argmax()) if target is None else target
             score = ClassifierOutputTarget(target)(logits[0])
             (grads,) = torch.autograd.grad(score, store["leaf"])
-    activations = store["leaf"].detach()
+    activations, grads = as_maps(model, layer, store["leaf"].detach(), grads)
+    return (activations.float().cpu(), (grads.float().cpu() if grads is not None else None),
+            logits.detach().float().cpu())
+
+
+def as_maps(model: LoadedModel, layer: str, activations: Tensor, grads: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """A layer's captured output and its gradient as (B, C, H, W) maps (token layouts reshaped by `layout`).
+
+    Raises:
+        LayerNotFoundError: the layer's output is not a map even so (a head, a pooled vector).
+    """
     reshape = layout.reshape_for(model.spec, activations)
     if reshape is not None:
         activations = reshape(activations)
@@ -269,8 +268,7 @@ def _forward_backward(
             f"Layer '{layer}' outputs shape {tuple(activations.shape)}; CAMs need feature maps (B, C, H, W). "
             "Choose a convolutional layer or block."
         )
-    return (activations.float().cpu(), (grads.float().cpu() if grads is not None else None),
-            logits.detach().float().cpu())
+    return activations, grads
 
 
 class _Reporting(nn.Module):

@@ -61,6 +61,29 @@ def _record(captured: dict[str, Tensor], path: str, inputs: bool, _module, args,
     captured[path] = value.detach().clone() if isinstance(value, Tensor) else value
 
 
+@contextmanager
+def leaf(module: nn.Module, *, requires_grad: bool, name: str = "") -> Iterator[dict[str, Tensor]]:
+    """For the block, `module`'s output is swapped for a fresh leaf tensor, kept as `store["leaf"]`: autograd
+    stops there, so a backward pass from a score runs down to this layer and no further.
+
+    Raises:
+        LayerNotFoundError: the layer outputs something other than a tensor.
+    """
+    store: dict[str, Tensor] = {}
+
+    def swap(_module, _args, output):
+        if not isinstance(output, Tensor):
+            raise LayerNotFoundError(
+                f"Layer '{name}' outputs a {type(output).__name__}, not a tensor: choose another layer."
+            )
+        fresh = output.detach().requires_grad_(requires_grad)
+        store["leaf"] = fresh
+        return fresh.clone() if requires_grad else fresh  # a clone lets later in-place ops (ReLU) run
+
+    with attached(module, swap):
+        yield store
+
+
 def count(model: nn.Module) -> int:
     """Number of forward, pre-forward and backward hooks on the model and all its submodules."""
     return sum(
