@@ -34,6 +34,7 @@ from pytorch_grad_cam.base_cam import BaseCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from core import attention  # noqa: E402
 from core.errors import UnknownMethodError, did_you_mean  # noqa: E402
 from core.models import LoadedModel  # noqa: E402
 
@@ -44,7 +45,7 @@ class Method:
 
     name: str  # key used by the CLI and the UI
     title: str
-    cls: type  # the pytorch-grad-cam class that builds it
+    cls: type | None  # the pytorch-grad-cam class that builds it (None: computed by `core.attention`)
     cost: str  # what it costs, in words
     shared: bool = False  # computed from the shared forward + short backward pass (else: the library's own call)
     uses_gradients: bool = True  # d(score)/d(activations); False: activations only (class-agnostic or perturbation)
@@ -61,6 +62,10 @@ class Method:
     failures: tuple[tuple[str, str], ...] = ()
     #: the class whose maths the shared pass uses, when not `cls` (EigenCAM's SVD in its economical form)
     shared_cls: type | None = None
+    #: read from every block's attention maps by `core.attention` (one forward and one backward pass of their
+    #: own, for all of them together); applies to the transformers whose blocks it knows
+    attention: bool = False
+    class_specific: bool = True  # False: the map does not depend on the class explained (rollout, Eigen-CAM)
 
     @property
     def slow(self) -> bool:
@@ -71,6 +76,8 @@ class Method:
     def needs(self) -> str:
         """What it needs, in words ("gradients, a target layer")."""
         parts = ["gradients" if self.uses_gradients else "activations only"]
+        if self.attention:
+            return ", ".join([*parts[:1], "every block's attention maps (a transformer)"])
         parts += ["second derivatives"] if self.second_derivatives else []
         parts += ["a target layer" if self.target_layer else "no target layer (picks its own)"]
         parts += ["one forward pass per channel"] if self.per_channel else []
@@ -78,10 +85,14 @@ class Method:
         return ", ".join(parts)
 
     def applies_to(self, model: LoadedModel) -> bool:
+        if self.attention:  # from the spec alone when only the spec is known (listing what applies)
+            return model.spec.family == "transformer" and (not hasattr(model, "module") or attention.supports(model))
         return not (self.cnn_only and model.spec.family != "cnn")
 
     def options(self) -> dict[str, object]:
         """The constructor's own defaults for its extra options, overridden by `kwargs`."""
+        if self.cls is None:
+            return dict(self.kwargs)
         parameters = inspect.signature(self.cls.__init__).parameters
         defaults = {name: p.default for name, p in parameters.items()
                     if name not in _CAM_ARGUMENTS and p.default is not inspect.Parameter.empty}
@@ -180,10 +191,11 @@ METHODS: dict[str, Method] = {
         Method("eigengradcam", "EigenGrad-CAM", EigenGradCAM, "one pass + SVD", shared=True,
                shared_cls=_EconomicalEigenGradCAM),
         Method("eigencam", "Eigen-CAM", EigenCAM, "one forward + SVD (class-agnostic)", shared=True,
-               uses_gradients=False, shared_cls=_EconomicalEigenCAM),
+               uses_gradients=False, shared_cls=_EconomicalEigenCAM, class_specific=False),
         Method("kpcacam", "KPCA-CAM", KPCA_CAM, "one forward + kernel PCA (class-agnostic)", shared=True,
-               uses_gradients=False),
-        Method("fem", "FEM", FEM, "one forward (class-agnostic)", shared=True, uses_gradients=False),
+               uses_gradients=False, class_specific=False),
+        Method("fem", "FEM", FEM, "one forward (class-agnostic)", shared=True, uses_gradients=False,
+               class_specific=False),
         Method(
             "fullgrad", "FullGrad", FullGrad, "forward + full backward (every bias layer; ignores the target layer)",
             target_layer=False, cnn_only=True,
@@ -205,9 +217,17 @@ METHODS: dict[str, Method] = {
             "ablationcam", "Ablation-CAM", AblationCAM, _PER_CHANNEL, uses_gradients=False, per_channel=True,
             cnn_only=True, reason="needs an ablation layer for token layouts, not wired for transformers",
         ),
+        *(
+            Method(a.name, a.title, None, "one forward + one backward through every block (attention maps)",
+                   uses_gradients=a.uses_gradients, target_layer=False, attention=True,
+                   class_specific=a.class_specific,
+                   reason="it reads a transformer's attention maps (torchvision ViT and Swin)")
+            for a in attention.METHODS.values()
+        ),
     )
 }
 SHARED = tuple(name for name, m in METHODS.items() if m.shared)
+ATTENTION = tuple(name for name, m in METHODS.items() if m.attention)
 DEFAULT_METHOD = "gradcam"
 
 

@@ -1,6 +1,6 @@
 """Class activation maps for registered backbones, computed with pytorch-grad-cam's own code.
 
-Two paths, one result:
+Three paths, one result:
 - *Shared pass* (gradient methods, EigenCAM, KPCA-CAM): one forward pass captures the target
   layer's activations; `torch.autograd.grad` backpropagates only from the class score down to
   that layer (not through the trunk). Each method's own `get_cam_image` / `get_cam_weights` and
@@ -8,7 +8,9 @@ Two paths, one result:
   EigenCAM's SVD in its economical form (same first component, no (HW x HW) matrix).
 - *Library path* (every method whose record is not `shared`, and any method with `aug_smooth`): the library's class,
   used as a context manager so its hooks are always removed.
-Both hold the model's lock for every forward pass, so a shared model is used by one thread at a time.
+- *Attention path* (rollout, gradient-weighted rollout, LeGrad on transformers): `core.attention` reads every
+  block's attention maps from one forward and one backward pass of their own, for all of them together.
+All hold the model's lock for every forward pass, so a shared model is used by one thread at a time.
 """
 
 import copy
@@ -31,8 +33,8 @@ from pytorch_grad_cam.utils.image import deprocess_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
-from core import benchmarks, cam_methods, hooks, images, layout, preprocessing
-from core.cam_methods import DEFAULT_METHOD, METHODS, SHARED, Method, applicable, check_method  # noqa: F401
+from core import attention, benchmarks, cam_methods, hooks, images, layout, preprocessing
+from core.cam_methods import ATTENTION, DEFAULT_METHOD, METHODS, SHARED, Method, applicable, check_method  # noqa: F401
 from core.errors import InvalidInputError, LayerNotFoundError, UnknownMethodError
 from core.models import LoadedModel
 from core.predictions import probabilities
@@ -148,8 +150,12 @@ def raw_maps(
 def _raw_maps(model, tensor, methods, target, layer, eigen_smooth, aug_smooth, report):
     module = hooks.find(model.module, layer)
     shared = [m for m in methods if METHODS[m].shared and not aug_smooth]
-    others = [m for m in methods if m not in shared]
+    read = [m for m in methods if METHODS[m].attention]
+    others = [m for m in methods if m not in shared and m not in read]
     results: dict[str, tuple[np.ndarray, float]] = {}
+    if read:
+        report(0.0, f"One pass through every attention block for {len(read)} method(s)")
+        results.update(attention.raw_maps(model, tensor, methods=read, target=target))
     if shared:
         report(0.0, f"One forward and backward pass for {len(shared)} method(s)")
         started = time.perf_counter()
@@ -162,7 +168,7 @@ def _raw_maps(model, tensor, methods, target, layer, eigen_smooth, aug_smooth, r
             results[name] = (raw, pass_seconds / len(shared) + time.perf_counter() - began)
     for index, name in enumerate(others):
         began = time.perf_counter()
-        base = len(shared) + index
+        base = len(shared) + len(read) + index
 
         def step(fraction: float, message: str, base=base) -> None:
             report((base + fraction) / len(methods), message)

@@ -27,14 +27,15 @@ def test_all_on_a_cnn_is_every_method_but_the_per_channel_ones():
     assert cams.applicable(cnn) == [*ONE_PASS, "fullgrad", "finercam", "shapleycam"]  # 13
     assert cams.applicable(cnn, include_slow=True) == [*ONE_PASS, "fullgrad", "finercam", "shapleycam",
                                                        "scorecam", "ablationcam"]  # 15
-    assert cams.applicable(cnn, include_slow=True) == list(cams.METHODS)
+    assert cams.applicable(cnn, include_slow=True) == [m for m in cams.METHODS if not cams.METHODS[m].attention]
 
 
 @pytest.mark.parametrize("name", ["vit_b_16", "swin_t"])
 def test_all_on_a_token_model_leaves_out_the_cnn_only_methods(name):
     model = _model_of(name)
-    assert cams.applicable(model) == [*ONE_PASS, "finercam"]
-    assert cams.applicable(model, include_slow=True) == [*ONE_PASS, "finercam", "scorecam"]
+    assert cams.applicable(model) == [*ONE_PASS, "finercam", "rollout", "grad_rollout", "legrad"]
+    assert cams.applicable(model, include_slow=True) == [*ONE_PASS, "finercam", "scorecam", "rollout", "grad_rollout",
+                                                         "legrad"]
     for method in ("fullgrad", "shapleycam", "ablationcam"):
         assert not cams.METHODS[method].applies_to(model) and cams.METHODS[method].reason
 
@@ -43,7 +44,8 @@ def test_method_facts_are_fields():
     m = cams.METHODS
     assert [n for n, info in m.items() if info.per_channel] == ["scorecam", "ablationcam"]
     assert all(info.slow == info.per_channel for info in m.values())
-    assert [n for n, info in m.items() if not info.target_layer] == ["fullgrad"]
+    assert [n for n, info in m.items() if not info.target_layer] == ["fullgrad", *cams.ATTENTION]
+    assert cams.ATTENTION == ("rollout", "grad_rollout", "legrad")
     assert [n for n, info in m.items() if info.second_derivatives] == ["shapleycam"]
     assert [n for n, info in m.items() if info.contrastive] == ["finercam"]
     assert [n for n, info in m.items() if info.shared] == ONE_PASS == list(cams.SHARED)

@@ -1,0 +1,62 @@
+"""The attention methods (core.attention) as CAM methods: records, 'all', the engine's third path, the CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+from core import attention, cams, models, preprocessing
+from core.__main__ import main
+from core.errors import UnknownMethodError
+from tests.conftest import TINY_VIT, sample
+
+
+@pytest.fixture(scope="module")
+def vit():
+    model = models.load(TINY_VIT, device="cpu")
+    with torch.no_grad():  # torchvision zero-initialises the head: every gradient map would be blank
+        model.module.heads.head.weight.copy_(torch.randn(model.module.heads.head.weight.shape,
+                                                         generator=torch.Generator().manual_seed(1)) * 0.5)
+    return model
+
+
+def test_records_say_what_the_methods_need():
+    for name in cams.ATTENTION:
+        method = cams.METHODS[name]
+        assert method.attention and not method.shared and not method.target_layer and method.cls is None
+        assert "attention maps" in method.needs and method.title == attention.METHODS[name].title
+    assert not cams.METHODS["rollout"].class_specific and cams.METHODS["legrad"].class_specific
+    assert not cams.METHODS["eigencam"].class_specific and cams.METHODS["gradcam"].class_specific
+
+
+def test_only_transformers_get_them(lite0, vit):
+    assert not set(cams.ATTENTION) & set(cams.applicable(lite0, include_slow=True))
+    assert cams.applicable(vit)[-3:] == ["rollout", "grad_rollout", "legrad"]
+    with pytest.raises(UnknownMethodError, match="does not apply.*attention maps"):
+        cams.compute(lite0, sample("chelsea"), methods=["rollout"])
+
+
+def test_the_engine_computes_them_beside_the_cam_family(vit):
+    image = sample("chelsea")
+    results = cams.compute(vit, image, methods=["gradcam", "rollout", "legrad", "grad_rollout"], target=2)
+    assert [r.method for r in results] == ["gradcam", "rollout", "legrad", "grad_rollout"]
+    tensor = preprocessing.to_tensor(image, vit.spec)
+    direct = attention.raw_maps(vit, tensor, methods=["rollout", "legrad", "grad_rollout"], target=2)
+    for result in results[1:]:
+        assert result.heatmap.shape == (image.height, image.width) and result.target == 2
+        np.testing.assert_allclose(result.raw, direct[result.method][0], atol=1e-6)
+    # rollout does not depend on the class; the gradient-weighted methods do
+    other = {r.method: r.raw for r in cams.compute(vit, image, methods=["rollout", "grad_rollout"], target=7)}
+    np.testing.assert_allclose(other["rollout"], results[1].raw, atol=1e-6)
+    assert not np.allclose(other["grad_rollout"], results[3].raw, atol=1e-3)
+
+
+def test_cli_method_all_includes_them(tmp_path, vit, capsys):
+    out = tmp_path / "rollout.png"
+    assert main(["explain", "assets/samples/chelsea.jpg", "--model", TINY_VIT, "--method", "rollout",
+                 "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    assert main(["explain", "assets/samples/chelsea.jpg", "--model", TINY_VIT, "--method", "all",
+                 "--out", str(tmp_path / "all")]) == 0
+    names = " ".join(str(p.relative_to(tmp_path)) for p in (tmp_path / "all").rglob("*.png"))
+    for method in cams.ATTENTION:
+        assert method in names, (method, names)
