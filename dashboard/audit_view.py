@@ -98,7 +98,8 @@ def _mean_maps(data, result: audit.Audit) -> None:
             mean = images.mean_picture((data.images[r] for r in rows[:200]), SIDE)
             heat = means[index]
             heat = heat / heat.max() if heat.max() > 0 else heat
-            column.image(images.overlay(mean, audit.upsample(heat, SIDE, SIDE)), caption=f"{name} · {title} · {len(rows)}")
+            column.image(images.overlay(mean, audit.upsample(heat, SIDE, SIDE)), width=SIDE,
+                         caption=f"{name} · {title} · {len(rows)}")
 
 
 def _galleries(data, result: audit.Audit) -> None:
@@ -117,6 +118,7 @@ def _galleries(data, result: audit.Audit) -> None:
         columns[place % 6].image(
             _overlay(data, result, int(index)),
             caption=f"{label} → {guess} · {statistic.replace('_', ' ')} {result.stats[statistic][index]:.2f}",
+            width=SIDE,
         )
 
 
@@ -142,11 +144,12 @@ def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: in
     for index in np.argsort(rho, kind="stable")[:4]:
         left, right = st.columns(2)
         label = data.classes[first.labels[index]]
-        left.image(_overlay(data, first, int(index)),
-                   caption=f"{cache.specs()[choice.name].title}: {first.categories[first.predictions[index]]}")
-        right.image(_overlay(data, second, int(index)),
-                    caption=f"{cache.specs()[other].title}: {second.categories[second.predictions[index]]} "
-                            f"· true {label} · agreement {rho[index]:.2f}")
+        left.image(_overlay(data, first, int(index), 2 * SIDE), width=2 * SIDE,
+                   caption=f"{cache.specs()[choice.name].title}: {first.categories[first.predictions[index]]} "
+                           f"· true {label}")
+        right.image(_overlay(data, second, int(index), 2 * SIDE), width=2 * SIDE,
+                    caption=f"{spec.title}: {second.categories[second.predictions[index]]} "
+                            f"· agreement {rho[index]:.2f}")
 
 
 def _downloads(result: audit.Audit) -> None:

@@ -63,7 +63,7 @@ def test_background_jobs_live_in_jobs():
     classes = {node.name: path.name for path in MODULES for node in ast.walk(_tree(path)) if isinstance(node, ast.ClassDef)}
     jobs_ = {name for name, where in classes.items() if name.endswith("Job")}
     assert jobs_ == {"BackgroundJob", "BenchmarkJob", "SharedJob", "FeaturesJob", "TsneJob", "FaithfulnessJob",
-                     "TrainingJob"}
+                     "AuditJob", "TrainingJob"}
     assert {classes[name] for name in jobs_} == {"jobs.py"}
     assert all(issubclass(getattr(jobs, name), jobs.BackgroundJob) for name in jobs_)
 
