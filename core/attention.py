@@ -367,14 +367,18 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return list(methods)
 
 
-def grids(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target: int, head_fusion: str = "mean",
-          discard_ratio: float = 0.0) -> dict[str, tuple[Tensor, float]]:
-    """{method: (token-grid map, unnormalised, seconds)} from one shared pass; see `raw_maps`."""
-    methods = check_methods(methods)
+def _check_options(head_fusion: str, discard_ratio: float) -> None:
     if head_fusion not in FUSIONS:
         raise InvalidInputError(f"Head fusion is one of {', '.join(FUSIONS)}, got {head_fusion!r}.")
     if not 0.0 <= discard_ratio < 1.0:
         raise InvalidInputError(f"The discard ratio is a fraction in [0, 1), got {discard_ratio!r}.")
+
+
+def grids(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target: int, head_fusion: str = "mean",
+          discard_ratio: float = 0.0) -> dict[str, tuple[Tensor, float]]:
+    """{method: (token-grid map, unnormalised, seconds)} from one shared pass; see `raw_maps`."""
+    methods = check_methods(methods)
+    _check_options(head_fusion, discard_ratio)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("attention.raw_maps needs gradients; call it outside torch.inference_mode().")
     gradients = any(METHODS[m].uses_gradients for m in methods)
@@ -414,3 +418,21 @@ def raw_maps(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], targ
     height, width = tensor.shape[-2:]
     maps = grids(model, tensor, methods=methods, target=target, head_fusion=head_fusion, discard_ratio=discard_ratio)
     return {name: (_normalised(grid, height, width), seconds) for name, (grid, seconds) in maps.items()}
+
+
+def depth(model: LoadedModel, tensor: Tensor, *, head_fusion: str = "mean", discard_ratio: float = 0.0) -> list[np.ndarray]:
+    """Rollout up to block k for k = 1..L, the transformer's "CAM through depth", from one forward pass.
+
+    Each map is (h, w) float32 in [0, 1] at the tensor's size. On Swin, block k's rollout starts uniform on its
+    own stage's grid (the mean pool the head would apply there) and is carried down to the first stage.
+    """
+    _check_options(head_fusion, discard_ratio)
+    with recording(model) as records, torch.no_grad():
+        model.module(tensor.to(model.device))
+        layout = _layout(model.module)
+    matrices = _rollout_matrices(records, head_fusion, discard_ratio)
+    height, width = tensor.shape[-2:]
+    return [
+        _normalised(_grid(records, layout, _roll(records[:k], matrices[:k], layout.prefix).cpu(), False), height, width)
+        for k in range(1, len(records) + 1)
+    ]

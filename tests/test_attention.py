@@ -58,10 +58,24 @@ def swin() -> models.LoadedModel:
     module = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
                              stochastic_depth_prob=0.0, num_classes=10)
     with torch.no_grad():
-        for block in attention._layout(module).attentions:
+        for block in _attention_modules(module):
             block.qkv.bias.zero_()  # padding tokens then carry v = 0: the dense check below is exact
             block.relative_position_bias_table.normal_(0, 1.0)
     return _loaded(_randomise(module, 2), 40)
+
+
+def _attention_modules(module: nn.Module) -> list[nn.Module]:
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
+
+    return [m for m in module.modules() if isinstance(m, nn.MultiheadAttention | ShiftedWindowAttention)]
+
+
+def _unit_resized(grid: torch.Tensor, size: int) -> np.ndarray:
+    """The maps' documented convention: scaled to [0, 1] on the token grid, then resized bilinearly."""
+    import cv2
+
+    grid = ((grid - grid.min()) / (grid.max() - grid.min() + 1e-7)).numpy().astype(np.float32)
+    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _image(seed: int, size: int) -> torch.Tensor:
@@ -177,7 +191,7 @@ def test_capture_leaves_the_logits_unchanged_and_nothing_patched(fixture, reques
     with attention.recording(model, outputs=True) as records, torch.no_grad():
         captured = model.module(x)
         assert _patched(model.module) and hooks.count(model.module) > 0
-    assert len(records) == len(attention._layout(model.module).blocks)
+    assert len(records) == len(_attention_modules(model.module))
     assert torch.allclose(plain, captured, atol=1e-5)
     attention.raw_maps(model, x, methods=list(attention.METHODS), target=1)
     assert _patched(model.module) == [] and hooks.count(model.module) == 0
@@ -195,6 +209,18 @@ def test_nothing_left_patched_when_the_call_raises(vit):
     assert _patched(vit.module) == [] and hooks.count(vit.module) == 0
     with torch.no_grad():
         assert torch.allclose(vit.module(x), _manual_vit(vit.module, x)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", ["vit", "swin"])
+def test_depth_is_rollout_up_to_each_block(fixture, request):
+    model = request.getfixturevalue(fixture)
+    x = _image(13, model.spec.input_size[0])
+    maps = attention.depth(model, x)
+    assert len(maps) == len(_attention_modules(model.module))
+    assert np.allclose(maps[-1], attention.raw_maps(model, x, methods=["rollout"], target=0)["rollout"][0], atol=1e-6)
+    if fixture == "vit":
+        _, explicit = _manual_vit(model.module, x)
+        assert np.allclose(maps[0], _unit_resized(_reference_rollout(explicit[:1]).view(4, 4), 64), atol=1e-6)
 
 
 def test_capture_holds_the_models_lock(vit):
@@ -251,7 +277,7 @@ def test_swin_window_positions_reproduce_the_attention_output(swin):
     """Dense matrices built from the window layout give the attention module's own output (shift and padding)."""
     seen = []
     handles = [a.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
-               for a in attention._layout(swin.module).attentions]
+               for a in _attention_modules(swin.module)]
     try:
         with attention.recording(swin) as records, torch.no_grad():
             swin.module(_image(10, 40))
