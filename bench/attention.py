@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from core import attention, models, runtime  # noqa: E402
+from tests import attention_reference as reference  # noqa: E402
 
 METHODS = list(attention.METHODS)
 
@@ -28,45 +29,14 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _explicit_forward(module, x):
-    """torchvision's ViT forward written out, with every attention map explicit (what a reference must do)."""
-    tokens = module._process_input(x)
-    tokens = torch.cat([module.class_token.expand(1, -1, -1), tokens], dim=1) + module.encoder.pos_embedding
-    tokens = tokens.detach().requires_grad_(torch.is_grad_enabled())
-    maps = []
-    for block in module.encoder.layers:
-        y = block.ln_1(tokens)
-        mha = block.self_attention
-        n, dim, heads = y.shape[1], y.shape[2], mha.num_heads
-        q, k, v = (
-            torch.nn.functional.linear(y, mha.in_proj_weight, mha.in_proj_bias)
-            .view(1, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
-        )
-        a = torch.softmax(q @ k.transpose(-1, -2) / (dim // heads) ** 0.5, dim=-1)
-        maps.append(a)
-        tokens = tokens + mha.out_proj((a @ v).transpose(1, 2).reshape(1, n, dim))
-        tokens = tokens + block.mlp(block.ln_2(tokens))
-    return module.heads(module.encoder.ln(tokens)[:, 0]), maps
-
-
 def reference_rollout(module, x):
     with torch.no_grad():
-        _, maps = _explicit_forward(module, x)
-        result = torch.eye(maps[0].shape[-1], device=x.device)
-        for a in maps:
-            a = (a.mean(1)[0] + torch.eye(a.shape[-1], device=x.device)) / 2
-            result = (a / a.sum(-1, keepdim=True)) @ result
-    return result[0, 1:]
+        return reference.rollout(reference.explicit_vit_forward(module, x)[1])
 
 
 def reference_grad_rollout(module, x, target):
     with torch.enable_grad():
-        logits, maps = _explicit_forward(module, x)
-        grads = torch.autograd.grad(logits[0, target], maps)
-    result = torch.eye(maps[0].shape[-1], device=x.device)
-    for a, g in zip(maps, grads, strict=True):
-        result = result + (g * a).clamp(min=0).mean(1)[0].detach() @ result
-    return result[0, 1:]
+        return reference.grad_rollout(*reference.explicit_vit_forward(module, x), target)
 
 
 def torchcam_legrad(module, x, target):

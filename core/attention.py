@@ -52,6 +52,7 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -169,12 +170,12 @@ def _layout(module: nn.Module) -> _Layout:
     if isinstance(module, SwinTransformer):
         blocks, stages = [], []
         for part in module.features:
-            inside = [b for b in part.children() if isinstance(b, SwinTransformerBlock)] if isinstance(part, nn.Sequential) else []
+            inside = [b for b in part.children() if isinstance(b, SwinTransformerBlock)]
             if inside:
                 blocks += inside
                 stages += [len(set(stages))] * len(inside)
-        if any(not isinstance(b.attn, ShiftedWindowAttention) for b in blocks):
-            raise InvalidInputError("Attention methods need Swin blocks with shifted window attention.")
+        if any(type(b.attn) is not ShiftedWindowAttention for b in blocks):  # v2's cosine attention: not written
+            raise InvalidInputError("Attention methods support Swin v1 blocks (shifted window attention) only.")
         return _Layout(tuple(blocks), tuple(b.attn for b in blocks), tuple(stages), True, 0,
                        lambda x: module.head(module.flatten(module.avgpool(module.permute(module.norm(x))))),
                        module.norm.normalized_shape[0])
@@ -218,8 +219,10 @@ def _swin_forward(record, module, x):
     if sum(shift) > 0:
         x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
     count = (pad_h // wh) * (pad_w // ww)
-    x = x.view(batch, pad_h // wh, wh, pad_w // ww, ww, dim).permute(0, 1, 3, 2, 4, 5).reshape(batch * count, wh * ww, dim)
-    q, k, v = F.linear(x, module.qkv.weight, module.qkv.bias).reshape(x.size(0), x.size(1), 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+    x = x.view(batch, pad_h // wh, wh, pad_w // ww, ww, dim).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(batch * count, wh * ww, dim)
+    qkv = F.linear(x, module.qkv.weight, module.qkv.bias).reshape(x.size(0), x.size(1), 3, heads, dim // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
     logits = (q * (dim // heads) ** -0.5) @ k.transpose(-2, -1) + module.get_relative_position_bias()
     if sum(shift) > 0:
         regions = x.new_zeros((pad_h, pad_w))
@@ -229,7 +232,8 @@ def _swin_forward(record, module, x):
             regions[h[0]:h[1], w[0]:w[1]] = n
         regions = regions.view(pad_h // wh, wh, pad_w // ww, ww).permute(0, 2, 1, 3).reshape(count, wh * ww)
         mask = (regions.unsqueeze(1) - regions.unsqueeze(2)) != 0
-        logits = (logits.view(batch, count, heads, wh * ww, wh * ww) + mask.unsqueeze(1) * -100.0).view(-1, heads, wh * ww, wh * ww)
+        n = wh * ww
+        logits = (logits.view(batch, count, heads, n, n) + mask.unsqueeze(1) * -100.0).view(-1, heads, n, n)
     weights = _first_grad(torch.softmax(logits, dim=-1))
     record(weights, _Window(height, width, (wh, ww), shift))
     x = module.proj((weights @ v).transpose(1, 2).reshape(x.size(0), x.size(1), dim))
@@ -251,6 +255,14 @@ def _shadowed(module: nn.Module, forward: Callable) -> Iterator[None]:
         del module.forward
 
 
+def _patched_forward(forward, record, module, *args, **kwargs):
+    return forward(record, module, *args, **kwargs)
+
+
+def _keep_output(records: list[_Record], index: int, _module, _args, output) -> None:
+    records[index].output = output
+
+
 @contextmanager
 def recording(model: LoadedModel, *, outputs: bool = False) -> Iterator[list[_Record]]:
     """Record every block's attention probabilities (and, with `outputs`, its output) during forward passes
@@ -263,9 +275,10 @@ def recording(model: LoadedModel, *, outputs: bool = False) -> Iterator[list[_Re
                 records.append(_Record(weights, window, stage))
 
             forward = _swin_forward if layout.windowed else _mha_forward
-            stack.enter_context(_shadowed(attention, lambda module, *a, _r=record, _f=forward, **k: _f(_r, module, *a, **k)))
+            patched = partial(_patched_forward, forward, record)
+            stack.enter_context(_shadowed(attention, patched))
             if outputs:
-                stack.enter_context(hooks.attached(block, lambda _m, _a, out, i=index: setattr(records[i], "output", out)))
+                stack.enter_context(hooks.attached(block, partial(_keep_output, records, index)))
         yield records
 
 
@@ -367,14 +380,18 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return list(methods)
 
 
-def grids(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target: int, head_fusion: str = "mean",
-          discard_ratio: float = 0.0) -> dict[str, tuple[Tensor, float]]:
-    """{method: (token-grid map, unnormalised, seconds)} from one shared pass; see `raw_maps`."""
-    methods = check_methods(methods)
+def _check_options(head_fusion: str, discard_ratio: float) -> None:
     if head_fusion not in FUSIONS:
         raise InvalidInputError(f"Head fusion is one of {', '.join(FUSIONS)}, got {head_fusion!r}.")
     if not 0.0 <= discard_ratio < 1.0:
         raise InvalidInputError(f"The discard ratio is a fraction in [0, 1), got {discard_ratio!r}.")
+
+
+def grids(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target: int, head_fusion: str = "mean",
+          discard_ratio: float = 0.0) -> dict[str, tuple[Tensor, float]]:
+    """{method: (token-grid map, unnormalised, seconds)} from one shared pass; see `raw_maps`."""
+    methods = check_methods(methods)
+    _check_options(head_fusion, discard_ratio)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("attention.raw_maps needs gradients; call it outside torch.inference_mode().")
     gradients = any(METHODS[m].uses_gradients for m in methods)
@@ -414,3 +431,21 @@ def raw_maps(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], targ
     height, width = tensor.shape[-2:]
     maps = grids(model, tensor, methods=methods, target=target, head_fusion=head_fusion, discard_ratio=discard_ratio)
     return {name: (_normalised(grid, height, width), seconds) for name, (grid, seconds) in maps.items()}
+
+
+def depth(model: LoadedModel, tensor: Tensor, *, head_fusion: str = "mean", discard_ratio: float = 0.0) -> list[np.ndarray]:
+    """Rollout up to block k for k = 1..L, the transformer's "CAM through depth", from one forward pass.
+
+    Each map is (h, w) float32 in [0, 1] at the tensor's size. On Swin, block k's rollout starts uniform on its
+    own stage's grid (the mean pool the head would apply there) and is carried down to the first stage.
+    """
+    _check_options(head_fusion, discard_ratio)
+    with recording(model) as records, torch.no_grad():
+        model.module(tensor.to(model.device))
+        layout = _layout(model.module)
+    matrices = _rollout_matrices(records, head_fusion, discard_ratio)
+    height, width = tensor.shape[-2:]
+    return [
+        _normalised(_grid(records, layout, _roll(records[:k], matrices[:k], layout.prefix).cpu(), False), height, width)
+        for k in range(1, len(records) + 1)
+    ]

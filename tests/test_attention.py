@@ -10,6 +10,8 @@ from torch import nn
 from core import attention, hooks, models, registry
 from core.errors import InvalidInputError, UnknownMethodError
 
+from . import attention_reference as reference
+from .attention_reference import explicit_vit_forward
 from .conftest import TINY
 
 
@@ -58,61 +60,28 @@ def swin() -> models.LoadedModel:
     module = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
                              stochastic_depth_prob=0.0, num_classes=10)
     with torch.no_grad():
-        for block in attention._layout(module).attentions:
+        for block in _attention_modules(module):
             block.qkv.bias.zero_()  # padding tokens then carry v = 0: the dense check below is exact
             block.relative_position_bias_table.normal_(0, 1.0)
     return _loaded(_randomise(module, 2), 40)
 
 
+def _attention_modules(module: nn.Module) -> list[nn.Module]:
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
+
+    return [m for m in module.modules() if isinstance(m, nn.MultiheadAttention | ShiftedWindowAttention)]
+
+
+def _unit_resized(grid: torch.Tensor, size: int) -> np.ndarray:
+    """The maps' documented convention: scaled to [0, 1] on the token grid, then resized bilinearly."""
+    import cv2
+
+    grid = ((grid - grid.min()) / (grid.max() - grid.min() + 1e-7)).numpy().astype(np.float32)
+    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
 def _image(seed: int, size: int) -> torch.Tensor:
     return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-# ---------------------------------------------------------------------------------------------
-# References: a manual ViT forward with explicit attention, and the published recurrences on full matrices
-
-
-def _manual_vit(module, x):
-    tokens = module._process_input(x)
-    tokens = torch.cat([module.class_token.expand(1, -1, -1), tokens], dim=1) + module.encoder.pos_embedding
-    tokens = tokens.detach().requires_grad_()
-    maps = []
-    for block in module.encoder.layers:
-        y = block.ln_1(tokens)
-        mha = block.self_attention
-        n, dim, heads = y.shape[1], y.shape[2], mha.num_heads
-        q, k, v = (
-            (y @ mha.in_proj_weight[i * dim:(i + 1) * dim].T + mha.in_proj_bias[i * dim:(i + 1) * dim])
-            .view(1, n, heads, dim // heads).transpose(1, 2)
-            for i in range(3)
-        )
-        a = torch.softmax(q @ k.transpose(-1, -2) / (dim // heads) ** 0.5, dim=-1)
-        maps.append(a)
-        tokens = tokens + mha.out_proj((a @ v).transpose(1, 2).reshape(1, n, dim))
-        tokens = tokens + block.mlp(block.ln_2(tokens))
-    return module.heads(module.encoder.ln(tokens)[:, 0]), maps
-
-
-def _reference_rollout(maps, fusion="mean", discard_ratio=0.0):
-    """vit-explain's recurrence (jacobgil), with the row sums taken per row."""
-    result = torch.eye(maps[0].shape[-1])
-    for a in maps:
-        fused = {"mean": a.mean(1), "max": a.max(1).values, "min": a.min(1).values}[fusion][0].detach().clone()
-        flat = fused.view(-1)
-        _, indices = flat.topk(int(flat.numel() * discard_ratio), largest=False)
-        flat[indices[indices != 0]] = 0
-        a = (fused + torch.eye(fused.shape[0])) / 2
-        result = (a / a.sum(dim=-1, keepdim=True)) @ result
-    return result[0, 1:]
-
-
-def _reference_grad_rollout(logits, maps, target):
-    """Chefer et al. 2021, eq. 5-6: R = I; R += mean_h (grad * A)^+ @ R, layer by layer."""
-    grads = torch.autograd.grad(logits[0, target], maps)
-    result = torch.eye(maps[0].shape[-1])
-    for a, g in zip(maps, grads, strict=True):
-        result = result + (g * a).clamp(min=0).mean(1)[0].detach() @ result
-    return result[0, 1:]
 
 
 def _grid(model, x, method, target=0, **options):
@@ -122,26 +91,26 @@ def _grid(model, x, method, target=0, **options):
 @pytest.mark.parametrize(("fusion", "discard_ratio"), [("mean", 0.0), ("max", 0.0), ("min", 0.0), ("mean", 0.6)])
 def test_rollout_equals_the_published_recurrence_on_explicit_attention(vit, fusion, discard_ratio):
     x = _image(0, 64)
-    logits, maps = _manual_vit(vit.module, x)
+    logits, maps = explicit_vit_forward(vit.module, x)
     with torch.no_grad():
         assert torch.allclose(logits, vit.module(x), atol=1e-5)  # the manual forward is the model's
     ours = _grid(vit, x, "rollout", head_fusion=fusion, discard_ratio=discard_ratio)
-    assert torch.allclose(ours, _reference_rollout(maps, fusion, discard_ratio), rtol=1e-4, atol=1e-7)
+    assert torch.allclose(ours, reference.rollout(maps, fusion, discard_ratio), rtol=1e-4, atol=1e-7)
 
 
 def test_rollout_and_grad_rollout_on_vit_b16_equal_the_references(vit_b16):
     x = _image(1, 224)
-    logits, maps = _manual_vit(vit_b16.module, x)
-    assert torch.allclose(_grid(vit_b16, x, "rollout"), _reference_rollout(maps), rtol=1e-4, atol=1e-7)
-    reference = _reference_grad_rollout(logits, maps, 7)
-    assert torch.allclose(_grid(vit_b16, x, "grad_rollout", 7), reference, rtol=1e-3, atol=1e-7)
+    logits, maps = explicit_vit_forward(vit_b16.module, x)
+    assert torch.allclose(_grid(vit_b16, x, "rollout"), reference.rollout(maps), rtol=1e-4, atol=1e-7)
+    expected = reference.grad_rollout(logits, maps, 7)
+    assert torch.allclose(_grid(vit_b16, x, "grad_rollout", 7), expected, rtol=1e-3, atol=1e-7)
 
 
 @pytest.mark.parametrize("target", [0, 5, 9])
 def test_grad_rollout_equals_chefer_recurrence(vit, target):
     x = _image(2, 64)
-    logits, maps = _manual_vit(vit.module, x)
-    assert torch.allclose(_grid(vit, x, "grad_rollout", target), _reference_grad_rollout(logits, maps, target),
+    logits, maps = explicit_vit_forward(vit.module, x)
+    assert torch.allclose(_grid(vit, x, "grad_rollout", target), reference.grad_rollout(logits, maps, target),
                           rtol=1e-4, atol=1e-8)
 
 
@@ -177,7 +146,7 @@ def test_capture_leaves_the_logits_unchanged_and_nothing_patched(fixture, reques
     with attention.recording(model, outputs=True) as records, torch.no_grad():
         captured = model.module(x)
         assert _patched(model.module) and hooks.count(model.module) > 0
-    assert len(records) == len(attention._layout(model.module).blocks)
+    assert len(records) == len(_attention_modules(model.module))
     assert torch.allclose(plain, captured, atol=1e-5)
     attention.raw_maps(model, x, methods=list(attention.METHODS), target=1)
     assert _patched(model.module) == [] and hooks.count(model.module) == 0
@@ -194,7 +163,19 @@ def test_nothing_left_patched_when_the_call_raises(vit):
         1 / 0  # noqa: B018
     assert _patched(vit.module) == [] and hooks.count(vit.module) == 0
     with torch.no_grad():
-        assert torch.allclose(vit.module(x), _manual_vit(vit.module, x)[0], atol=1e-5)
+        assert torch.allclose(vit.module(x), explicit_vit_forward(vit.module, x)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", ["vit", "swin"])
+def test_depth_is_rollout_up_to_each_block(fixture, request):
+    model = request.getfixturevalue(fixture)
+    x = _image(13, model.spec.input_size[0])
+    maps = attention.depth(model, x)
+    assert len(maps) == len(_attention_modules(model.module))
+    assert np.allclose(maps[-1], attention.raw_maps(model, x, methods=["rollout"], target=0)["rollout"][0], atol=1e-6)
+    if fixture == "vit":
+        _, explicit = explicit_vit_forward(model.module, x)
+        assert np.allclose(maps[0], _unit_resized(reference.rollout(explicit[:1]).view(4, 4), 64), atol=1e-6)
 
 
 def test_capture_holds_the_models_lock(vit):
@@ -251,7 +232,7 @@ def test_swin_window_positions_reproduce_the_attention_output(swin):
     """Dense matrices built from the window layout give the attention module's own output (shift and padding)."""
     seen = []
     handles = [a.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
-               for a in attention._layout(swin.module).attentions]
+               for a in _attention_modules(swin.module)]
     try:
         with attention.recording(swin) as records, torch.no_grad():
             swin.module(_image(10, 40))
