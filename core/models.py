@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core import registry
+from core import registry, shapes_models
 from core.errors import DeviceError
 from core.registry import BackboneSpec
 from core.runtime import resolve_device
@@ -71,3 +71,6 @@ def weights_available(name: str) -> bool:
     """Whether `load(name)` with pretrained weights works offline (the file is on this machine)."""
     spec = registry.get(name)
     return spec.weights_file is not None and spec.weights_file.is_file()
+
+
+shapes_models.register()  # the project's own offline backbones (assets/shapes_models) beside the zoo's

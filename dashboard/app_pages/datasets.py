@@ -292,8 +292,11 @@ with features_tab:
             "the pointing game (is the hottest pixel on the object, within 15 px per 224 px?). A random smooth map "
             f"is the floor. Each image is explained for the backbone's top-1 class; first {LOCALISATION_IMAGES} images."
         )
+        one_pass = [m for m in cams.applicable(cache.model(choice.name, choice.device, choice.pretrained))
+                    if cams.METHODS[m].shared or cams.METHODS[m].attention]  # the transformer methods too
         methods = st.multiselect(
-            "Methods", list(cams.SHARED), default=["gradcam", "gradcam++", "layercam", "eigencam"],
+            "Methods", one_pass, default=[m for m in ("gradcam", "gradcam++", "layercam", "eigencam", "rollout",
+                                                      "grad_rollout", "legrad") if m in one_pass],
             format_func=lambda m: cams.METHODS[m].title, key="ds_loc_methods",
         )
         if methods and st.toggle("Score localisation", value=kind == "shapes", key="ds_localise"):
