@@ -119,6 +119,25 @@ def compute(
     ]
 
 
+def rollout_depth(model: LoadedModel, image: Image.Image, *, target: int, size: tuple[int, int] | None = None,
+                  ) -> list[CamResult]:
+    """Attention rollout up to block k for k = 1..L, the transformer's "CAM through depth", from one forward pass
+    (`attention.depth`); `layer` names the block ("block k"). Rollout does not depend on the class: `target`
+    only labels the results.
+
+    Raises:
+        UnknownMethodError: the model is not a transformer whose attention `core.attention` reads.
+    """
+    check_method("rollout", model)
+    target = check_target(model, target)
+    width, height = _check_size(size) if size is not None else image.size
+    started = time.perf_counter()
+    maps = attention.depth(model, preprocessing.to_tensor(image, model.spec))
+    seconds = (time.perf_counter() - started) / len(maps)
+    return [CamResult("rollout", target, model.categories[target], f"block {k}", _resize(raw, width, height), seconds,
+                      raw) for k, raw in enumerate(maps, start=1)]
+
+
 def _check_size(size) -> tuple[int, int]:
     if not isinstance(size, tuple | list) or len(size) != 2 or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and 1 <= v <= 65_535 for v in size):
         raise InvalidInputError(f"A heatmap size is (width, height) in pixels, got {size!r}.")

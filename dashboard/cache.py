@@ -242,11 +242,14 @@ def depth(
     name: str, device: str, pretrained: bool, steps: int, key: str, _data: bytes, method: str, target: int,
     _on_progress=None,
 ) -> list[cams.CamResult]:
-    """One CAM per stage of the backbone (shallow to deep), on the (possibly randomised) model."""
+    """One CAM per stage of the backbone (shallow to deep), on the (possibly randomised) model; for "rollout",
+    attention rollout up to each block."""
     loaded = randomized_model(name, device, pretrained, steps)
     image = model_input(name, key, _data)
 
     def compute():
+        if cams.METHODS[method].attention:  # rollout up to each block, from one pass
+            return cams.rollout_depth(loaded, image, target=target, size=display_size(key, _data))
         results = []
         for index, stage in enumerate(loaded.spec.stages):
             if _on_progress:

@@ -1,5 +1,7 @@
 """The attention methods (core.attention) as CAM methods: records, 'all', the engine's third path, the CLI."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -60,3 +62,32 @@ def test_cli_method_all_includes_them(tmp_path, vit, capsys):
     names = " ".join(str(p.relative_to(tmp_path)) for p in (tmp_path / "all").rglob("*.png"))
     for method in cams.ATTENTION:
         assert method in names, (method, names)
+
+
+def test_rollout_through_depth_is_one_map_per_block(vit):
+    image = sample("chelsea")
+    results = cams.rollout_depth(vit, image, target=3, size=(120, 80))
+    blocks = len(vit.module.encoder.layers)
+    assert [r.layer for r in results] == [f"block {k}" for k in range(1, blocks + 1)]
+    assert all(r.heatmap.shape == (80, 120) and r.method == "rollout" and r.target == 3 for r in results)
+    last = cams.compute(vit, image, methods=["rollout"], target=3)[0]
+    np.testing.assert_allclose(results[-1].raw, last.raw, atol=1e-5)  # up to the last block: rollout itself
+    with pytest.raises(UnknownMethodError):
+        cams.rollout_depth(models.load("tiny_cnn_for_tests", device="cpu"), image, target=0)
+
+
+def test_the_depth_page_offers_rollout_by_block_on_a_transformer():
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parents[1] / "dashboard" / "app_pages" / "depth.py"
+    at = AppTest.from_file(str(page), default_timeout=300)
+    at.session_state["model_name"] = TINY_VIT
+    at.run()
+    assert not at.exception, at.exception
+    assert any("names no stages" in i.value and "rollout" in i.value for i in at.info)  # the tiny ViT has none
+    assert "Attention rollout" in at.selectbox(key="depth_method").options
+    at.selectbox(key="depth_method").set_value("rollout").run()
+    assert not at.exception, at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert "block 1" in captions and "block 2" in captions
+    assert any("does not depend on the class" in c.value for c in at.caption)

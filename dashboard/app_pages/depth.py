@@ -18,7 +18,10 @@ preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, p
 image = cache.picture(picked.key, picked.data).image  # at screen size, as the heatmaps
 
 c1, c2 = st.columns(2)
-method = c1.selectbox("CAM method", cams.SHARED, format_func=lambda m: cams.METHODS[m].title, key="depth_method")
+offered = [*cams.SHARED, *(["rollout"] if "rollout" in cams.applicable(model) else [])]  # a transformer: by block
+method = c1.selectbox("CAM method", offered, format_func=lambda m: cams.METHODS[m].title, key="depth_method",
+                      help="On a transformer, attention rollout up to each block is its CAM through depth.")
+rollout = cams.METHODS[method].attention
 with c2:
     target = widgets.class_picker(model.categories, preds[0].index, key="depth_target")
 target = preds[0].index if target is None else target
@@ -38,20 +41,29 @@ with st.expander("Sanity checks (Adebayo et al. 2018)", expanded=False):
         "the class asked for. A map that survives both explains the image, not the model."
     )
 
-stages = list(model.spec.stages)
 bar = st.progress(0.0, text="Computing a CAM at every stage…")
 results = cache.depth(choice.name, choice.device, choice.pretrained, steps, picked.key, picked.data, method, target,
                       _on_progress=lambda f, m: bar.progress(f, text=m))
 bar.empty()
+stages = [r.layer for r in results] if rollout else list(model.spec.stages)
+if not stages:
+    st.info(f"{model.spec.title} names no stages to walk through." + (" Choose attention rollout: it goes block by "
+            "block." if "rollout" in offered else ""))
+    st.stop()
 label = model.categories[target]
 st.subheader(f"{cams.METHODS[method].title} for “{label}” ({target})" + (f" · {steps} layer(s) randomised" if steps else ""))
 stage = st.select_slider("Stage", stages, value=stages[-1], key=f"depth_stage_{choice.name}")
 index = stages.index(stage)
 left, right = st.columns(2)
 left.image(results[index].overlay(image), caption=f"{cams.METHODS[method].title} at {stage}", width="stretch")
-maps = cache.depth_feature_maps(choice.name, choice.device, choice.pretrained, steps, picked.key, picked.data, stage, 16)
-right.image(maps.grid, caption=f"16 most active of {maps.map_shape[0]} channels at {stage} "
-            f"({maps.map_shape[1]}×{maps.map_shape[2]})", width="stretch")
+if rollout:
+    right.caption(f"Rollout up to {stage}: how the class token's attention, passed down through the residual "
+                  "path of every block so far, spreads over the patches. It does not depend on the class.")
+else:
+    maps = cache.depth_feature_maps(choice.name, choice.device, choice.pretrained, steps, picked.key, picked.data,
+                                    stage, 16)
+    right.image(maps.grid, caption=f"16 most active of {maps.map_shape[0]} channels at {stage} "
+                f"({maps.map_shape[1]}×{maps.map_shape[2]})", width="stretch")
 
 st.markdown("**Every stage at once** (shallow → deep)")
 columns = st.columns(min(4, len(stages)))
