@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = images.SUFFIXES
 MAX_SIDE = image_lists.MAX_SIDE
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
+MASKS = "masks"  # a folder of object masks beside the class folders (the images' own names), not a class
 TORCHVISION_SETS = torchvision_sets.NAMES
 TORCHVISION_ROOT = Path("~/.cache/visionlens/datasets")  # expanded where it is used
 KINDS = ("digits", "shapes", "zip", "folder", "torchvision")
@@ -97,7 +98,8 @@ class Dataset:
             images=picked,
             labels=self.labels[rows],
             files=tuple(self.files[i] for i in rows),
-            masks=[self.masks[i] for i in rows] if self.masks is not None else None,
+            masks=None if self.masks is None else [self.masks[i] for i in rows] if isinstance(self.masks, list)
+            else image_lists.Subset(self.masks, rows),
             content_hash=key,
         )
 
@@ -124,7 +126,9 @@ def from_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, name: str = "uploa
     Read in memory; nothing is written to disk. The root is the deepest folder whose sub-folders hold the
     images (`class_folders.arrange`): a README, LICENSE or labels.csv beside the class folders is listed in
     `ignored`, operating-system debris (`__MACOSX/`, `._*`, `.DS_Store`, `Thumbs.db`, ...) is dropped.
-    Symlinks, non-images and undecodable files in class folders are skipped and listed in `skipped`.
+    Symlinks, non-images and undecodable files in class folders are skipped and listed in `skipped`. A `masks/`
+    folder beside the class folders holds object masks under the images' names (`masks/cats/1.png` or
+    `masks/1.png` for `cats/1.jpg`): they become `masks` (when every image has one), not a class.
 
     Raises:
         InvalidInputError: not a zip, an absolute or `..` path, too many files, too many bytes, a
@@ -199,8 +203,7 @@ def from_zip(data: bytes, limits: ZipLimits = ZipLimits(), *, name: str = "uploa
         names.append(str(relative))
         hasher.update(f"{relative}\0{len(blob)}\0".encode())
         hasher.update(hashlib.sha256(blob).digest())
-    return _build(name, image_lists.LazyImages(blobs), labels, names, skipped, hasher.hexdigest(), where="zip",
-                  layout=layout)
+    return _build(name, blobs, labels, names, skipped, hasher.hexdigest(), where="zip", layout=layout)
 
 
 def _safe_path(name: str) -> PurePosixPath:
@@ -249,7 +252,7 @@ def from_folder(path: str | Path, *, max_files: int = 500_000) -> Dataset:
         info = file.stat()
         hasher.update(f"{file}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
     return _build(
-        root.name, image_lists.LazyImages([f for _, f, _ in found]), [c for c, _, _ in found],
+        root.name, [f for _, f, _ in found], [c for c, _, _ in found],
         [r for _, _, r in found], skipped, hasher.hexdigest(), where="folder", layout=layout,
     )
 
@@ -262,9 +265,12 @@ def _header_ok(file: Path) -> bool:
         return False
 
 
-def _build(name, images_, class_of, files, skipped, key, *, where: str, layout: class_folders.Layout) -> Dataset:
+def _build(name, sources, class_of, files, skipped, key, *, where: str, layout: class_folders.Layout) -> Dataset:
+    sources, class_of, files, mask_sources, note = _split_masks(list(sources), list(class_of), list(files))
+    images_ = image_lists.LazyImages(sources)
+    masks = image_lists.LazyMasks(mask_sources, images_) if mask_sources is not None else None
     classes = tuple(sorted(set(class_of)))
-    ignored = tuple(p.as_posix() for p in layout.other)
+    ignored = tuple(p.as_posix() for p in layout.other) + ((note,) if note else ())
     if len(classes) < 2:
         inside = f" in '{class_folders.printable(layout.root.as_posix())}/'" if layout.root.parts else ""
         found = f"only the class '{classes[0]}'{inside}" if classes else "no images in class folders"
@@ -278,8 +284,36 @@ def _build(name, images_, class_of, files, skipped, key, *, where: str, layout: 
         )
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for c in class_of], dtype=np.int64)
-    return Dataset(name, images_, labels, classes, tuple(files), key, None, tuple(skipped), ignored,
+    return Dataset(name, images_, labels, classes, tuple(files), key, masks, tuple(skipped), ignored,
                    layout.root.as_posix() if layout.root.parts else "")
+
+
+def _split_masks(sources: list, class_of: list[str], files: list[str]):
+    """The `masks/` folder beside the class folders is not a class: its files are the images' object masks, found
+    by the same relative name (`masks/cats/1.png` for `cats/1.jpg`, or `masks/1.png`; any image suffix).
+
+    Returns (sources, class_of, files of the images, the masks' sources in the same order or None, a note or None):
+    masks are used only when every image has one.
+    """
+    is_mask = [c.casefold() == MASKS for c in class_of]
+    if not any(is_mask):
+        return sources, class_of, files, None, None
+    found: dict[tuple, object] = {}
+    for source, relative, mask in zip(sources, files, is_mask, strict=True):
+        if mask:
+            below = PurePosixPath(relative).parts[1:]
+            found.setdefault((*(p.casefold() for p in below[:-1]), PurePosixPath(below[-1]).stem.casefold()), source)
+    kept = [i for i, mask in enumerate(is_mask) if not mask]
+    masks = []
+    for i in kept:
+        relative = PurePosixPath(files[i])
+        stem = relative.stem.casefold()
+        masks.append(found.get((*(p.casefold() for p in relative.parts[:-1]), stem), found.get((stem,))))
+    sources, class_of, files = ([v[i] for i in kept] for v in (sources, class_of, files))
+    missing = sum(m is None for m in masks)
+    if missing:
+        return sources, class_of, files, None, f"masks/ (no mask for {missing} of {len(kept)} images: masks not used)"
+    return sources, class_of, files, masks, None
 
 
 # ---------------------------------------------------------------------------------------------
