@@ -16,6 +16,7 @@ from dashboard import cache, jobs, widgets
 GALLERY = 12  # images per review gallery
 SIDE = 128  # px of a gallery tile
 WATCHED = {"first": "audit_watched_first", "second": "audit_watched_second"}
+LAST = "audit_last"  # the settings of this session's last finished audit
 
 
 def section(data, choice: widgets.Choice, *, precision: str, batch_size: int, size: int) -> None:
@@ -53,6 +54,8 @@ def _audit(data, choice, which: str, *, method: str, target: str, precision: str
     ready = jobs.audit_ready(*settings)
     if ready is not None:
         widgets.follow(WATCHED[which], None, leave=jobs.dataset_job_leave)
+        if which == "first":
+            st.session_state[LAST] = settings  # the features tab shows these stored maps beside its own
         return ready
     running = st.session_state.get(WATCHED[which])
     wanted = jobs.audit_key(*settings)
@@ -73,7 +76,16 @@ def _audit(data, choice, which: str, *, method: str, target: str, precision: str
     return running.result
 
 
-def _overlay(data, result: audit.Audit, index: int, side: int = SIDE) -> np.ndarray:
+def stored(data, choice: widgets.Choice) -> audit.Audit | None:
+    """This session's last finished audit of `data` by `choice`'s backbone, if it is still kept: its maps open
+    with a click on a point or a cell, with no recomputation."""
+    settings = st.session_state.get(LAST)
+    if settings is None or settings[:3] != (choice.name, choice.device, choice.pretrained) or settings[3].content_hash != data.content_hash:
+        return None
+    return jobs.audit_ready(*settings)
+
+
+def overlay(data, result: audit.Audit, index: int, side: int = SIDE) -> np.ndarray:
     """Image `index` squeezed to a square, as the model saw it, under its stored map."""
     picture = data.images[index].convert("RGB").resize((side, side))
     return images.overlay(picture, result.heatmap(index, side, side))
@@ -116,7 +128,7 @@ def _galleries(data, result: audit.Audit) -> None:
         label = data.classes[result.labels[index]]
         guess = result.categories[result.predictions[index]]
         columns[place % 6].image(
-            _overlay(data, result, int(index)),
+            overlay(data, result, int(index)),
             caption=f"{label} → {guess} · {statistic.replace('_', ' ')} {result.stats[statistic][index]:.2f}",
             width=SIDE,
         )
@@ -144,10 +156,10 @@ def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: in
     for index in np.argsort(rho, kind="stable")[:4]:
         left, right = st.columns(2)
         label = data.classes[first.labels[index]]
-        left.image(_overlay(data, first, int(index), 2 * SIDE), width=2 * SIDE,
+        left.image(overlay(data, first, int(index), 2 * SIDE), width=2 * SIDE,
                    caption=f"{cache.specs()[choice.name].title}: {first.categories[first.predictions[index]]} "
                            f"· true {label}")
-        right.image(_overlay(data, second, int(index), 2 * SIDE), width=2 * SIDE,
+        right.image(overlay(data, second, int(index), 2 * SIDE), width=2 * SIDE,
                     caption=f"{spec.title}: {second.categories[second.predictions[index]]} "
                             f"· agreement {rho[index]:.2f}")
 

@@ -69,6 +69,17 @@ def test_the_tab_explains_every_image_once_asked(page):
     assert sum("heat border" in c for c in _captions(at)) == audit_view.GALLERY
 
 
+def test_a_clicked_point_shows_its_stored_map(page):
+    at = page
+    at.session_state["ds_scatter"] = {"selection": {"points": [{"customdata": [5]}], "point_indices": [0],
+                                                    "box": [], "lasso": []}}
+    at.run()
+    _ok(at)
+    stored = [c for c in _captions(at) if c.endswith("(from the audit)")]
+    assert stored, (_captions(at), [s.value for s in at.subheader])
+    assert all(c.startswith("Stored Grad-CAM for '") for c in stored)
+
+
 def test_downloads_hold_the_per_image_table(page):
     at = page
     buttons = {b.proto.label: b for b in at.get("download_button")}

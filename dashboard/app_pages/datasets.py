@@ -210,6 +210,11 @@ with features_tab:
         image = data.images[row]
         column.image(image, caption=f"{data.files[row]}: true {data.classes[true]}, predicted "
                      f"{data.classes[guess] if guess is not None else '(training row)'}", width=160)
+        kept = audit_view.stored(data, choice)
+        if kept is not None:  # the audit's map of this image: no recomputation
+            column.image(audit_view.overlay(data, kept, row, 160), width=160,
+                         caption=f"Stored {cams.METHODS[kept.method].title} for "
+                                 f"'{kept.categories[kept.explained[row]]}' (from the audit)")
         for (_, why), cam in zip(targets, results, strict=True):
             blank = " (all zero: nothing at this layer speaks for this class)" if cam.heatmap.max() <= 1e-6 else ""
             column.image(cam.overlay(image), caption=f"Grad-CAM for {explained_head.describe(cam)} ({why}){blank}",
