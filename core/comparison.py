@@ -22,6 +22,7 @@ class BackboneReport:
     latency_ms: float  # median forward pass for this image's tensor
     params: int
     gmacs: float  # multiply-adds per image at the backbone's reference input size, billions
+    method: str = cams.DEFAULT_METHOD  # the method of its heatmaps
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,11 @@ def compare(
     common_target: int | None = None,
     repeats: int = 5,
     size: tuple[int, int] | None = None,
+    transformer_method: str | None = None,
 ) -> Comparison:
     """Compare 1 to 4 backbones on one image. `common_target` defaults to the first backbone's top-1.
-    Heatmaps at the image's size, or at `size` (width, height) as `cams.compute` makes them.
+    Heatmaps at the image's size, or at `size` (width, height) as `cams.compute` makes them: by `method`, or on
+    a transformer by `transformer_method` where it applies (a CNN's Grad-CAM beside a ViT's LeGrad).
 
     Raises:
         InvalidInputError: no backbones, more than 4, or backbones with different class lists.
@@ -54,15 +57,19 @@ def compare(
     common = tops[0][0].index if common_target is None else cams.check_target(loaded[0], common_target)
     reports = []
     for model, top in zip(loaded, tops, strict=True):
-        own = cams.compute(model, image, methods=[method], target=top[0].index, size=size)[0]
+        chosen = method
+        if transformer_method is not None and model.spec.family == "transformer":
+            if cams.check_method(transformer_method).applies_to(model):
+                chosen = transformer_method
+        own = cams.compute(model, image, methods=[chosen], target=top[0].index, size=size)[0]
         shared = (own if top[0].index == common
-                  else cams.compute(model, image, methods=[method], target=common, size=size)[0])
+                  else cams.compute(model, image, methods=[chosen], target=common, size=size)[0])
         tensor = preprocessing.to_tensor(image, model.spec)
         reports.append(
             BackboneReport(
                 name=model.name, title=model.spec.title, pretrained=model.pretrained, predictions=top, own=own,
                 common=shared, latency_ms=benchmarks.latency_ms(model, tensor, repeats=repeats),
-                params=model.params, gmacs=model_costs.gmacs(model),
+                params=model.params, gmacs=model_costs.gmacs(model), method=chosen,
             )
         )
     n = len(reports)

@@ -91,3 +91,19 @@ def test_the_depth_page_offers_rollout_by_block_on_a_transformer():
     captions = [c for img in at.get("image") for c in img.captions]
     assert "block 1" in captions and "block 2" in captions
     assert any("does not depend on the class" in c.value for c in at.caption)
+
+
+def test_the_compare_page_puts_a_transformer_method_beside_the_cnns_gradcam():
+    from streamlit.testing.v1 import AppTest
+
+    page = Path(__file__).resolve().parents[1] / "dashboard" / "app_pages" / "compare.py"
+    at = AppTest.from_file(str(page), default_timeout=300)
+    at.session_state["compare_names"] = ["tiny_cnn_for_tests", TINY_VIT]
+    at.session_state["compare_weights"] = "random"
+    at.run()
+    assert not at.exception, at.exception
+    at.selectbox(key="compare_transformer_method").set_value("legrad").run()
+    assert not at.exception, at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert any(c.startswith("Grad-CAM, own top-1") for c in captions)
+    assert any(c.startswith("LeGrad, own top-1") for c in captions)

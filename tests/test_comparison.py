@@ -32,3 +32,11 @@ def test_counted_gmacs_match_torchvision_metadata_for_resnet18():
 def test_limits(lite0):
     with pytest.raises(InvalidInputError, match="1 to 4"):
         comparison.compare([lite0] * 5, sample("chelsea"))
+
+
+def test_a_cnns_gradcam_beside_a_transformers_attention_method(tiny, tiny_vit, chelsea):
+    result = comparison.compare([tiny, tiny_vit], chelsea, method="gradcam", transformer_method="rollout", repeats=1)
+    assert [r.method for r in result.reports] == ["gradcam", "rollout"]
+    assert result.reports[1].own.method == "rollout" and result.reports[0].own.method == "gradcam"
+    same = comparison.compare([tiny, tiny_vit], chelsea, method="gradcam", repeats=1)
+    assert [r.method for r in same.reports] == ["gradcam", "gradcam"]

@@ -22,6 +22,15 @@ method = c3.selectbox(
     "CAM method", [m for m in cams.METHODS if cams.METHODS[m].shared], key="compare_method",
     format_func=lambda m: cams.METHODS[m].title,
 )
+transformers = [n for n in names if specs[n].family == "transformer"]
+transformer_method = None
+if transformers:
+    offered = [None, *cams.ATTENTION]
+    transformer_method = st.selectbox(
+        "On the transformers", offered, key="compare_transformer_method",
+        format_func=lambda m: "the same method" if m is None else cams.METHODS[m].title,
+        help="Methods made for transformers read their attention maps: a CNN's Grad-CAM beside a ViT's LeGrad.",
+    )
 picked = widgets.image_picker(key="compare_image")
 if picked is None or len(names) < 2:
     st.info("Choose an image and at least two backbones.")
@@ -29,7 +38,7 @@ if picked is None or len(names) < 2:
 first = cache.model(names[0], device, pretrained)
 common = widgets.class_picker(first.categories, cache.top_k(names[0], device, pretrained, picked.key, picked.data)[0].index,
                               key="compare_common")
-result = cache.compared(tuple(names), device, pretrained, picked.key, picked.data, method, common)
+result = cache.compared(tuple(names), device, pretrained, picked.key, picked.data, method, common, transformer_method)
 image = cache.picture(picked.key, picked.data).image  # at screen size, as the heatmaps
 label = first.categories[result.common_target]
 
@@ -43,8 +52,9 @@ for column, backbone in zip(columns, result.reports, strict=True):
             [{"class": p.index, "label": p.label, "prob": f"{p.prob:.1%}"} for p in backbone.predictions],
             hide_index=True,
         )
-        st.image(backbone.own.overlay(image), caption=f"own top-1: {backbone.own.label}", width="stretch")
-        st.image(backbone.common.overlay(image), caption=f"common class: {label}", width="stretch")
+        title = cams.METHODS[backbone.method].title
+        st.image(backbone.own.overlay(image), caption=f"{title}, own top-1: {backbone.own.label}", width="stretch")
+        st.image(backbone.common.overlay(image), caption=f"{title}, common class: {label}", width="stretch")
         st.metric("Forward pass", f"{backbone.latency_ms:.0f} ms")
         st.metric("Parameters", f"{backbone.params / 1e6:.1f} M")
         st.metric("Multiply-adds", f"{backbone.gmacs:.2f} GMACs")
