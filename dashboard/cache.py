@@ -37,6 +37,7 @@ from core import (
 )
 from dashboard import budget as _budget
 
+runtime.configure_threads()  # before the first forward pass (idempotent): every page imports this module
 SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"
 
 

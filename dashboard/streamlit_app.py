@@ -13,10 +13,8 @@ if str(ROOT) not in sys.path:  # Streamlit only adds the script's folder; core l
 
 import streamlit as st  # noqa: E402
 
-from core import runtime  # noqa: E402
-from core.errors import CoreError  # noqa: E402
+from core.errors import CoreError  # noqa: E402  (light: torch is imported by the pages, after their title)
 
-runtime.configure_threads()
 # Icons: Material Symbols, which Streamlit serves from its own static files (emoji need an emoji font, which many
 # classroom Linux machines lack). Not for the favicon: the browser would fetch a ":material/...:" favicon from
 # Google's font server, so it is a local file.

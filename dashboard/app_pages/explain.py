@@ -2,11 +2,13 @@
 
 import streamlit as st
 
-from core import cams, images, report
-from dashboard import cache, charts, widgets
-
+# The title first: on a server's first visit the imports below wait for the start-up warm-up (torch, the
+# model), and the page is painted meanwhile.
 st.title("Explain a prediction")
 st.caption("What does the model predict for this image, and where does it look? Everything runs on this machine.")
+
+from core import cams, images, report  # noqa: E402
+from dashboard import cache, charts, widgets  # noqa: E402
 
 choice = widgets.model_picker()
 picked = widgets.require_image()

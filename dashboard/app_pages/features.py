@@ -2,8 +2,6 @@
 
 import streamlit as st
 
-from dashboard import cache, widgets
-
 PER_ROW = 8
 DEPTHS = {  # relative position among the layers that output spatial maps; None: the spec's CAM layer
     "default CAM layer (last)": None,
@@ -51,6 +49,8 @@ st.caption(
     "Which channels of a layer respond most strongly to this image (ranked by mean activation, each map "
     "scaled to its own range), and what colours and edges the first convolution looks for."
 )
+# after the title: on a server's first visit this waits for the start-up warm-up's imports, the page painted
+from dashboard import cache, widgets  # noqa: E402
 
 choice = widgets.model_picker()
 picked = widgets.require_image()
