@@ -15,16 +15,6 @@ MARGIN = dict(l=10, r=10, t=10, b=10)
 TITLED = dict(l=10, r=10, t=50, b=10)  # room for a title
 
 
-def top_k(predictions) -> go.Figure:
-    """Horizontal probability bars, the most likely class at the top."""
-    chart = go.Figure(go.Bar(
-        x=[p.prob for p in predictions][::-1], y=[f"{p.label} ({p.index})" for p in predictions][::-1],
-        orientation="h", text=[f"{p.prob:.1%}" for p in predictions][::-1], textposition="auto", marker_color="#d9480f",
-    ))
-    chart.update_layout(height=260, margin=MARGIN, xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"))
-    return chart
-
-
 def class_counts(counts: dict[str, int]) -> go.Figure:
     bars = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color="#4C78A8"))
     bars.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title="Images per class", xaxis_type="category")

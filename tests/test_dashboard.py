@@ -35,6 +35,9 @@ def test_first_start_shows_a_real_prediction_and_heatmap(app):
     assert not app.error, [e.value for e in app.error]
     table = app.dataframe[0].value
     assert table["label"].iloc[0] in {"Egyptian cat", "tabby", "tiger cat"}
+    # the top-5 as built-in bars: a first visit does not wait for Plotly's script before the heatmap shows
+    bars = [p.proto.text for p in app.get("progress")]
+    assert len(bars) == 5 and bars[0].startswith(table["label"].iloc[0]) and not app.get("plotly_chart")
     assert "Grad-CAM" in _caption_of_overlay(app) and "layer bn2" in _caption_of_overlay(app)
     assert app.sidebar.selectbox(key="model_name").value == "efficientnet_lite0"
     assert any("CPU" in c.value or "GPU" in c.value for c in app.sidebar.caption)

@@ -8,7 +8,7 @@ st.title("Explain a prediction")
 st.caption("What does the model predict for this image, and where does it look? Everything runs on this machine.")
 
 from core import cams, images, report  # noqa: E402
-from dashboard import cache, charts, widgets  # noqa: E402
+from dashboard import cache, widgets  # noqa: E402
 
 choice = widgets.model_picker()
 picked = widgets.require_image()
@@ -39,7 +39,8 @@ preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, p
 left, right = st.columns([1, 1], gap="large")
 with left:
     st.subheader("Top-5 predictions")
-    st.plotly_chart(charts.top_k(preds), width="stretch", key="top5")
+    for p in preds:  # built-in bars: the first visit does not wait for Plotly's script
+        st.progress(p.prob, text=f"{p.label} ({p.index}) · {p.prob:.1%}")
     st.dataframe(
         [{"class": p.index, "label": p.label, "probability": f"{p.prob:.2%}"} for p in preds],
         hide_index=True, width="stretch",
