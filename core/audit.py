@@ -4,8 +4,9 @@ One batched pass per batch gives everything: the forward pass yields the logits 
 through a hook on the head's input, the penultimate features (the same ones `embeddings.extract` gives);
 a backward pass from each image's explained class score stops at the target layer (the layer's output is
 swapped for a leaf tensor), so it costs about the head's share of a forward pass. The map itself is made
-by pytorch-grad-cam's own code (`cams.weigh`) from the captured batch, so it is the map `cams.compute`
-gives for the same image, kept at `MAP_SIDE` x `MAP_SIDE` in float16.
+by pytorch-grad-cam's own code (`cams.weigh`) from the captured batch, kept at `MAP_SIDE` x `MAP_SIDE` in
+float16. For a square image (or a fixed-size network) in fp32 it is the map `cams.compute` gives for the same
+image (tested); other images are resized whole to the square, as `embeddings.extract` does.
 
 Statistics of every map (`statistics`) are what an analyst sorts by to find the images that are right for
 the wrong reasons: how concentrated the heat is, how much of it lies on the image border, where its centre
@@ -35,7 +36,7 @@ Progress = Callable[[float, str], None]
 MAP_SIDE = 28  # stored maps: 28 x 28 float16, 1.5 KB an image
 TOP_K = 5
 TARGETS = ("predicted", "true")
-BORDER = 0.125  # the border band: this fraction of the side on each edge (a quarter of the area is border)
+BORDER = 0.125  # the border band: this fraction of the side on each edge (at 28 px, 4 px: 49% of the area)
 STATISTICS = ("heat_half_area", "heat_entropy", "heat_border", "centroid_x", "centroid_y")
 MASK_STATISTICS = ("heat_in_mask", "pointing_hit")
 #: the reviews an analyst asks for, as (title, statistic, descending, correct: True/False/None for all)
@@ -100,7 +101,7 @@ class Audit:
             "label": [self.classes[i] for i in self.labels],
             "prediction": [self.categories[i] for i in self.predictions],
             "probability": self.top_probabilities[:, 0].astype(float).tolist(),
-            "correct": self.correct.tolist(),
+            "correct": self.correct.tolist() if self.comparable else [None] * len(self),  # null: other classes
             "explained": [self.categories[i] for i in self.explained],
         }
         for rank in range(self.top_classes.shape[1]):
@@ -120,7 +121,8 @@ class Audit:
             if self.comparable:
                 entry["accuracy"] = float(correct[rows].mean()) if rows.any() else float("nan")
             for stat, values in self.stats.items():
-                entry[stat] = float(np.mean(values[rows])) if rows.any() else float("nan")
+                entry[stat] = float(np.nanmean(values[rows])) if rows.any() and not np.isnan(values[rows]).all() \
+                    else float("nan")
             out.append(entry)
         return out
 
@@ -175,7 +177,8 @@ def statistics(maps: np.ndarray, masks: Sequence[np.ndarray] | None = None) -> d
     - centroid_x, centroid_y: the heat's centre of mass, 0..1 from the left and the top;
     - with masks ((H, W) bool, any size: resized to the map): heat_in_mask, the share of the heat on the
       object (`localisation.heat_share`), and pointing_hit, whether the hottest pixel is on it
-      (`localisation.pointing_hit`, its tolerance scaled to the map).
+      (`localisation.pointing_hit`, its tolerance scaled to the map); NaN and False for a mask that cannot
+      be decoded.
     """
     maps = np.asarray(maps, dtype=np.float32)
     if maps.ndim != 3:
@@ -188,9 +191,7 @@ def statistics(maps: np.ndarray, masks: Sequence[np.ndarray] | None = None) -> d
     half = (np.cumsum(ordered, axis=1) < 0.5).sum(axis=1) + 1
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1) / np.log(h * w)
-    band = np.zeros((h, w), dtype=bool)
-    by, bx = max(1, round(BORDER * h)), max(1, round(BORDER * w))
-    band[:by], band[-by:], band[:, :bx], band[:, -bx:] = True, True, True, True
+    band = border_band(h, w)
     grid = p.reshape(n, h, w)
     ys, xs = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
     out = {
@@ -203,20 +204,37 @@ def statistics(maps: np.ndarray, masks: Sequence[np.ndarray] | None = None) -> d
     if masks is not None:
         if len(masks) != n:
             raise InvalidInputError(f"{len(masks)} masks for {n} maps.")
-        small = [_mask_at(mask, h, w) for mask in masks]
-        out["heat_in_mask"] = np.array([localisation.heat_share(m, s) for m, s in zip(grid, small, strict=True)],
-                                       dtype=np.float32)
-        out["pointing_hit"] = np.array([localisation.pointing_hit(m, s) for m, s in zip(grid, small, strict=True)],
-                                       dtype=bool)
+        small = [_mask_at(masks, i, h, w) for i in range(n)]
+        out["heat_in_mask"] = np.array([localisation.heat_share(m, s) if s is not None else np.nan
+                                        for m, s in zip(grid, small, strict=True)], dtype=np.float32)
+        out["pointing_hit"] = np.array([s is not None and localisation.pointing_hit(m, s)
+                                        for m, s in zip(grid, small, strict=True)], dtype=bool)
     return out
 
 
-def _mask_at(mask: np.ndarray, h: int, w: int) -> np.ndarray:
-    """A bool mask at (h, w): a cell is on the object when at least half of it is."""
+def _mask_at(masks: Sequence[np.ndarray], index: int, h: int, w: int) -> np.ndarray | None:
+    """Mask `index` as a bool mask at (h, w), a cell on the object when at least half of it is; None when the
+    mask file cannot be decoded (that image's heat_in_mask is NaN, its pointing_hit False)."""
     import cv2
 
-    mask = np.asarray(mask, dtype=np.float32)
+    try:
+        mask = np.asarray(masks[index], dtype=np.float32)
+    except InvalidInputError:
+        return None
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA) >= 0.5
+
+
+def border_band(h: int = MAP_SIDE, w: int = MAP_SIDE) -> np.ndarray:
+    """(h, w) bool: the border band of `heat_border` (`BORDER` of the side on each edge, at least a pixel)."""
+    band = np.zeros((h, w), dtype=bool)
+    by, bx = max(1, round(BORDER * h)), max(1, round(BORDER * w))
+    band[:by], band[-by:], band[:, :bx], band[:, -bx:] = True, True, True, True
+    return band
+
+
+def uniform_border(h: int = MAP_SIDE, w: int = MAP_SIDE) -> float:
+    """The heat_border of a uniform map: the baseline a border statistic is read against."""
+    return float(border_band(h, w).mean())
 
 
 def upsample(small: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -285,6 +303,8 @@ def explain_dataset(
     module = hooks.find(model.module, layer)
     device = model.device
     dtype = embeddings.resolve_precision(precision, device)
+    if dtype == torch.float16 and precision == "auto" and info.uses_gradients:
+        dtype = None  # fp16 gradients without loss scaling can underflow to blank maps: 'auto' keeps fp32 there
     report = on_progress or (lambda fraction, message: None)
     source = embeddings.tensors(model, dataset, size=size, normalise=False)
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
@@ -374,7 +394,8 @@ def agreement(first: Audit, second: Audit) -> tuple[np.ndarray, list[dict]]:
     """How much two audits of the same dataset agree on where to look.
 
     Returns ((N,) float32 Spearman rank correlation of each image's two maps, per dataset class
-    {"class", "images", "agreement" (mean correlation), "both_correct"}); a constant map correlates 0.
+    {"class", "images", "agreement" (mean correlation), and "both_correct" where both models' classes are the
+    dataset's}); a constant map correlates 0.
     """
     if first.files != second.files or not np.array_equal(first.labels, second.labels):
         raise InvalidInputError("The two audits are not of the same dataset (files or labels differ).")
@@ -388,9 +409,11 @@ def agreement(first: Audit, second: Audit) -> tuple[np.ndarray, list[dict]]:
     per_class = []
     for index, name in enumerate(first.classes):
         rows = first.labels == index
-        per_class.append({"class": name, "images": int(rows.sum()),
-                          "agreement": float(rho[rows].mean()) if rows.any() else float("nan"),
-                          "both_correct": int(both[rows].sum())})
+        entry = {"class": name, "images": int(rows.sum()),
+                 "agreement": float(rho[rows].mean()) if rows.any() else float("nan")}
+        if first.comparable and second.comparable:  # else "correct" means nothing
+            entry["both_correct"] = int(both[rows].sum())
+        per_class.append(entry)
     return rho, per_class
 
 
@@ -426,8 +449,21 @@ def table_bytes(audit: Audit, kind: str) -> bytes:
     if kind == "parquet":
         pq.write_table(table, buffer)
     else:
-        pacsv.write_csv(table, buffer)
+        pacsv.write_csv(_spreadsheet_safe(table), buffer)
     return buffer.getvalue()
+
+
+def _spreadsheet_safe(table):
+    """The table with text cells that a spreadsheet would run as a formula (=, +, -, @ first) quoted by a '."""
+    import pyarrow as pa
+
+    columns = []
+    for column in table.columns:
+        if pa.types.is_string(column.type):
+            column = pa.array([f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
+                               for v in column.to_pylist()], type=column.type)
+        columns.append(column)
+    return pa.table(columns, names=table.column_names).replace_schema_metadata(table.schema.metadata)
 
 
 def _table(audit: Audit):
@@ -453,7 +489,7 @@ def write(audit: Audit, out: str | Path, *, with_features: bool = False) -> dict
     paths = {"parquet": out / "audit.parquet", "csv": out / "audit.csv", "maps": out / "maps.npy",
              "summary": out / "summary.json"}
     pq.write_table(table, paths["parquet"])
-    pacsv.write_csv(table, paths["csv"])
+    pacsv.write_csv(_spreadsheet_safe(table), paths["csv"])
     np.save(paths["maps"], audit.maps)
     paths["summary"].write_text(json.dumps(audit.to_dict(), indent=2))
     if with_features:

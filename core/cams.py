@@ -113,8 +113,9 @@ def compute(
         model, tensor, methods=[m.name for m in chosen], target=target, layer=layer,
         eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, on_progress=on_progress,
     )
-    return [
-        CamResult(name, target, model.categories[target], layer, _resize(raw, width, height), seconds, raw)
+    return [  # the attention methods read every block, not the target layer
+        CamResult(name, target, model.categories[target], "every block" if METHODS[name].attention else layer,
+                  _resize(raw, width, height), seconds, raw)
         for name, (raw, seconds) in maps.items()
     ]
 

@@ -293,7 +293,8 @@ def _split_masks(sources: list, class_of: list[str], files: list[str]):
     by the same relative name (`masks/cats/1.png` for `cats/1.jpg`, or `masks/1.png`; any image suffix).
 
     Returns (sources, class_of, files of the images, the masks' sources in the same order or None, a note or None):
-    masks are used only when every image has one.
+    masks are used only when every image has one; a `masks` folder whose files match no image, or without which
+    fewer than two classes would be left, is a class.
     """
     is_mask = [c.casefold() == MASKS for c in class_of]
     if not any(is_mask):
@@ -309,8 +310,10 @@ def _split_masks(sources: list, class_of: list[str], files: list[str]):
         relative = PurePosixPath(files[i])
         stem = relative.stem.casefold()
         masks.append(found.get((*(p.casefold() for p in relative.parts[:-1]), stem), found.get((stem,))))
-    sources, class_of, files = ([v[i] for i in kept] for v in (sources, class_of, files))
     missing = sum(m is None for m in masks)
+    if missing == len(kept) or len({class_of[i] for i in kept}) < 2:
+        return sources, class_of, files, None, None  # a class that happens to be called "masks" (a face-mask set)
+    sources, class_of, files = ([v[i] for i in kept] for v in (sources, class_of, files))
     if missing:
         return sources, class_of, files, None, f"masks/ (no mask for {missing} of {len(kept)} images: masks not used)"
     return sources, class_of, files, masks, None

@@ -5,6 +5,7 @@
 at its image's size; `Subset` is rows of another sequence.
 """
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,8 +43,12 @@ def _read(blob: bytes | Path) -> bytes:
 
 
 class LazyMasks(Sequence):
-    """Object masks decoded on access: mask `i` (an image file, the object light on a dark background) as an
-    (H, W) bool array at the size of `pictures[i]`, the object where the mask is brighter than mid-grey."""
+    """Object masks decoded on access: mask `i` as an (H, W) bool array at the size of `pictures[i]`.
+
+    A mask is an image file (checked by `images.decode`'s limits first) read as it is stored: its alpha channel
+    where it has one (the object opaque), else its grey levels; the object is where the value is above half
+    the mask's own maximum, so 0/1 label PNGs, 0/255 masks and JPEG-saved masks all read right. A mask that
+    cannot be decoded raises InvalidInputError (callers score that image without a mask)."""
 
     def __init__(self, blobs: Sequence[bytes] | Sequence[Path], pictures: Sequence) -> None:
         self.blobs, self.pictures = list(blobs), pictures
@@ -54,11 +59,17 @@ class LazyMasks(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        mask = images.decode(_read(self.blobs[index]), max_side=MAX_SIDE).image.convert("L")
-        size = self.pictures[index].size
-        if mask.size != size:
-            mask = mask.resize(size, Image.Resampling.NEAREST)
-        return np.asarray(mask) > 127
+        blob = _read(self.blobs[index])
+        images.decode(blob, max_side=MAX_SIDE)  # the photo decoder's limits and checks, before Pillow reads it raw
+        with Image.open(io.BytesIO(blob)) as opened:
+            opened.seek(0)
+            mask = opened.getchannel("A") if opened.mode in ("RGBA", "LA", "PA") else opened.convert("L")
+            size = self.pictures[index].size
+            if mask.size != size:
+                mask = mask.resize(size, Image.Resampling.NEAREST)
+            values = np.asarray(mask)
+        top = int(values.max()) if values.size else 0
+        return values > top / 2 if top > 0 else np.zeros(values.shape, dtype=bool)
 
 
 class Subset(Sequence):

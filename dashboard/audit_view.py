@@ -54,8 +54,8 @@ def _audit(data, choice, which: str, *, method: str, target: str, precision: str
     ready = jobs.audit_ready(*settings)
     if ready is not None:
         widgets.follow(WATCHED[which], None, leave=jobs.dataset_job_leave)
-        if which == "first":
-            st.session_state[LAST] = settings  # the features tab shows these stored maps beside its own
+        if which == "first":  # the features tab shows these stored maps beside its own (the set by its hash)
+            st.session_state[LAST] = (*settings[:3], data.content_hash, *settings[4:])
         return ready
     running = st.session_state.get(WATCHED[which])
     wanted = jobs.audit_key(*settings)
@@ -80,9 +80,9 @@ def stored(data, choice: widgets.Choice) -> audit.Audit | None:
     """This session's last finished audit of `data` by `choice`'s backbone, if it is still kept: its maps open
     with a click on a point or a cell, with no recomputation."""
     settings = st.session_state.get(LAST)
-    if settings is None or settings[:3] != (choice.name, choice.device, choice.pretrained) or settings[3].content_hash != data.content_hash:
+    if settings is None or settings[:4] != (choice.name, choice.device, choice.pretrained, data.content_hash):
         return None
-    return jobs.audit_ready(*settings)
+    return jobs.audit_ready(*settings[:3], data, *settings[4:])
 
 
 def overlay(data, result: audit.Audit, index: int, side: int = SIDE) -> np.ndarray:
@@ -105,7 +105,7 @@ def _mean_maps(data, result: audit.Audit) -> None:
             rows = np.flatnonzero((result.labels == index) & (np.ones(len(result), bool) if correct is None
                                                               else result.correct == correct))
             if not len(rows):
-                column.caption(f"{name} ({title}): none")
+                column.caption(f"{widgets.plain(name)} ({title}): none")
                 continue
             mean = images.mean_picture((data.images[r] for r in rows[:200]), SIDE)
             heat = means[index]
@@ -120,6 +120,9 @@ def _galleries(data, result: audit.Audit) -> None:
     title = st.selectbox("Show", [r[0] for r in offered], key="audit_review")
     _, statistic, descending, correct = next(r for r in offered if r[0] == title)
     rows = result.ranked(statistic, descending=descending, correct=correct)[:GALLERY]
+    if statistic == "heat_border":
+        st.caption(f"A uniform map puts {audit.uniform_border():.0%} of its heat on the border band "
+                   f"({audit.BORDER:.1%} of the side on each edge): read the values against that.")
     if not len(rows):
         st.info("No image fits this review.")
         return
@@ -140,12 +143,13 @@ def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: in
     other = st.selectbox("Compare with", names, key="audit_other", format_func=lambda n: cache.specs()[n].title)
     spec = cache.specs()[other]
     second_choice = widgets.Choice(other, choice.device, cache.weights_here(other))
+    shown = spec.title if second_choice.pretrained else f"{spec.title} (random weights: its weights are not here)"
     applies = not (cams.METHODS[first.method].cnn_only and spec.family != "cnn")
     method = first.method if applies else cams.DEFAULT_METHOD
     target = first.target if tuple(spec.categories) == tuple(data.classes) else "predicted"
     second = _audit(data, second_choice, "second", method=method, target=target, precision=precision,
                     batch_size=batch_size, size=spec.input_size[0] if spec.fixed_size else size,
-                    start_label=f"Explain every image with {spec.title} too")
+                    start_label=f"Explain every image with {shown} too")
     if second is None:
         return
     rho, per_class = audit.agreement(first, second)
@@ -160,7 +164,7 @@ def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: in
                    caption=f"{cache.specs()[choice.name].title}: {first.categories[first.predictions[index]]} "
                            f"· true {label}")
         right.image(overlay(data, second, int(index), 2 * SIDE), width=2 * SIDE,
-                    caption=f"{spec.title}: {second.categories[second.predictions[index]]} "
+                    caption=f"{shown}: {second.categories[second.predictions[index]]} "
                             f"· agreement {rho[index]:.2f}")
 
 

@@ -107,3 +107,8 @@ def test_the_compare_page_puts_a_transformer_method_beside_the_cnns_gradcam():
     captions = [c for img in at.get("image") for c in img.captions]
     assert any(c.startswith("Grad-CAM, own top-1") for c in captions)
     assert any(c.startswith("LeGrad, own top-1") for c in captions)
+
+
+def test_attention_results_name_every_block_not_the_target_layer(vit):
+    (result,) = cams.compute(vit, sample("chelsea"), methods=["rollout"], target=1)
+    assert result.layer == "every block"

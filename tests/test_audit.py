@@ -229,3 +229,25 @@ def test_download_bytes_and_reviews(tiny):
     assert up.shape == (30, 50) and 0 <= up.min() <= up.max() <= 1
     with pytest.raises(InvalidInputError):
         audit.table_bytes(result, "xlsx")
+
+
+def test_export_says_nothing_of_correct_for_other_classes_and_is_spreadsheet_safe(tmp_path, tiny):
+    import io
+    from dataclasses import replace
+
+    dataset = datasets.shapes(n=6, size=64)
+    hostile = replace(dataset, files=("=HYPERLINK(\"http://x\")", *dataset.files[1:]))
+    result = audit.explain_dataset(tiny, hostile, batch_size=6)
+    table = pq.read_table(io.BytesIO(audit.table_bytes(result, "parquet")))
+    assert table.column("correct").null_count == 6  # the tiny model's classes are not the shapes
+    text = audit.table_bytes(result, "csv").decode()
+    assert "\"'=HYPERLINK(" in text and "\n\"=HYPERLINK" not in text
+    assert table.column("file").to_pylist()[0].startswith("=")  # Parquet keeps the name as it is
+    _, per_class = audit.agreement(result, result)
+    assert "both_correct" not in per_class[0]
+
+
+def test_the_border_baseline():
+    side = audit.MAP_SIDE
+    uniform = audit.statistics(np.ones((1, side, side)))["heat_border"][0]
+    assert uniform == pytest.approx(audit.uniform_border()) and 0.45 < uniform < 0.5  # 4 px of 28 on each edge

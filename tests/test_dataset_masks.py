@@ -102,3 +102,40 @@ def test_the_audit_scores_heat_on_the_users_masks(tmp_path):
 def test_the_folder_name_is_matched_whatever_its_case(name):
     files = {k.replace("set/masks/", f"set/{name}/"): v for k, v in _files().items()}
     assert datasets.from_zip(_zip(files)).masks is not None
+
+
+def test_masks_as_people_save_them():
+    """0/1 label PNGs, masks with an alpha channel and JPEG-saved masks read as the object; an undecodable mask
+    scores its image as NaN instead of failing the audit; a class called 'masks' stays a class."""
+    label = (_mask(BOXES["cats/1.png"]) // 255).astype(np.uint8)  # 0 and 1
+    alpha = np.zeros((40, 48, 4), dtype=np.uint8)
+    alpha[..., 3] = _mask(BOXES["cats/2.png"])
+    jpeg = io.BytesIO()
+    Image.fromarray(_mask(BOXES["dogs/3.png"])).save(jpeg, format="JPEG", quality=70)
+    files = _files()
+    files["set/masks/cats/1.png"] = _png(label)
+    files["set/masks/2.png"] = _png(alpha)
+    del files["set/masks/3.png"]
+    files["set/masks/3.jpg"] = jpeg.getvalue()
+    dataset = datasets.from_zip(_zip(files))
+    for i, name in enumerate(dataset.files[:3]):
+        expected = _mask(BOXES[name]) > 127
+        assert (dataset.masks[i] == expected).mean() > 0.98, name
+
+    faces = {f"set/{c}/{i}.png": _png(_picture(i + 10 * n)) for n, c in enumerate(("masks", "no_mask"))
+             for i in range(3)}
+    assert datasets.from_zip(_zip(faces)).classes == ("masks", "no_mask")
+
+
+def test_an_unreadable_mask_leaves_that_image_unscored(tmp_path):
+    for name, data in _files().items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    broken = tmp_path / "set" / "masks" / "4.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # a truncated PNG: its header still reads
+    dataset = datasets.from_folder(tmp_path / "set")
+    result = audit.explain_dataset(models.load(TINY, device="cpu"), dataset, batch_size=4)
+    row = dataset.files.index("dogs/4.png")
+    assert np.isnan(result.stats["heat_in_mask"][row]) and not result.stats["pointing_hit"][row]
+    assert np.isfinite(np.delete(result.stats["heat_in_mask"], row)).all()
+    assert all(np.isfinite(c["heat_in_mask"]) for c in result.summary())

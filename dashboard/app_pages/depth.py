@@ -57,8 +57,9 @@ index = stages.index(stage)
 left, right = st.columns(2)
 left.image(results[index].overlay(image), caption=f"{cams.METHODS[method].title} at {stage}", width="stretch")
 if rollout:
-    right.caption(f"Rollout up to {stage}: how the class token's attention, passed down through the residual "
-                  "path of every block so far, spreads over the patches. It does not depend on the class.")
+    right.caption(f"Rollout up to {stage}: how attention, passed down through the residual path of every block "
+                  "so far, spreads over the image (from the class token on a ViT; on Swin from a uniform start "
+                  "on the block's own grid, as the model's mean pool reads it). It does not depend on the class.")
 else:
     maps = cache.depth_feature_maps(choice.name, choice.device, choice.pretrained, steps, picked.key, picked.data,
                                     stage, 16)

@@ -91,8 +91,9 @@ with right:
         result_key = (*cache.cam_key(*settings[:4], (method,), *settings[5:]), method)
         st.image(
             cache.overlay_jpeg(picked.key, picked.data, result, result_key, opacity, colormap),
-            caption=f"{cams.METHODS[method].title} for “{result.label}” ({result.target}) at layer {result.layer} "
-            f"· {result.seconds * 1000:.0f} ms",
+            caption=f"{cams.METHODS[method].title} for “{result.label}” ({result.target}) "
+            + ("from every block's attention" if cams.METHODS[method].attention else f"at layer {result.layer}")
+            + f" · {result.seconds * 1000:.0f} ms",
             width="stretch",
         )
         width, height = picture.full_size
