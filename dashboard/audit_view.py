@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core import audit, cams, images
-from dashboard import cache, jobs, widgets
+from dashboard import cache, jobs, shelf, widgets
 
 GALLERY = 12  # images per review gallery
 SIDE = 128  # px of a gallery tile
@@ -139,9 +139,9 @@ def _galleries(data, result: audit.Audit) -> None:
 
 def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: int, size: int) -> None:
     st.subheader("Two backbones, the same images")
-    names = [n for n in cache.specs() if n != choice.name]
-    other = st.selectbox("Compare with", names, key="audit_other", format_func=lambda n: cache.specs()[n].title)
-    spec = cache.specs()[other]
+    names = [n for n in shelf.names() if n != choice.name]
+    other = st.selectbox("Compare with", names, key="audit_other", format_func=lambda n: cache.spec(n).title)
+    spec = cache.spec(other)
     second_choice = widgets.Choice(other, choice.device, cache.weights_here(other))
     shown = spec.title if second_choice.pretrained else f"{spec.title} (random weights: its weights are not here)"
     applies = not (cams.METHODS[first.method].cnn_only and spec.family != "cnn")
@@ -161,7 +161,7 @@ def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: in
         left, right = st.columns(2)
         label = data.classes[first.labels[index]]
         left.image(overlay(data, first, int(index), 2 * SIDE), width=2 * SIDE,
-                   caption=f"{cache.specs()[choice.name].title}: {first.categories[first.predictions[index]]} "
+                   caption=f"{cache.spec(choice.name).title}: {first.categories[first.predictions[index]]} "
                            f"· true {label}")
         right.image(overlay(data, second, int(index), 2 * SIDE), width=2 * SIDE,
                     caption=f"{shown}: {second.categories[second.predictions[index]]} "

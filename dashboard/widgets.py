@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from core import images
-from dashboard import cache, dataset_cache
+from dashboard import cache, dataset_cache, shelf
 
 SAMPLE_CREDITS = {
     "chelsea": "Chelsea the cat, Stefan van der Walt (CC0)",
@@ -38,28 +38,39 @@ class Picked:
 
 
 def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
-    specs = cache.specs()
-    names = list(specs)
-
-    def label(name: str) -> str:
-        spec = specs[name]
-        return f"{spec.title} ({'offline' if cache.weights_here(name) else 'download'})"
-
-    name = where.selectbox("Backbone", names, format_func=label, key=f"{key}_name")
+    """Backbone, weights and device in the sidebar: the shelf's models, the zoo's finder and the user's own weights."""
+    found = shelf.finder(where, key=key)
+    arrived = st.session_state.pop(f"{key}_arrived", None)  # own weights loaded on the last run
+    if found is not None and st.session_state.get(f"{key}_found") != found:
+        arrived = found  # a new pick in the finder becomes the backbone once; then the list is the user's again
+    st.session_state[f"{key}_found"] = found
+    if arrived is not None:
+        st.session_state[f"{key}_name"] = arrived
+        if cache.spec(arrived).source == cache.OWN_SOURCE:
+            st.session_state[f"{key}_weights"] = "pretrained"
+    names = shelf.names()
+    if st.session_state.get(f"{key}_name") not in names:  # a pick from another session's shelf, or a stale one
+        st.session_state.pop(f"{key}_name", None)
+    name = where.selectbox("Backbone", names, format_func=shelf.title, key=f"{key}_name")
+    shelf.card(where, name)
+    spec = cache.spec(name)
     available = cache.weights_here(name)
+    trained = "Pretrained (ImageNet)" if spec.source in cache.ZOO_SOURCES else "Trained weights"
     weights = where.radio(
         "Weights",
         ["pretrained", "random"],
-        format_func=lambda w: "Pretrained (ImageNet)" if w == "pretrained" else "Architecture only (random weights)",
+        format_func=lambda w: trained if w == "pretrained" else "Architecture only (random weights)",
         key=f"{key}_weights",
         help="Random weights give meaningless predictions: useful only to look at the architecture "
         "or as a sanity check for explanations.",
     )
     if weights == "pretrained" and not available:
-        where.caption(
-            f"{specs[name].title}'s weights are not on this machine yet: they download into the torch hub cache "
-            "on first use when online."
-        )
+        where.caption(f"{plain(spec.title)}'s weights are not on this machine yet: {cache.weights_where(name)}")
+    own = shelf.own_weights(where, name, key=key) if where is st.sidebar else None  # the main picker's only
+    if own is not None and own != name and st.session_state.get(f"{key}_own") != own:
+        st.session_state[f"{key}_own"] = own
+        st.session_state[f"{key}_arrived"] = own
+        st.rerun()
     device = where.selectbox("Device", cache.devices(), key=f"{key}_device")
     where.caption(f"Running on: {cache.device_label(device)}")
     return Choice(name, device, weights == "pretrained")

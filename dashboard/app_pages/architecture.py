@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import cache, widgets
+from dashboard import cache, shelf, widgets
 
 
 def _shape(shape: tuple[int, ...] | None) -> str:
@@ -75,7 +75,7 @@ st.caption(
 
 st.subheader("Compare with another backbone")
 picker, metrics = st.columns([1, 2], gap="large")
-names = list(cache.specs())
+names = shelf.names()
 st.session_state.setdefault("arch_compare_name", names[(names.index(choice.name) + 1) % len(names)])
 with picker:
     other_choice = widgets.model_picker(where=st, key="arch_compare")

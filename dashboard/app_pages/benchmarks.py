@@ -5,7 +5,7 @@ import time
 import streamlit as st
 
 from core import benchmark_tables, benchmarks
-from dashboard import cache, charts, jobs, widgets
+from dashboard import cache, charts, jobs, shelf, widgets
 
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128]
 SIZES = [None, 128, 160, 192, 224, 240, 256, 260, 288, 299, 320, 384]
@@ -19,10 +19,14 @@ st.caption(
     "with random ones."
 )
 
-specs = cache.specs()
+found = shelf.finder(st, key="bench")
+if found is not None and st.session_state.get("bench_found") != found:  # a new find joins the benchmark
+    st.session_state["bench_names"] = [*st.session_state.get("bench_names", []), found]
+st.session_state["bench_found"] = found
+offered = shelf.names()
 names = st.multiselect(
-    "Backbones", list(specs), default=[n for n in ("efficientnet_lite0", "mobilenet_v3_large") if n in specs],
-    format_func=lambda n: specs[n].title, key="bench_names",
+    "Backbones", offered, default=[n for n in ("efficientnet_lite0", "mobilenet_v3_large") if n in offered],
+    format_func=lambda n: cache.spec(n).title, key="bench_names",
 )
 c1, c2, c3, c4, c5, c6 = st.columns([3, 2, 2, 2, 2, 2])
 batches = c1.multiselect("Batch sizes", BATCHES, default=[1], key="bench_batches")

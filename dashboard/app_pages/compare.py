@@ -4,16 +4,19 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import cams, report
-from dashboard import cache, widgets
+from dashboard import cache, shelf, widgets
 
 st.title("Compare backbones")
 st.caption("Top-5, heatmaps for each model's own top-1 and for one common class, speed, size, and agreement.")
 
-specs = cache.specs()
-offline = [n for n in specs if cache.weights_here(n)]
+found = shelf.finder(st, key="compare")
+if found is not None and st.session_state.get("compare_found") != found:  # a new find joins the comparison
+    st.session_state["compare_names"] = [*st.session_state.get("compare_names", []), found][-4:]
+st.session_state["compare_found"] = found
+offline = [n for n in shelf.names() if cache.weights_here(n)]
 names = st.multiselect(
-    "Backbones (2 to 4)", list(specs), default=offline[:3], max_selections=4, key="compare_names",
-    format_func=lambda n: f"{specs[n].title} ({'offline' if cache.weights_here(n) else 'download'})",
+    "Backbones (2 to 4)", shelf.names(), default=offline[:3], max_selections=4, key="compare_names",
+    format_func=shelf.title,
 )
 c1, c2, c3 = st.columns(3)
 pretrained = c1.radio("Weights", ["pretrained", "random"], horizontal=True, key="compare_weights") == "pretrained"
@@ -22,7 +25,7 @@ method = c3.selectbox(
     "CAM method", [m for m in cams.METHODS if cams.METHODS[m].shared], key="compare_method",
     format_func=lambda m: cams.METHODS[m].title,
 )
-transformers = [n for n in names if specs[n].family == "transformer"]
+transformers = [n for n in names if cache.spec(n).family == "transformer"]
 transformer_method = None
 if transformers:
     offered = [None, *cams.ATTENTION]

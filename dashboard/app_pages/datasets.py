@@ -19,7 +19,7 @@ st.caption(
 
 st.session_state.pop(JOB, None)  # set again below while a job is watched
 choice = widgets.model_picker()
-spec = cache.specs()[choice.name]
+spec = cache.spec(choice.name)
 WATCHED = {"features": "ds_watched_features", "tsne": "ds_watched_tsne"}  # the jobs this session waits for
 
 

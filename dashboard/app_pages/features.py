@@ -25,13 +25,13 @@ def _at_depth(table, default: str, fraction: float | None) -> str:
 def _compare_with(where, choice, picked) -> None:
     """The same kind of layer in another backbone, beside this one."""
     with where:
-        names = list(cache.specs())
+        names = shelf.names()
         st.session_state.setdefault("compare_name", names[(names.index(choice.name) + 1) % len(names)])
         other = widgets.model_picker(where=st, key="compare")
         depth = st.radio("Layer of each backbone", list(DEPTHS), horizontal=True, key="compare_depth")
         columns = st.columns(2, gap="large")
         for column, shown in zip(columns, (choice, other)):
-            spec = cache.specs()[shown.name]
+            spec = cache.model(shown.name, shown.device, shown.pretrained).spec  # its layer found at load
             rows = cache.layer_table(shown.name, shown.device, shown.pretrained, picked.key, picked.data)
             compared = cache.feature_maps(
                 shown.name, shown.device, shown.pretrained, picked.key, picked.data,
@@ -50,7 +50,7 @@ st.caption(
     "scaled to its own range), and what colours and edges the first convolution looks for."
 )
 # after the title: on a server's first visit this waits for the start-up warm-up's imports, the page painted
-from dashboard import cache, widgets  # noqa: E402
+from dashboard import cache, shelf, widgets  # noqa: E402
 
 choice = widgets.model_picker()
 picked = widgets.require_image()

@@ -94,7 +94,7 @@ def convolution(choice: widgets.Choice, picked: widgets.Picked) -> None:
     result = cache.convolved(choice.name, picked.key, picked.data, kernel, grey)
     a, b = st.columns(2)
     a.image(
-        shown, caption=f"Input: {_hw(shown.shape[:2])}, what {cache.specs()[choice.name].title} sees", width="stretch"
+        shown, caption=f"Input: {_hw(shown.shape[:2])}, what {cache.spec(choice.name).title} sees", width="stretch"
     )
     b.image(result, caption="Output, same size (zero padding of 1 pixel, stride 1)", width="stretch")
     if abs(float(weights_array.sum())) < 1e-3:
@@ -114,7 +114,7 @@ def convolution(choice: widgets.Choice, picked: widgets.Picked) -> None:
     filters = cache.first_conv_filters(choice.name, choice.device, choice.pretrained)
     st.markdown(
         f"In a CNN nobody chooses the weights: training learns them. The first layer of "
-        f"{cache.specs()[choice.name].title}, `{filters.layer}`, has **{filters.count} kernels** of "
+        f"{cache.spec(choice.name).title}, `{filters.layer}`, has **{filters.count} kernels** of "
         f"{filters.kernel_size[0]}×{filters.kernel_size[1]}×3 (one 2-D kernel per colour channel, summed). "
         "Each tile below is one of them, drawn as colours: light-dark pairs are edge detectors, flat tiles "
         "respond to one colour."
@@ -130,7 +130,7 @@ def padding_and_stride(choice: widgets.Choice, picked: widgets.Picked) -> None:
     )
     st.latex(r"O = \left\lfloor \frac{N + 2P - F}{S} \right\rfloor + 1")
     st.caption("With dilation D (gaps between the kernel's taps) F becomes D(F − 1) + 1.")
-    spec = cache.specs()[choice.name]
+    spec = cache.spec(choice.name)
     c = st.columns(5)
     n = c[0].number_input("Input N", 1, 4096, spec.input_size[0], key="learn_n")
     f = c[1].number_input("Kernel F", 1, 15, 3, key="learn_f")
@@ -233,7 +233,7 @@ def pooling(choice: widgets.Choice, picked: widgets.Picked) -> None:
     st.caption("Averages are rounded to whole grey levels here.")
 
     checks = cache.conv_checks(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
-    title = cache.specs()[choice.name].title
+    title = cache.spec(choice.name).title
     pools = [c for c in checks if c.kind == "pool"]
     strided = [c for c in checks if c.kind == "conv" and max(c.stride) > 1]
     if pools:
@@ -262,7 +262,7 @@ def receptive_field(choice: widgets.Choice, picked: widgets.Picked) -> None:
     st.latex(r"r_l = r_{l-1} + (F_l - 1)\, j_{l-1}, \qquad j_l = j_{l-1}\, S_l, \qquad r_0 = j_0 = 1")
     steps = cache.receptive_field(choice.name, choice.device, choice.pretrained)
     shown = cache.lesson_picture(choice.name, picked.key, picked.data)
-    title = cache.specs()[choice.name].title
+    title = cache.spec(choice.name).title
     figure = go.Figure(go.Scatter(
         x=list(range(1, len(steps) + 1)), y=[s.rf for s in steps], mode="lines+markers", marker_color=ORANGE,
         customdata=[[s.layer, s.jump] for s in steps],
@@ -290,7 +290,7 @@ def receptive_field(choice: widgets.Choice, picked: widgets.Picked) -> None:
         "whole picture. Networks with parallel branches (Inception) are read here as one chain, which overstates "
         "their field."
     )
-    if cache.specs()[choice.name].family == "transformer":
+    if cache.spec(choice.name).family == "transformer":
         st.info(
             f"{title} is a transformer: only its first layer, which cuts the image into patches, is a convolution. "
             "After that, self-attention lets every patch look at every other one, so from the first block on "
@@ -307,7 +307,7 @@ def residual_connections(choice: widgets.Choice, picked: widgets.Picked) -> None
     )
     st.latex(r"y = F(x) + x \qquad\Rightarrow\qquad \frac{\partial y}{\partial x} = \frac{\partial F}{\partial x} + I")
     result = cache.residuals(choice.name, choice.device, choice.pretrained, picked.key, picked.data)
-    title = cache.specs()[choice.name].title
+    title = cache.spec(choice.name).title
     if not result.blocks:
         st.info(
             f"{title} has no residual blocks. Choose ResNet-18 or EfficientNet-Lite0 in the sidebar to measure them."
@@ -366,7 +366,7 @@ def pretrained_features(choice: widgets.Choice, picked: widgets.Picked) -> None:
     if random and choice.pretrained:
         rows.append((False, "random weights"))
     for pretrained, label in rows:
-        st.markdown(f"**{cache.specs()[choice.name].title}, {label}**: the 9 most active channels at 4 depths")
+        st.markdown(f"**{cache.spec(choice.name).title}, {label}**: the 9 most active channels at 4 depths")
         for column, layer in zip(st.columns(len(layers)), layers):
             maps = cache.feature_maps(choice.name, choice.device, pretrained, picked.key, picked.data, layer, 9)
             column.image(
@@ -391,7 +391,7 @@ def transfer_learning(choice: widgets.Choice, picked: widgets.Picked) -> None:
     )
     classes = st.number_input("Classes in your dataset (K)", 2, 10_000, 10, key="learn_classes")
     plan = cache.transfer_plans(choice.name, choice.device, choice.pretrained, classes)
-    title = cache.specs()[choice.name].title
+    title = cache.spec(choice.name).title
     st.latex(
         rf"\text{{new head: }} (d + 1)\,K = ({_tex_int(plan.features)} + 1) \times {_tex_int(plan.classes)} = "
         rf"{_tex_int(plan.new_head)} \text{{ parameters}}"
