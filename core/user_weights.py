@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import pickle
+import re
 import struct
 import zipfile
 from collections.abc import Callable
@@ -302,13 +303,21 @@ def _torch_state_dict(data: bytes, limits: Limits, note: Callable[[str], None]) 
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if "weights only" in str(error).lower() or "weights_only" in str(error).lower():
-            raise InvalidInputError(f"Refused: {PICKLED}. (torch.load with weights_only=True refused it: "
-                                    f"{_first_line(error)})") from None
+            raise InvalidInputError(f"Refused: {PICKLED}. ({_unpickler_reason(error)})") from None
         raise InvalidInputError(f"The file is a damaged torch.save file ({_first_line(error)}).") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError) as error:
         raise InvalidInputError(f"The file is a truncated or damaged torch.save file ({type(error).__name__}: "
                                 f"{_first_line(error)}). Download or copy it again.") from None
     return _unwrap(loaded, note)
+
+
+def _unpickler_reason(error: BaseException) -> str:
+    """What torch.load(weights_only=True) refused, without its advice to load untrusted files unsafely."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if found:
+        return f"it refers to {found.group(1)}, which a file of tensors never needs"
+    found = re.search(r"WeightsUnpickler error: ([^\n]{1,200})", str(error))
+    return f"torch.load with weights_only=True refused it: {found.group(1) if found else 'not tensors'}"
 
 
 def _first_line(error: BaseException) -> str:
