@@ -93,6 +93,7 @@ def load(
     """
     spec = architecture if isinstance(architecture, BackboneSpec) else registry.get(architecture)
     note = on_note or (lambda message: None)
+    names = read_labels(labels, limits=limits) if labels is not None else None  # a bad labels file fails first
     data, name, path = _read(weights, filename, limits)
     if _is_safetensors(data):
         listing = _safetensors_listing(data, limits)
@@ -128,7 +129,7 @@ def load(
     module.requires_grad_(False)
     target = resolve_device(device)
     module.to(target)
-    categories = _categories(spec, classes, labels, limits, note)
+    categories = _categories(spec, classes, names, labels, note)
     loaded_spec = replace(
         spec, title=f"{spec.title} ({name})", source=SOURCE, build=baselines.no_builder, categories=categories,
         weights_file=path, weights_url=None, params=None, gmacs=None, top1=None,
@@ -176,10 +177,19 @@ def read_labels(
     twice = [label for label in names if label in seen or seen.add(label)]
     if twice:
         raise InvalidInputError(f"The labels file {name} lists '{twice[0][:60]}' twice; class names must be unique.")
-    if classes is not None and len(names) != classes:
+    if classes is not None:
+        _check_count(names, classes, name)
+    return tuple(names)
+
+
+def _check_count(names, classes: int, name: str) -> None:
+    if len(names) != classes:
         raise InvalidInputError(f"The labels file {name} lists {len(names)} class names, but the model's head has "
                                 f"{classes} outputs. Give one name per output, in order.")
-    return tuple(names)
+
+
+def _display_name(source, what: str) -> str:
+    return Path(source).name if isinstance(source, str | Path) else f"uploaded {what}"
 
 
 def digest(source: bytes | str | Path) -> str:
@@ -201,10 +211,10 @@ def _read(source, filename: str | None, limits: Limits, *, what: str = "weights 
     """(bytes, display name, path or None), refused over the size limit before it is read."""
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
-        name, path = filename or f"uploaded {what}", None
+        name, path = filename or _display_name(source, what), None
     elif isinstance(source, str | Path):
         path = Path(source).expanduser()
-        name = filename or path.name
+        name = filename or _display_name(source, what)
         if not path.is_file():
             raise InvalidInputError(f"No such {what}: {path}" + (" (it is a folder)" if path.is_dir() else ""))
         size = path.stat().st_size
@@ -457,9 +467,11 @@ def _fits(name: str, listing: dict[str, tuple[int, ...]]) -> str:
     return spec.title
 
 
-def _categories(spec: BackboneSpec, classes: int, labels, limits: Limits, note: Callable[[str], None]) -> tuple[str, ...]:
-    if labels is not None:
-        return read_labels(labels, classes=classes, limits=limits)
+def _categories(spec: BackboneSpec, classes: int, names: tuple[str, ...] | None, labels,
+                note: Callable[[str], None]) -> tuple[str, ...]:
+    if names is not None:
+        _check_count(names, classes, _display_name(labels, "labels file"))
+        return names
     if classes == len(spec.categories):
         note(f"no labels file: the architecture's own {classes} class names are used")
         return spec.categories

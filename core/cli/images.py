@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from core import cams, faithfulness, images, models, predictions, records, registry, report
-from core.cli.common import image_paths, load_model, read_image, write
+from core.cli.common import image_paths, load_model, one_model_with_checkpoint, read_image, write
 from core.errors import InvalidInputError
 
 BASELINES_ABOUT = ("random: a random map; inverted: 1 - the map of the best method (inverted_method); "
@@ -145,12 +145,13 @@ def run_report(args) -> None:
         raise InvalidInputError("Give at least one model (--models) and one method (--methods).")
     for name in names:
         registry.get(name)
+    one_model_with_checkpoint(args, names)
     for method in methods:
         cams.check_method(method)
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise InvalidInputError(f"--out must be an .html file, got '{args.out}'.")
     image = read_image(args.image)
-    loaded = [models.load(n, device=args.device, pretrained=not args.random_weights) for n in names]
+    loaded = [load_model(args, n) for n in names]
     for model in loaded:
         for method in methods:
             cams.check_method(method, model)

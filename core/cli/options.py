@@ -92,6 +92,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given).check()
 
 
+def checkpoint_options(sub: argparse.ArgumentParser) -> None:
+    """--checkpoint and --labels: the user's own weights for the architecture the command names."""
+    sub.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                     help="your weights for the architecture (a state dict as .safetensors, or .pth/.pt/.bin read with "
+                     "torch.load(weights_only=True)); the number of classes comes from its head")
+    sub.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                     help="with --checkpoint: class names, one per line (labels.txt) or a JSON list (default: numbered)")
+
+
 def parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m core", description="Predict and explain images with pretrained classifiers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -103,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--random-weights", action="store_true", help="architecture only: meaningless predictions, no download"
         )
+        checkpoint_options(sub)
 
     predict = commands.add_parser("predict", help="top-k classes of one image")
     model_options(predict)
@@ -140,6 +150,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--no-scores", action="store_true", help="skip the faithfulness scores (faster)")
     report.add_argument("--device", default="auto", help=DEVICE_HELP)
     report.add_argument("--random-weights", action="store_true", help="architecture only (no download)")
+    checkpoint_options(report)
 
     models = commands.add_parser("models", help="list backbones and whether their weights are here")
     models.add_argument("--json", action="store_true")
@@ -154,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=None, help="timed passes (default: until the median is stable)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up passes (default 3)")
     bench.add_argument("--random-weights", action="store_true", help="random weights even where pretrained ones are here")
+    checkpoint_options(bench)
     bench.add_argument("--json", action="store_true", help="print JSON (machine, method, rows) instead of a table")
 
     def dataset_options(sub: argparse.ArgumentParser) -> None:
@@ -161,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", default=registry.DEFAULT, help=f"backbone name (default {registry.DEFAULT})")
         sub.add_argument("--device", default="auto", help=DEVICE_HELP)
         sub.add_argument("--random-weights", action="store_true", help="architecture only (meaningless features)")
+        checkpoint_options(sub)
         sub.add_argument("--limit", type=int, default=None, help="a stratified sample of at most this many images")
         sub.add_argument("--seed", type=int, default=0, help="seed of the sample, the split and t-SNE (default 0)")
         sub.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
