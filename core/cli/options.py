@@ -204,6 +204,11 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--features", action="store_true", help="also write features.npy")
     audit.add_argument("--json", action="store_true", help="print the per-class summary as JSON")
 
+    download = commands.add_parser("download", help="prefetch pretrained weights into the caches, for offline use later")
+    download.add_argument("names", nargs="+", metavar="NAME",
+                          help="backbone names (torchvision, e.g. resnet50) or timm/NAME (e.g. timm/vit_tiny_patch16_224)")
+    download.add_argument("--json", action="store_true", help="print JSON: what is here, where, and what failed")
+
     train = commands.add_parser("train", help="transfer learning: a new head (or fine-tuning) on a dataset, exported")
     train.add_argument("dataset", help=DATASET_HELP)
     train.add_argument("--model", default=registry.DEFAULT, help=f"pretrained backbone (default {registry.DEFAULT})")
