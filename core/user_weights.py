@@ -29,13 +29,14 @@ import torch
 from torch import nn
 
 from core import baselines, heads, registry
+from core.labels import check_count
+from core.labels import read as read_labels
 from core.errors import InvalidInputError
 from core.models import LoadedModel
 from core.registry import BackboneSpec
 from core.runtime import resolve_device
 
 SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-LABEL_SUFFIXES = (".txt", ".json")
 SOURCE = "user weights"
 WRAPPERS = ("state_dict", "model_state_dict", "model")  # the keys a training script's checkpoint keeps them under
 PREFIXES = ("module.", "model.", "module.model.", "model.module.")
@@ -54,9 +55,6 @@ class Limits:
     max_file_bytes: int = 2 * 2**30  # ViT-B/16 in float32 is about 350 MB
     max_header_bytes: int = 8 * 2**20  # the safetensors JSON header
     max_tensors: int = 20_000
-    max_classes: int = 100_000  # ImageNet-21k has 21,843
-    max_labels_bytes: int = 4 * 2**20
-    max_text: int = 200  # characters of a class name
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ def load(
     """A frozen LoadedModel: `architecture` (a registry name or a spec) with the state dict in `weights`.
 
     `weights`: a path, or the file's bytes (an upload; give `filename` for the title). `labels`: a labels file
-    (path or bytes, see `read_labels`). `on_note`: told what was adapted (a prefix stripped, a head replaced).
+    (path or bytes, see `core.labels.read`). `on_note`: told what was adapted (a prefix stripped, a head replaced).
 
     Raises:
         UnknownModelError: an unknown architecture name.
@@ -93,13 +91,14 @@ def load(
     """
     spec = architecture if isinstance(architecture, BackboneSpec) else registry.get(architecture)
     note = on_note or (lambda message: None)
-    names = read_labels(labels, limits=limits) if labels is not None else None  # a bad labels file fails first
-    data, name, path = _read(weights, filename, limits)
-    if _is_safetensors(data):
-        listing = _safetensors_listing(data, limits)
+    names = read_labels(labels) if labels is not None else None  # a bad labels file fails first
+    file = _open(weights, filename, limits)
+    name, path = file.name, file.path
+    if _is_safetensors(file.head(10)):
+        listing = _safetensors_listing(file, limits)  # the header only: no tensor byte is read before the checks
         tensors = None
     else:
-        tensors = _torch_state_dict(data, limits, note)
+        tensors = _torch_state_dict(file.all(), limits, note)
         listing = {key: _Entry(t.is_floating_point(), tuple(t.shape)) for key, t in tensors.items()}
     if len(listing) > limits.max_tensors:
         raise InvalidInputError(f"{name} holds {len(listing):,} tensors; at most {limits.max_tensors:,} are accepted.")
@@ -116,7 +115,7 @@ def load(
     reference = module.state_dict()
     _check_fit(spec, listing, reference, name)
     if tensors is None:
-        tensors = _safetensors_tensors(data, name)
+        tensors = _safetensors_tensors(file)
     state = {renamed[key]: tensor for key, tensor in tensors.items()}
     for key, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -138,60 +137,6 @@ def load(
                        params=sum(p.numel() for p in module.parameters()))
 
 
-def read_labels(
-    source: bytes | str | Path, *, classes: int | None = None, limits: Limits = Limits()
-) -> tuple[str, ...]:
-    """Class names from a labels file: one per line (`labels.txt`), a JSON list of names, or a JSON object
-    {"0": name, "1": name, ...} (a value may be a list whose last item is the name, as in ImageNet's
-    `imagenet_class_index.json`). With `classes`, the count must be that.
-
-    Raises:
-        InvalidInputError: unreadable, empty, too large, blank or duplicate names, or the wrong count.
-    """
-    data, name, _ = _read(source, None, Limits(max_file_bytes=limits.max_labels_bytes), what="labels file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"The labels file {name} is not UTF-8 text: give one class name per line, or a JSON "
-                                "list of names.") from None
-    stripped = text.strip()
-    if stripped[:1] in ("[", "{"):
-        names = _json_labels(stripped, name)
-    else:
-        lines = text.splitlines()
-        while lines and not lines[-1].strip():
-            lines.pop()
-        blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
-        if blank:
-            raise InvalidInputError(f"The labels file {name} has a blank line (line {blank[0]}): give one class name "
-                                    "per line, in the order of the model's outputs.")
-        names = [line.strip() for line in lines]
-    if not names:
-        raise InvalidInputError(f"The labels file {name} lists no class names.")
-    if len(names) > limits.max_classes:
-        raise InvalidInputError(f"The labels file lists {len(names):,} names; at most {limits.max_classes:,} accepted.")
-    for label in names:
-        if len(label) > limits.max_text:
-            raise InvalidInputError(f"A class name in {name} has {len(label)} characters; at most {limits.max_text}.")
-    seen: set[str] = set()
-    twice = [label for label in names if label in seen or seen.add(label)]
-    if twice:
-        raise InvalidInputError(f"The labels file {name} lists '{twice[0][:60]}' twice; class names must be unique.")
-    if classes is not None:
-        _check_count(names, classes, name)
-    return tuple(names)
-
-
-def _check_count(names, classes: int, name: str) -> None:
-    if len(names) != classes:
-        raise InvalidInputError(f"The labels file {name} lists {len(names)} class names, but the model's head has "
-                                f"{classes} outputs. Give one name per output, in order.")
-
-
-def _display_name(source, what: str) -> str:
-    return Path(source).name if isinstance(source, str | Path) else f"uploaded {what}"
-
-
 def digest(source: bytes | str | Path) -> str:
     """The sha256 (hex) of a file or of bytes: the key to cache a loaded model by its content."""
     if isinstance(source, bytes | bytearray | memoryview):
@@ -207,30 +152,45 @@ def digest(source: bytes | str | Path) -> str:
 # Reading the file
 
 
-def _read(source, filename: str | None, limits: Limits, *, what: str = "weights file") -> tuple[bytes, str, Path | None]:
-    """(bytes, display name, path or None), refused over the size limit before it is read."""
+@dataclass(frozen=True)
+class _File:
+    """A weights file as bytes in memory or a path on disk, read in part (a header) or whole."""
+
+    name: str
+    path: Path | None
+    size: int
+    data: bytes | None = None
+
+    def head(self, count: int) -> bytes:
+        if self.data is not None:
+            return self.data[:count]
+        with self.path.open("rb") as file:
+            return file.read(count)
+
+    def all(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        try:
+            return self.path.read_bytes()
+        except OSError as error:
+            raise InvalidInputError(f"Cannot read {self.path}: {error.strerror or error}") from None
+
+
+def _open(source, filename: str | None, limits: Limits) -> _File:
+    """The weights file, refused over the size limit before it is read."""
     if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        name, path = filename or _display_name(source, what), None
+        file = _File(filename or "uploaded weights file", None, len(source), bytes(source))
     elif isinstance(source, str | Path):
         path = Path(source).expanduser()
-        name = filename or _display_name(source, what)
         if not path.is_file():
-            raise InvalidInputError(f"No such {what}: {path}" + (" (it is a folder)" if path.is_dir() else ""))
-        size = path.stat().st_size
-        if size > limits.max_file_bytes:
-            raise InvalidInputError(f"{name} is {size / 2**20:,.0f} MB; at most {limits.max_file_bytes / 2**20:,.0f} MB "
-                                    f"are accepted for a {what}.")
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise InvalidInputError(f"Cannot read {path}: {error.strerror or error}") from None
+            raise InvalidInputError(f"No such weights file: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+        file = _File(filename or path.name, path, path.stat().st_size)
     else:
-        raise InvalidInputError(f"Give the {what} as a path or as bytes, not a {type(source).__name__}.")
-    if len(data) > limits.max_file_bytes:
-        raise InvalidInputError(f"{name} is {len(data) / 2**20:,.0f} MB; at most {limits.max_file_bytes / 2**20:,.0f} MB "
-                                f"are accepted for a {what}.")
-    return data, name, path
+        raise InvalidInputError(f"Give the weights file as a path or as bytes, not a {type(source).__name__}.")
+    if file.size > limits.max_file_bytes:
+        raise InvalidInputError(f"{file.name} is {file.size / 2**20:,.0f} MB; at most "
+                                f"{limits.max_file_bytes / 2**20:,.0f} MB are accepted for a weights file.")
+    return file
 
 
 def _is_safetensors(data: bytes) -> bool:
@@ -238,13 +198,14 @@ def _is_safetensors(data: bytes) -> bool:
     return len(data) >= 10 and data[8:9] == b"{"
 
 
-def _safetensors_listing(data: bytes, limits: Limits) -> dict[str, _Entry]:
+def _safetensors_listing(file: _File, limits: Limits) -> dict[str, _Entry]:
     """The tensors a safetensors file lists, checked (dtypes, shapes, offsets, the file's length) before any is read."""
-    (header_size,) = struct.unpack("<Q", data[:8])
+    (header_size,) = struct.unpack("<Q", file.head(8))
     if header_size > limits.max_header_bytes:
         raise InvalidInputError(f"The safetensors header declares {header_size:,} bytes (at most "
                                 f"{limits.max_header_bytes:,} accepted): the file is damaged or not safetensors.")
-    if 8 + header_size > len(data):
+    data = file.head(8 + header_size)
+    if 8 + header_size > file.size:
         raise InvalidInputError("The safetensors file is truncated: it ends inside its header. Download or copy it again.")
     try:
         header = json.loads(data[8:8 + header_size].decode("utf-8"))
@@ -275,7 +236,7 @@ def _safetensors_listing(data: bytes, limits: Limits) -> dict[str, _Entry]:
                                     "is damaged.")
         end = max(end, offsets[1])
         listing[str(key)] = _Entry(_DTYPES[dtype][1], tuple(shape))
-    body = len(data) - 8 - header_size
+    body = file.size - 8 - header_size
     if body < end:
         raise InvalidInputError(f"The safetensors file is truncated: its header lists {end:,} bytes of tensor data, the "
                                 f"file holds {body:,}. Download or copy it again.")
@@ -284,14 +245,16 @@ def _safetensors_listing(data: bytes, limits: Limits) -> dict[str, _Entry]:
     return listing
 
 
-def _safetensors_tensors(data: bytes, name: str) -> dict[str, torch.Tensor]:
+def _safetensors_tensors(file: _File) -> dict[str, torch.Tensor]:
+    import safetensors.torch
     from safetensors import SafetensorError
-    from safetensors.torch import load as parse
 
     try:
-        return parse(data)
-    except (SafetensorError, ValueError, RuntimeError) as error:
-        raise InvalidInputError(f"{name} is not a readable safetensors file ({error}).") from None
+        if file.data is not None:
+            return safetensors.torch.load(file.data)
+        return safetensors.torch.load_file(file.path, device="cpu")
+    except (SafetensorError, ValueError, RuntimeError, OSError) as error:
+        raise InvalidInputError(f"{file.name} is not a readable safetensors file ({error}).") from None
 
 
 def _torch_state_dict(data: bytes, limits: Limits, note: Callable[[str], None]) -> dict[str, torch.Tensor]:
@@ -470,32 +433,10 @@ def _fits(name: str, listing: dict[str, tuple[int, ...]]) -> str:
 def _categories(spec: BackboneSpec, classes: int, names: tuple[str, ...] | None, labels,
                 note: Callable[[str], None]) -> tuple[str, ...]:
     if names is not None:
-        _check_count(names, classes, _display_name(labels, "labels file"))
+        check_count(names, classes, Path(labels).name if isinstance(labels, str | Path) else "(uploaded)")
         return names
     if classes == len(spec.categories):
         note(f"no labels file: the architecture's own {classes} class names are used")
         return spec.categories
     note(f"no labels file: the {classes} classes are numbered (give a labels file for their names)")
     return tuple(f"class {i}" for i in range(classes))
-
-
-def _json_labels(text: str, name: str) -> list[str]:
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError):
-        raise InvalidInputError(f"The labels file {name} starts like JSON but is not valid JSON.") from None
-    if isinstance(document, dict):
-        try:
-            order = sorted(document, key=int)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"The labels file {name} is a JSON object whose keys are not class indices "
-                                    '("0", "1", ...): give a JSON list of names instead.') from None
-        if [int(k) for k in order] != list(range(len(order))):
-            raise InvalidInputError(f"The labels file {name} must number its classes 0, 1, 2, ... without gaps.")
-        document = [document[k][-1] if isinstance(document[k], list) and document[k] else document[k] for k in order]
-    if not isinstance(document, list) or not all(isinstance(label, str) for label in document):
-        raise InvalidInputError(f"The labels file {name} must be a JSON list of class names (strings).")
-    blank = [i for i, label in enumerate(document) if not label.strip()]
-    if blank:
-        raise InvalidInputError(f"The labels file {name} has an empty class name (index {blank[0]}).")
-    return [label.strip() for label in document]

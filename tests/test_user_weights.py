@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from core import cams, datasets, embeddings, features, predictions, registry, training, user_weights
+from core import cams, datasets, embeddings, features, labels, predictions, registry, training, user_weights
 from core.errors import InvalidInputError
 
 CLASSES = ("daisy", "dandelion", "rose", "sunflower", "tulip")
@@ -67,10 +67,10 @@ def test_a_fine_tuned_resnet18_loads_three_common_ways(resnet18_5, tmp_path, way
     else:
         path = tmp_path / "flowers.safetensors"
         path.write_bytes(save_safetensors({k: v.contiguous() for k, v in state.items()}))
-    labels = tmp_path / "labels.txt"
-    labels.write_text("\n".join(CLASSES) + "\n")
+    names = tmp_path / "labels.txt"
+    names.write_text("\n".join(CLASSES) + "\n")
     notes = []
-    model = user_weights.load("resnet18", path, labels=labels, on_note=notes.append)
+    model = user_weights.load("resnet18", path, labels=names, on_note=notes.append)
     assert torch.equal(_logits(model.module), _logits(resnet18_5))
     assert model.categories == CLASSES and model.pretrained and model.spec.title == f"ResNet-18 ({path.name})"
     assert model.spec.source == user_weights.SOURCE and model.spec.weights_file == path
@@ -274,7 +274,7 @@ def test_a_labels_count_that_is_not_the_heads_is_refused(resnet18_5):
     ('{"1": ["n02", "dog"], "0": ["n01", "cat"]}', ("cat", "dog")),
 ])
 def test_labels_files_are_read(text, expected):
-    assert user_weights.read_labels(text.encode("utf-8")) == expected
+    assert labels.read(text.encode("utf-8")) == expected
 
 
 @pytest.mark.parametrize("data, match", [
@@ -288,4 +288,20 @@ def test_labels_files_are_read(text, expected):
 ])
 def test_bad_labels_files_say_why(data, match):
     with pytest.raises(InvalidInputError, match=match):
-        user_weights.read_labels(data)
+        labels.read(data)
+
+
+def test_a_safetensors_path_is_judged_by_its_header_alone(tmp_path, monkeypatch):
+    import pathlib
+
+    import safetensors.torch
+    from torchvision.models import resnet50
+
+    path = tmp_path / "r50.safetensors"
+    path.write_bytes(save_safetensors({k: v.contiguous() for k, v in resnet50().state_dict().items()}))
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("tensor bytes were read"))
+    read_bytes = pathlib.Path.read_bytes
+    monkeypatch.setattr(pathlib.Path, "read_bytes",
+                        lambda self: pytest.fail("the whole file was read") if self == path else read_bytes(self))
+    with pytest.raises(InvalidInputError, match="r50.safetensors does not fit ResNet-18.*looks like a ResNet-50"):
+        user_weights.load("resnet18", path)
