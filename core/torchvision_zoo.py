@@ -13,9 +13,10 @@ from functools import cache, partial
 
 from torch import nn
 
-from core import catalogue
+from core import catalogue, network_facts
+from core.backbone_spec import BackboneSpec
 from core.errors import WeightsUnavailableError
-from core.registry import BackboneSpec, hub_weights_path
+from core.weights_cache import hub_weights_path
 
 SOURCE = "torchvision"
 
@@ -51,8 +52,6 @@ def facts(name: str) -> dict:
     """The catalogue's row for `name`, or the same facts read from a meta-device build when it has none."""
     row = catalogue.row(SOURCE, name)
     if row is None:
-        from core import network_facts
-
         found = network_facts.torchvision_facts(name)
         row = dict(zip(catalogue.TORCHVISION_COLUMNS, catalogue.torchvision_row(found), strict=True))
     return row

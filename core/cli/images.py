@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import cams, faithfulness, images, models, predictions, records, registry, report
+from core import cams, faithfulness, images, models, predictions, records, registry, report, weights_cache
 from core.cli.common import image_paths, load_model, read_image, write
 from core.errors import InvalidInputError
 
@@ -57,9 +57,7 @@ class ModelRow:
         if self.offline:
             return "weights here"
         if self.hub_id:
-            from core import timm_zoo
-
-            return f"weights not here (timm downloads hub repo {self.hub_id} into {timm_zoo.cache_folder()})"
+            return f"weights not here (timm downloads hub repo {self.hub_id} into {weights_cache.cache_folder()})"
         return f"weights not here (download or put {self.weights_file})"
 
 
