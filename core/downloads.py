@@ -4,7 +4,7 @@ torchvision names download their `weights.url` into torch.hub's checkpoints fold
 `.partial` file beside it, renamed to the real name only after the size (Content-Length) and the hash
 prefix in the file name (torchvision's `-<sha256 prefix>.pth` convention, as `check_hash` reads it) are
 right, so an interrupted or damaged download never leaves a file that loading takes for a good one.
-timm names (`timm/NAME`, NAME a timm model or `model.tag`) download through the Hugging Face hub client
+timm names (`timm/NAME`, NAME a timm model or `model.tag`; the registry's `hub_id`) download through the Hugging Face hub client
 (`hf_hub_download`) into its cache, as timm itself loads them; the client writes `<blob>.incomplete`
 and links the snapshot only when the file is whole, and the file is checked against the hub's sha256
 (its ETag) here. Progress goes to an `on_progress(name, done, total)` callback; this module prints nothing.
@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import registry
+from core import registry, weights_cache
 from core.errors import InvalidInputError, WeightsUnavailableError
 
-TIMM = "timm/"
-HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # the order timm tries them in
+HUB_FILES = weights_cache.HUB_FILES  # the order timm tries them in
 CHUNK = 1 << 20
 Progress = Callable[[str, int, int | None], None]  # (name, bytes done, total bytes or None)
 
@@ -55,41 +54,21 @@ class Downloaded:
 
 
 def source(name: str) -> Source:
-    """Where `name`'s weights come from: a registered backbone, or `timm/NAME` from timm's pretrained configs.
+    """Where `name`'s weights come from (the registry's record: a hub repo, a URL, or a pip package).
 
     Raises:
         UnknownModelError / InvalidInputError: an unknown name, or one whose weights nothing downloads.
     """
-    if name.startswith(TIMM):
-        return _timm_source(name)
     spec = registry.get(name)
-    if spec.source.startswith("timm"):
-        return _timm_source(TIMM + name.removeprefix(TIMM))
+    if spec.hub_id:
+        repo, _, revision = spec.hub_id.partition("@")
+        return Source(name, "hub", repo, None, revision or None)
     if spec.weights_url:
         return Source(name, "url", spec.weights_url, spec.weights_file)
     if spec.weights_file is not None:
         return Source(name, "package", spec.source, spec.weights_file)
     raise InvalidInputError(f"{spec.title} has no pretrained weights to download (its weights come from "
                             f"{spec.source}).")
-
-
-def _timm_source(name: str) -> Source:
-    import timm.models
-
-    model = name.removeprefix(TIMM)
-    try:
-        cfg = timm.models.get_pretrained_cfg(model, allow_unregistered=False)
-    except Exception:
-        cfg = None
-    if cfg is None:
-        raise InvalidInputError(f"timm has no pretrained weights named '{model}'. List them with "
-                                "timm.list_models(pretrained=True), e.g. 'timm/resnet50.a1_in1k'.")
-    if cfg.hf_hub_id:
-        repo, _, revision = cfg.hf_hub_id.partition("@")
-        return Source(name, "hub", repo, None, revision or None)
-    if cfg.url:
-        return Source(name, "url", cfg.url, registry.hub_weights_path(cfg.url))
-    raise InvalidInputError(f"timm's '{model}' names no download location for its weights.")
 
 
 def here(name: str) -> Path | None:
@@ -229,13 +208,7 @@ def size_text(count: int | None) -> str:
 
 
 def _hub_cached(where: Source) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in HUB_FILES:
-        found = try_to_load_from_cache(where.url, filename, revision=where.revision)
-        if isinstance(found, str) and Path(found).is_file():
-            return Path(found)
-    return None
+    return weights_cache.cached_file(where.url + (f"@{where.revision}" if where.revision else ""))
 
 
 def _hub_download(where: Source, progress: Progress, timeout: float) -> Path:

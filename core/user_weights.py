@@ -28,13 +28,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core import baselines, heads, registry
+from core import baselines, heads, models, registry
 from core.labels import check_count
 from core.labels import read as read_labels
 from core.errors import InvalidInputError
 from core.models import LoadedModel
 from core.registry import BackboneSpec
-from core.runtime import resolve_device
 
 SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 SOURCE = "user weights"
@@ -124,17 +123,12 @@ def load(
     for key in reference.keys() - state.keys():  # only num_batches_tracked can be missing (see _check_fit)
         state[key] = reference[key]
     module.load_state_dict(state, strict=True)
-    module.eval()
-    module.requires_grad_(False)
-    target = resolve_device(device)
-    module.to(target)
     categories = _categories(spec, classes, names, labels, note)
     loaded_spec = replace(
         spec, title=f"{spec.title} ({name})", source=SOURCE, build=baselines.no_builder, categories=categories,
         weights_file=path, weights_url=None, params=None, gmacs=None, top1=None,
     )
-    return LoadedModel(spec=loaded_spec, module=module, device=target, pretrained=True,
-                       params=sum(p.numel() for p in module.parameters()))
+    return models.ready(loaded_spec, module, device=device, pretrained=True)
 
 
 def digest(source: bytes | str | Path) -> str:

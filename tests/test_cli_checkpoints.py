@@ -63,17 +63,19 @@ def test_predict_shows_the_checkpoints_class_names(files, image, capsys):
 def test_explain_writes_the_overlay_of_a_checkpoint_class(files, image, tmp_path, capsys):
     out_png = tmp_path / "rose.png"
     rc, out, err = _run(capsys, "explain", image, "--model", "resnet18", "--checkpoint", files / "flowers.pth",
-                        "--labels", files / "flowers.txt", "--class", "2", "--out", out_png, "--device", "cpu")
+                        "--labels", files / "flowers.txt", "--class", "2", "--layer", "layer4", "--out", out_png,
+                        "--device", "cpu")
     assert rc == 0, err
     assert "for class 2 (rose) at layer layer4" in out and out_png.stat().st_size > 1000
 
 
 def test_report_names_the_users_weights(files, image, tmp_path, capsys):
     html = tmp_path / "r.html"
-    rc, out, err = _run(capsys, "report", image, "--models", "resnet18", "--methods", "gradcam", "--no-scores",
-                        "--checkpoint", files / "flowers.pth", "--out", html, "--device", "cpu")
+    rc, out, err = _run(capsys, "report", image, "--models", "tiny_cnn_for_tests", "--methods", "gradcam",
+                        "--no-scores", "--checkpoint", files / "shapes.pt", "--labels", files / "shapes.json",
+                        "--out", html, "--device", "cpu")
     assert rc == 0, err
-    assert "ResNet-18 (flowers.pth)" in html.read_text()
+    assert "Tiny CNN (tests) (shapes.pt)" in html.read_text() and "triangle" in html.read_text()
 
 
 def test_evaluate_and_embed_run_on_a_checkpoint(files, tmp_path, capsys):

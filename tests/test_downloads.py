@@ -225,11 +225,11 @@ def test_hub_offline_says_so(monkeypatch, tmp_path):
 
 
 def test_names_are_resolved_before_anything_downloads():
-    from core.errors import InvalidInputError, UnknownModelError
+    from core.errors import UnknownModelError
 
     with pytest.raises(UnknownModelError):
         downloads.download_all(["resnet18", "resnet9000"])
-    with pytest.raises(InvalidInputError, match="timm has no pretrained weights named 'no_such_net'"):
+    with pytest.raises(UnknownModelError, match="Unknown model .timm/no_such_net."):
         downloads.source("timm/no_such_net")
     assert downloads.source("efficientnet_lite0").kind == "package"
 

@@ -95,7 +95,8 @@ def test_a_user_model_predicts_and_explains_with_its_own_class_names(resnet18_5,
     model = user_weights.load("resnet18", data, labels=json.dumps(list(CLASSES)).encode(), filename="f.pth")
     top = predictions.predict(model, image, top_k=5)
     assert {p.label for p in top} == set(CLASSES) and sum(p.prob for p in top) == pytest.approx(1, abs=1e-5)
-    (cam,) = cams.compute(model, image, methods=["gradcam"], target=2)
+    # the layer is named: the zoo's specs leave the default layer to be found when the network loads (core.layers)
+    (cam,) = cams.compute(model, image, methods=["gradcam"], target=2, layer="layer4")
     assert cam.label == "rose" and cam.layer == "layer4" and cam.heatmap.shape == (96, 112)
     assert float(np.ptp(cam.heatmap)) > 0
     assert not any(p.grad is not None for p in model.module.parameters())
@@ -150,6 +151,10 @@ def test_a_timm_vit_tiny_with_module_prefixes_loads_and_explains(image):
     assert torch.equal(_logits(model.module, 224)[:1], _logits(trained, 224)[:1])
     (cam,) = cams.compute(model, image, methods=["gradcam"], target=1)
     assert cam.label == "dog" and cam.heatmap.shape == (96, 112) and float(np.ptp(cam.heatmap)) > 0
+    by_name = user_weights.load("timm/vit_tiny_patch16_224", data, labels=b"cat\ndog\nbird", filename="vit.pth")
+    assert by_name.spec.name.startswith("timm/vit_tiny_patch16_224") and by_name.spec.title.endswith("(vit.pth)")
+    assert torch.equal(_logits(by_name.module, 224)[:1], _logits(trained, 224)[:1])
+    assert {p.label for p in predictions.predict(by_name, image, top_k=3)} == {"cat", "dog", "bird"}
 
 
 def test_resnet50_keys_on_resnet18_say_which_keys_and_which_architecture():
