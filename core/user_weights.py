@@ -124,9 +124,10 @@ def load(
         state[key] = reference[key]
     module.load_state_dict(state, strict=True)
     categories = _categories(spec, classes, names, labels, note)
+    label_set = "labels file" if names is not None else spec.label_set if categories == spec.categories else "numbered"
     loaded_spec = replace(
         spec, title=f"{spec.title} ({name})", source=SOURCE, build=baselines.no_builder, categories=categories,
-        weights_file=path, weights_url=None, params=None, gmacs=None, top1=None,
+        weights_file=path, weights_url=None, hub_id=None, label_set=label_set, params=None, gmacs=None, top1=None,
     )
     return models.ready(loaded_spec, module, device=device, pretrained=True)
 

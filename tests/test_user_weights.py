@@ -73,7 +73,8 @@ def test_a_fine_tuned_resnet18_loads_three_common_ways(resnet18_5, tmp_path, way
     model = user_weights.load("resnet18", path, labels=names, on_note=notes.append)
     assert torch.equal(_logits(model.module), _logits(resnet18_5))
     assert model.categories == CLASSES and model.pretrained and model.spec.title == f"ResNet-18 ({path.name})"
-    assert model.spec.source == user_weights.SOURCE and model.spec.weights_file == path
+    assert model.spec.source == user_weights.SOURCE and model.spec.weights_file == path and model.spec.hub_id is None
+    assert model.spec.label_set == "labels file"
     assert any("head 'fc' replaced: 5 classes" in n for n in notes)
     assert ("stripped the 'module.' prefix from the keys" in notes) == (way == "state_dict + module.")
     assert not any(p.requires_grad for p in model.module.parameters())
