@@ -159,11 +159,17 @@ def _normal(name: str) -> str:
 def zero_shot_mapping(classes: Sequence[str], categories: Sequence[str]) -> Mapping:
     """Map each folder name to an ImageNet class by WordNet id (n02123045), class name or synonym.
 
-    Only backbones with the 1,000 ImageNet categories can be mapped; others get an empty mapping.
+    Only backbones with the 1,000 ImageNet categories are mapped by WordNet id and synonym; any other is mapped
+    when its own classes are the folders' names (a trained model or a user's checkpoint on its own data), else
+    it gets an empty mapping.
     """
     targets: list[int | None] = []
     how: list[str] = []
     if len(categories) != 1000:
+        own = {_normal(c): i for i, c in enumerate(categories)}
+        if classes and all(_normal(name) in own for name in classes):
+            found = tuple(own[_normal(name)] for name in classes)
+            return Mapping(tuple(classes), found, tuple(categories[t] for t in found), tuple("class name" for _ in classes))
         return Mapping(tuple(classes), tuple(None for _ in classes), tuple(None for _ in classes), tuple("" for _ in classes))
     wnids, synonyms = _imagenet()
     by_wnid = {w: i for i, w in enumerate(wnids)}

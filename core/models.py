@@ -53,7 +53,17 @@ def load(name: str, *, device: str = "auto", pretrained: bool = True) -> LoadedM
     """
     spec = registry.get(name)
     target = resolve_device(device)
-    module = spec.build(pretrained)
+    return ready(spec, spec.build(pretrained), device=target, pretrained=pretrained)
+
+
+def ready(spec: BackboneSpec, module: nn.Module, *, device: str | torch.device, pretrained: bool) -> LoadedModel:
+    """A built network as a LoadedModel: eval mode, frozen, on `device` (channels_last on CUDA). `load` and the
+    loaders of weights from files (core.user_weights) share it, so a model is made ready in one place.
+
+    Raises:
+        DeviceError: CUDA requested without a GPU, or out of GPU memory.
+    """
+    target = resolve_device(device) if isinstance(device, str) else device
     module.eval()
     module.requires_grad_(False)
     try:
@@ -68,9 +78,8 @@ def load(name: str, *, device: str = "auto", pretrained: bool = True) -> LoadedM
 
 
 def weights_available(name: str) -> bool:
-    """Whether `load(name)` with pretrained weights works offline (the file is on this machine)."""
-    spec = registry.get(name)
-    return spec.weights_file is not None and spec.weights_file.is_file()
+    """Whether `load(name)` with pretrained weights works offline (the file, or the hub cache entry, is here)."""
+    return registry.weights_here(registry.get(name))
 
 
 shapes_models.register()  # the project's own offline backbones (assets/shapes_models) beside the zoo's

@@ -38,8 +38,9 @@ def analyse(
     model: LoadedModel, image: Image.Image, *, methods: Sequence[str], target: int | None = None, score: bool = True,
     top_k: int = 5,
 ) -> ModelSection:
-    """Predict, explain with every method (shared pass where possible) and optionally score faithfulness."""
-    top = predictions.predict(model, image, top_k=top_k)
+    """Predict (the top `top_k`, or every class of a model with fewer), explain with every method (shared pass
+    where possible) and optionally score faithfulness."""
+    top = predictions.predict(model, image, top_k=min(top_k, len(model.categories)))
     results = cams.compute(model, image, methods=list(methods), target=target)
     scores = None
     if score:

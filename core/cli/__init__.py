@@ -1,4 +1,4 @@
-"""Command line: `python -m core predict|explain|report|models|benchmark|embed|evaluate|train|audit ...`, over the same
+"""Command line: `python -m core predict|explain|report|models|benchmark|embed|evaluate|train|audit|download ...`, over the same
 functions as the dashboard.
 
 `options` is the parser; the code that runs a subcommand lives with its family (`images`: predict, explain, report,
@@ -20,7 +20,8 @@ from core.cli.options import parser  # noqa: E402
 from core.errors import CoreError  # noqa: E402
 
 FAMILIES = {"predict": "images", "explain": "images", "report": "images", "models": "images",
-            "benchmark": "benchmark", "embed": "data", "evaluate": "data", "train": "data", "audit": "audit"}
+            "benchmark": "benchmark", "embed": "data", "evaluate": "data", "train": "data", "audit": "audit",
+            "download": "download"}
 
 
 def main(argv: list[str] | None = None) -> int:

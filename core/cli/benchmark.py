@@ -3,6 +3,7 @@
 import sys
 
 from core import benchmark_tables, benchmarks, registry
+from core.cli.common import load_model, one_model_with_checkpoint
 from core.errors import InvalidInputError
 
 
@@ -19,11 +20,20 @@ def run_benchmark(args) -> None:
         sys.stderr.write(f"[{done}/{total}] {row.name} batch {row.batch}: p50 {row.median_ms:.2f} ms "
                          f"({row.repeats} timed passes)\n")
 
+    one_model_with_checkpoint(args, names)
     machine, busy = benchmarks.machine(), benchmarks.busy()
-    rows = benchmarks.run(
-        names, batches=batches, input_size=args.input_size, precision=args.precision, device=args.device,
-        pretrained=False if args.random_weights else None, repeats=args.repeats, warmup=args.warmup, on_row=progress,
-    )
+    if args.checkpoint is not None:  # the user's weights: the one model, measured at each batch size
+        model, rows = load_model(args, names[0]), []
+        for batch in sorted(set(batches)):
+            rows.append(benchmarks.measure(model, batch=batch, input_size=args.input_size, precision=args.precision,
+                                           repeats=args.repeats, warmup=args.warmup))
+            progress(rows[-1], len(rows), len(set(batches)))
+    else:
+        rows = benchmarks.run(
+            names, batches=batches, input_size=args.input_size, precision=args.precision, device=args.device,
+            pretrained=False if args.random_weights else None, repeats=args.repeats, warmup=args.warmup,
+            on_row=progress,
+        )
     method = benchmarks.method(warmup=args.warmup, repeats=args.repeats, device=args.device, precision=args.precision)
     if busy:
         sys.stderr.write(f"note: {busy}\n")

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from core import images, models, registry
+from core import images, models, registry, user_weights
 from core.errors import InvalidInputError
 
 
@@ -23,9 +23,27 @@ def read_image(path: Path):
     return decoded.image
 
 
-def load_model(args) -> models.LoadedModel:
-    registry.get(args.model)  # unknown names fail before anything heavy
-    return models.load(args.model, device=args.device, pretrained=not args.random_weights)
+def load_model(args, name: str | None = None) -> models.LoadedModel:
+    """`name` (default --model) with its pretrained weights, random ones (--random-weights), or the user's
+    (--checkpoint FILE, class names from --labels FILE), what was adapted on stderr."""
+    name = name or args.model
+    registry.get(name)  # unknown names fail before anything heavy
+    checkpoint, labels = getattr(args, "checkpoint", None), getattr(args, "labels", None)
+    if checkpoint is None:
+        if labels is not None:
+            raise InvalidInputError("--labels names the classes of a --checkpoint; give --checkpoint FILE too.")
+        return models.load(name, device=args.device, pretrained=not args.random_weights)
+    if args.random_weights:
+        raise InvalidInputError("--checkpoint gives the weights and --random-weights asks for none: choose one.")
+    return user_weights.load(name, checkpoint, labels=labels, device=args.device,
+                             on_note=lambda message: sys.stderr.write(f"note: {message}\n"))
+
+
+def one_model_with_checkpoint(args, names: list[str]) -> None:
+    """--checkpoint holds one network's weights: refuse it with several --models."""
+    if getattr(args, "checkpoint", None) is not None and len(names) != 1:
+        raise InvalidInputError(f"--checkpoint holds the weights of one architecture; --models lists {len(names)} "
+                                f"({', '.join(names)}). Give the one the checkpoint was trained from.")
 
 
 def image_paths(given: list[Path]) -> list[Path]:

@@ -14,6 +14,8 @@ from core import registry
 from core.errors import InvalidInputError
 from core.training import TrainConfig
 
+MODEL_HELP = (f"backbone (default {registry.DEFAULT}): a name of `models`, any torchvision classifier, or a timm "
+              "pretrained config as timm/NAME (`models --search TEXT` lists them)")
 DEVICE_HELP = "auto (CUDA if present), cpu or cuda"
 DATASET_HELP = "digits, shapes, torchvision:NAME (CIFAR10, MNIST, ...), a .zip of class folders, or a folder"
 
@@ -92,17 +94,27 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given).check()
 
 
+def checkpoint_options(sub: argparse.ArgumentParser) -> None:
+    """--checkpoint and --labels: the user's own weights for the architecture the command names."""
+    sub.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                     help="your weights for the architecture (a state dict as .safetensors, or .pth/.pt/.bin read with "
+                     "torch.load(weights_only=True)); the number of classes comes from its head")
+    sub.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                     help="with --checkpoint: class names, one per line (labels.txt) or a JSON list (default: numbered)")
+
+
 def parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m core", description="Predict and explain images with pretrained classifiers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def model_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF file")
-        sub.add_argument("--model", default=registry.DEFAULT, help=f"backbone name (default {registry.DEFAULT})")
+        sub.add_argument("--model", default=registry.DEFAULT, help=MODEL_HELP)
         sub.add_argument("--device", default="auto", help=DEVICE_HELP)
         sub.add_argument(
             "--random-weights", action="store_true", help="architecture only: meaningless predictions, no download"
         )
+        checkpoint_options(sub)
 
     predict = commands.add_parser("predict", help="top-k classes of one image")
     model_options(predict)
@@ -133,16 +145,23 @@ def parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="a self-contained HTML report: models x methods, with scores")
     report.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF file")
-    report.add_argument("--models", default=registry.DEFAULT, help="comma-separated backbone names")
+    report.add_argument("--models", default=registry.DEFAULT, help="comma-separated backbone names (any --model name)")
     report.add_argument("--methods", default="gradcam,gradcam++,eigencam", help="comma-separated CAM methods")
     report.add_argument("--class", dest="target", type=int, default=None, help="class index (default: each top-1)")
     report.add_argument("--out", type=Path, required=True, help="the .html file to write")
     report.add_argument("--no-scores", action="store_true", help="skip the faithfulness scores (faster)")
     report.add_argument("--device", default="auto", help=DEVICE_HELP)
     report.add_argument("--random-weights", action="store_true", help="architecture only (no download)")
+    checkpoint_options(report)
 
-    models = commands.add_parser("models", help="list backbones and whether their weights are here")
+    models = commands.add_parser("models", help="list backbones and whether their weights are here (the short "
+                                 "list, or with --search any torchvision or timm classifier)")
     models.add_argument("--json", action="store_true")
+    models.add_argument("--search", metavar="TEXT", default=None,
+                        help="search the whole zoo: every word in the name ('vit tiny', 'resnet50.a1')")
+    models.add_argument("--family", choices=("cnn", "transformer", "hybrid"), default=None, help="only this family")
+    models.add_argument("--source", default=None, help="only this source: torchvision, timm, project, ...")
+    models.add_argument("--weights-here", action="store_true", help="only models whose weights are on this machine")
     models.add_argument("--methods", action="store_true", help="list CAM methods instead")
 
     bench = commands.add_parser("benchmark", help="latency, throughput, memory, size and compute of backbones")
@@ -154,13 +173,15 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=None, help="timed passes (default: until the median is stable)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up passes (default 3)")
     bench.add_argument("--random-weights", action="store_true", help="random weights even where pretrained ones are here")
+    checkpoint_options(bench)
     bench.add_argument("--json", action="store_true", help="print JSON (machine, method, rows) instead of a table")
 
     def dataset_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("dataset", help=DATASET_HELP)
-        sub.add_argument("--model", default=registry.DEFAULT, help=f"backbone name (default {registry.DEFAULT})")
+        sub.add_argument("--model", default=registry.DEFAULT, help=MODEL_HELP)
         sub.add_argument("--device", default="auto", help=DEVICE_HELP)
         sub.add_argument("--random-weights", action="store_true", help="architecture only (meaningless features)")
+        checkpoint_options(sub)
         sub.add_argument("--limit", type=int, default=None, help="a stratified sample of at most this many images")
         sub.add_argument("--seed", type=int, default=0, help="seed of the sample, the split and t-SNE (default 0)")
         sub.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
@@ -190,6 +211,11 @@ def parser() -> argparse.ArgumentParser:
                        help="folder to write audit.parquet, audit.csv, maps.npy and summary.json into")
     audit.add_argument("--features", action="store_true", help="also write features.npy")
     audit.add_argument("--json", action="store_true", help="print the per-class summary as JSON")
+
+    download = commands.add_parser("download", help="prefetch pretrained weights into the caches, for offline use later")
+    download.add_argument("names", nargs="+", metavar="NAME",
+                          help="backbone names (torchvision, e.g. resnet50) or timm/NAME (e.g. timm/vit_tiny_patch16_224)")
+    download.add_argument("--json", action="store_true", help="print JSON: what is here, where, and what failed")
 
     train = commands.add_parser("train", help="transfer learning: a new head (or fine-tuning) on a dataset, exported")
     train.add_argument("dataset", help=DATASET_HELP)
