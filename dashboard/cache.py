@@ -28,6 +28,7 @@ from core import (
     images,
     lessons,
     models,
+    own_models,
     predictions,
     preprocessing,
     queueing,
@@ -350,17 +351,15 @@ def label_set(name: str) -> str:
     return registry.get(name).label_set
 
 
-def own_weights(architecture: str, filename: str, data: bytes, labels_name: str | None,
-                labels: bytes | None) -> str:
-    """The name a user's state dict for `architecture` is offered under (checked, stored by content, registered)."""
-    return _own_weights(architecture, filename, digest(data), data, labels_name,
-                        None if labels is None else digest(labels), labels)
+def own_weights(architecture: str, filename: str, data: bytes, labels: bytes | None) -> str:
+    """The name a user's state dict for `architecture` is offered under (checked once, kept by content)."""
+    return _own_weights(architecture, filename, digest(data), data, None if labels is None else digest(labels), labels)
 
 
 @_budget.memoize(data_budget, max_entries=16)
-def _own_weights(architecture: str, filename: str, key: str, _data: bytes, labels_name: str | None,
-                 labels_key: str | None, _labels: bytes | None) -> str:
-    return user_weights.register(architecture, _data, filename=filename, labels=_labels, labels_name=labels_name)
+def _own_weights(architecture: str, filename: str, key: str, _data: bytes, labels_key: str | None,
+                 _labels: bytes | None) -> str:
+    return own_models.register(architecture, _data, filename=filename, labels=_labels)
 
 
 # --- feature maps and architecture ---

@@ -98,7 +98,7 @@ def own_weights(where, architecture: str, *, key: str) -> str | None:
             return None
         try:
             name = cache.own_weights(architecture, weights.name, weights.getvalue(),
-                                     labels.name if labels else None, labels.getvalue() if labels else None)
+                                     labels.getvalue() if labels else None)
         except errors.CoreError as error:  # the page goes on with the backbone as it was
             st.error(str(error))
             return None
