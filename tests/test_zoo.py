@@ -223,3 +223,29 @@ def test_the_command_line_searches_and_takes_any_zoo_name(capsys):
     assert printed["model"] == "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k" and len(printed["predictions"]) == 2
     assert main(["predict", chelsea, "--model", "timm/no_such_model", "--random-weights"]) == 2
     assert "models --search" in capsys.readouterr().err
+
+
+def test_torchvision_weights_load_through_the_builder_and_say_where_they_go_when_offline(monkeypatch):
+    """The builder applies what its weights need (GoogLeNet: transform_input on, auxiliary heads dropped after
+    loading), with no knowledge of the architecture here; offline, the message names the file and the folder."""
+    from urllib.error import URLError
+
+    from torchvision.models import GoogLeNet
+    from torchvision.models._api import WeightsEnum
+
+    state = GoogLeNet(aux_logits=True, init_weights=False).state_dict()
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, *args, **kwargs: state)
+    model = torchvision_zoo.build("googlenet", True)
+    assert model.transform_input and model.aux1 is None
+    assert torch.equal(model.fc.weight, state["fc.weight"])
+    assert not torchvision_zoo.build("googlenet", False).transform_input
+
+    def offline(self, *args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    spec = registry.get("googlenet")
+    with pytest.raises(WeightsUnavailableError) as raised:
+        models.load("googlenet", device="cpu", pretrained=True)
+    message = str(raised.value)
+    assert spec.weights_file.name in message and str(spec.weights_file.parent) in message and "URLError" in message
