@@ -53,9 +53,9 @@ def _normal(text: str) -> str:
 
 def search(found, text: str, *, family=None, source=None, weights_here=None, max_params=None, min_params=None):
     """`found` filtered as `registry.search` describes."""
-    words = [_normal(word) for word in str(text or "").split()]
-    words = [w for w in words if w]
-    query = _normal(str(text or ""))
+    text = str(text or "")[:200]
+    words = [w for w in (_normal(word) for word in text.split()) if w]
+    query = _normal(text)
     picked = []
     for entry in found:
         key = _normal(entry.name) + " " + _normal(entry.title)

@@ -60,7 +60,8 @@ def spatial_convolutions(module: nn.Module) -> int:
     """How many Conv2d layers mix neighbouring positions (kernel > 1, and not a patchify kernel == stride)."""
     count = 0
     for layer in module.modules():
-        if isinstance(layer, nn.Conv2d) and max(layer.kernel_size) > 1 and tuple(layer.kernel_size) != tuple(layer.stride):
+        kernel = tuple(layer.kernel_size) if isinstance(layer, nn.Conv2d) else (1,)
+        if max(kernel) > 1 and kernel != tuple(layer.stride):
             count += 1
     return count
 

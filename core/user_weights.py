@@ -399,17 +399,20 @@ def _few(keys: list[str], shown: int = 5) -> str:
 def _which_architecture(spec: BackboneSpec, listing: dict[str, _Entry]) -> str:
     """'This looks like a ResNet-50 state dict...' when another registered architecture fits the file's keys."""
     for other in [n for n in registry.names() if n != spec.name][:_HINT_CANDIDATES]:
-        candidate = _fits(other, {k: e.shape for k, e in listing.items()})
+        candidate = _fits(other, spec.source, {k: e.shape for k, e in listing.items()})
         if candidate:
             return (f"This looks like a {candidate} ({other}) state dict, not {spec.title}: choose --model {other} "
                     "(or that architecture in the picker).")
     return ""
 
 
-def _fits(name: str, listing: dict[str, tuple[int, ...]]) -> str:
-    """The title of `name` when its network has exactly these keys and shapes (the head's class count aside)."""
+def _fits(name: str, source: str, listing: dict[str, tuple[int, ...]]) -> str:
+    """The title of `name` when it comes from `source` and its network has exactly these keys and shapes (the
+    head's class count aside). Only one zoo's names are tried: a file for a torchvision network has its keys."""
     try:
         spec = registry.get(name)
+        if spec.source != source:
+            return ""
         expected = _meta_listing(spec)
     except Exception:  # an architecture that cannot be built on the meta device gives no hint
         return ""

@@ -3,7 +3,7 @@ built network (parameters, multiply-adds, family, prefix tokens, head), read on 
 core.network_facts. Everything else about a zoo model comes from its metadata at run time (core.timm_zoo,
 core.torchvision_zoo). Run it again after upgrading timm or torchvision; tests/test_zoo.py checks a sample.
 
-    python scripts/build_catalogue.py [--only NAME ...]   # about 15 minutes on one core
+    python scripts/build_catalogue.py [--out FILE]   # 1,424 s on the shared 2-core machine (timm 1.0.31)
 """
 
 import argparse

@@ -36,11 +36,9 @@ TIMM_SAMPLE = {
 }
 
 
-@pytest.fixture(scope="module")
-def no_builds(request):
+@pytest.fixture
+def no_builds(monkeypatch):
     """Any network build (torchvision, timm or a meta-device fact reading) fails the test."""
-    monkeypatch = pytest.MonkeyPatch()
-
     def refuse(*args, **kwargs):
         raise AssertionError("a network was built")
 
@@ -48,8 +46,6 @@ def no_builds(request):
     monkeypatch.setattr(timm, "create_model", refuse)
     monkeypatch.setattr(network_facts, "timm_facts", refuse)
     monkeypatch.setattr(network_facts, "torchvision_facts", refuse)
-    yield
-    monkeypatch.undo()
 
 
 def test_importing_the_registry_imports_neither_zoo():
@@ -76,7 +72,8 @@ def test_every_torchvision_builder_is_a_spec_from_metadata(name, no_builds):
 
 def test_torchvision_facts_come_from_the_networks():
     assert torchvision_zoo.spec("vit_b_16").family == "transformer" and torchvision_zoo.spec("vit_b_16").fixed_size
-    assert torchvision_zoo.spec("maxvit_t").family == "hybrid" and torchvision_zoo.spec("maxvit_t").head == "classifier.5"
+    maxvit = torchvision_zoo.spec("maxvit_t")
+    assert maxvit.family == "hybrid" and maxvit.head == "classifier.5"
     assert torchvision_zoo.spec("squeezenet1_0").head == "classifier.1"  # a 1x1 convolution
     assert torchvision_zoo.spec("inception_v3").head == "fc" and not torchvision_zoo.spec("resnet18").fixed_size
     assert [torchvision_zoo.spec(n).title for n in ("resnet18", "mobilenet_v3_large", "mnasnet0_5", "vgg16_bn")] == [
@@ -134,7 +131,8 @@ def test_the_short_list_stays_short_and_the_lite_backbones_first():
     assert names[:3] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     assert set(registry.SHORT_LIST) <= set(names) and not any(n.startswith("timm/") for n in names)
     lite = registry.get("efficientnet_lite1")
-    assert (lite.input_size, lite.resize_size, lite.interpolation, lite.mean) == ((240, 240), 272, "bicubic", (0.5,) * 3)
+    assert (lite.input_size, lite.resize_size, lite.interpolation) == ((240, 240), 272, "bicubic")
+    assert lite.mean == lite.std == (0.5, 0.5, 0.5)
     assert lite.params == 5_416_680 and lite.cam_layer == "bn2" and lite.top1 == 76.7
 
 
@@ -150,10 +148,12 @@ def test_catalogue_lists_the_whole_zoo_and_search_filters_it():
     found = registry.search("resnet50")
     assert found[0].name == "resnet50" and all("resnet50" in e.name for e in found)
     tiny = registry.search("vit tiny", family="transformer", source="timm")
-    assert tiny and all("vit_tiny" in e.name and e.family == "transformer" and e.source == "timm" for e in tiny)
+    assert tiny and all("vit" in e.name and "tiny" in e.name and e.family == "transformer" and e.source == "timm"
+                        for e in tiny)
+    assert tiny[0].name.startswith("timm/vit_tiny") and any(e.name.startswith("timm/crossvit_tiny") for e in tiny)
     small = registry.search("", max_params=2_000_000)
     assert small and all(e.params is not None and e.params <= 2_000_000 for e in small)
-    big = registry.search("", source="torchvision", min_params=300_000_000)
+    big = registry.search("", source="torchvision", min_params=600_000_000)
     assert {e.name for e in big} == {"regnet_y_128gf", "vit_h_14"}
     assert registry.search("ResNet-18")[0].name == "resnet18"  # '-', '_' and case ignored
     here = registry.search("efficientnet", weights_here=True)
@@ -212,7 +212,8 @@ def test_the_command_line_searches_and_takes_any_zoo_name(capsys):
 
     assert main(["models", "--search", "vit tiny", "--source", "timm", "--family", "transformer", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows and all("vit_tiny" in r["name"] and r["family"] == "transformer" and not r["offline"] for r in rows)
+    assert rows and all("vit" in r["name"] and "tiny" in r["name"] and r["family"] == "transformer" and not r["offline"]
+                        for r in rows)
     assert all(r["hub_id"] and r["params"] > 0 for r in rows)
     assert main(["models", "--search", "resnet18"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
@@ -224,3 +225,29 @@ def test_the_command_line_searches_and_takes_any_zoo_name(capsys):
     assert printed["model"] == "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k" and len(printed["predictions"]) == 2
     assert main(["predict", chelsea, "--model", "timm/no_such_model", "--random-weights"]) == 2
     assert "models --search" in capsys.readouterr().err
+
+
+def test_torchvision_weights_load_through_the_builder_and_say_where_they_go_when_offline(monkeypatch):
+    """The builder applies what its weights need (GoogLeNet: transform_input on, auxiliary heads dropped after
+    loading), with no knowledge of the architecture here; offline, the message names the file and the folder."""
+    from urllib.error import URLError
+
+    from torchvision.models import GoogLeNet
+    from torchvision.models._api import WeightsEnum
+
+    state = GoogLeNet(aux_logits=True, init_weights=False).state_dict()
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, *args, **kwargs: state)
+    model = torchvision_zoo.build("googlenet", True)
+    assert model.transform_input and model.aux1 is None
+    assert torch.equal(model.fc.weight, state["fc.weight"])
+    assert not torchvision_zoo.build("googlenet", False).transform_input
+
+    def offline(self, *args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    spec = registry.get("googlenet")
+    with pytest.raises(WeightsUnavailableError) as raised:
+        models.load("googlenet", device="cpu", pretrained=True)
+    message = str(raised.value)
+    assert spec.weights_file.name in message and str(spec.weights_file.parent) in message and "URLError" in message
