@@ -9,14 +9,17 @@ read from its shape, here. CAMs, feature maps and concepts all turn a layer's ou
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from core import hooks
 from core.errors import LayerNotFoundError
-from core.models import LoadedModel
 from core.registry import BackboneSpec
+
+if TYPE_CHECKING:  # core.models builds specs through core.layers, which reads layouts from here
+    from core.models import LoadedModel
 
 Reshape = Callable[[Tensor], Tensor]
 
@@ -89,7 +92,7 @@ def to_maps(spec: BackboneSpec, output: Tensor) -> Tensor:
     return reshape(output) if reshape is not None else output
 
 
-def layer_maps(model: LoadedModel, module: nn.Module, tensor: Tensor) -> tuple[Tensor, Reshape | None]:
+def layer_maps(model: "LoadedModel", module: nn.Module, tensor: Tensor) -> tuple[Tensor, Reshape | None]:
     """The output of `module` for `tensor` (one inference pass, holding the model's lock) as maps, and the
     reshape that made them (None: the layer already outputs maps), for a library that reshapes by itself.
 

