@@ -333,12 +333,18 @@ def _choose(root, events, calls, candidates, touched) -> _Event | None:
 
 
 def _label(root, group: list[_Event], calls, first) -> _Event | None:
-    """The outermost layer outputting this tensor, called once and not a trunk; of equals, the one that last wrote it
-    (an in-place ReLU over the convolution it rewrites), then the first."""
+    """The outermost layer outputting this tensor, called once, not a trunk and not a pass-through (timm's Identity
+    `norm_pre`); of equals, the one that last wrote it (an in-place ReLU over the convolution it rewrites)."""
     named = [e for e in group if calls[e.path] == 1 and not _expanded(root, e.path, first)]
     if not named:
         return None
-    return min(named, key=lambda e: (e.path.count("."), -e.version, e.index))
+    versions = {e.version for e in group if e.output is not e.input}
+    return min(named, key=lambda e: (_passes(e, versions), e.path.count("."), -e.version, e.index))
+
+
+def _passes(event: _Event, versions: set[int]) -> bool:
+    """An Identity or eval-mode Dropout: returns its input as it got it (an in-place ReLU rewrites it first)."""
+    return event.output is event.input and event.version in versions
 
 
 def _in_stream(root, event: _Event, first) -> bool:

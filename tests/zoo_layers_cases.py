@@ -35,7 +35,7 @@ TIMM: dict[str, dict] = {
 SAMPLE = (
     "torchvision/resnet18", "torchvision/densenet121", "torchvision/mobilenet_v3_small", "torchvision/squeezenet1_0",
     "torchvision/vit_b_16", "torchvision/swin_t", "timm/vit_tiny_patch16_224", "timm/deit_tiny_distilled_patch16_224",
-    "timm/vit_small_patch14_reg4_dinov2", "timm/swin_tiny_patch4_window7_224", "timm/levit_128s",
+    "timm/vit_small_patch14_reg4_dinov2", "timm/swin_tiny_patch4_window7_224", "timm/efficientformer_l1",
     "timm/convnext_atto", "timm/mobilevit_xxs",
 )
 
@@ -86,14 +86,18 @@ def build(arch: str) -> tuple[nn.Module, str, tuple[int, int], int | None]:
         module = timm.create_model(base, pretrained=False, **TIMM[name])
         cfg = module.pretrained_cfg
         fixed = cfg.get("fixed_input_size", False)
-        side = TIMM[name].get("img_size", cfg["input_size"][1]) if fixed else SMALL
+        side = TIMM[name].get("img_size", cfg["input_size"][1]) if fixed else max(SMALL, -(-cfg["input_size"][1] // 64) * 32)  # half, to 32
         classifier = cfg.get("classifier", "")
         head = classifier[0] if isinstance(classifier, tuple | list) else classifier
         prefix = getattr(module, "num_prefix_tokens", None)
+        for m in module.modules():  # PyTorch's own init, not timm's std 0.02: at 0.02 LeViT's attention is uniform,
+            if isinstance(m, nn.Linear):  # its downsampled tokens all alike and every map constant
+                m.reset_parameters()
     module.eval().requires_grad_(False)
-    for m in module.modules():  # torchvision's ViT (and some timm heads) start from zeros: no gradient to follow
-        if isinstance(m, nn.Linear) and not m.weight.any():
-            m.weight.normal_(0, 0.02)
+    for m in module.modules():  # zero-initialised weights (torchvision ViT's head, LeViT's residual batch norms,
+        weight = getattr(m, "weight", None)  # last norms of residual blocks): random, or nothing varies
+        if isinstance(weight, torch.Tensor) and weight.is_floating_point() and not weight.any():
+            weight.normal_(0, 0.02)
     return module, head, (side, side), prefix
 
 
