@@ -379,7 +379,7 @@ def _pass(model, module, layer, batch, truth, needs_grads, dtype, method):
             score = logits.gather(1, explained.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(score, store["leaf"])
         features = captured[head].float().flatten(1).cpu().numpy()
-    activations, grads = cams.as_maps(model, layer, store["leaf"].detach(), grads)
+    activations, grads = cams.as_maps(model, layer, hooks.consumed(store), grads)
     targets = explained.cpu().numpy()
     raw = cams.weigh(method, module, batch.cpu(), activations.float().cpu(),
                      grads.float().cpu() if grads is not None else None, targets)

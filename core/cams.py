@@ -274,7 +274,7 @@ def _forward_backward(
             target = int(logits[0].argmax()) if target is None else target
             score = ClassifierOutputTarget(target)(logits[0])
             (grads,) = torch.autograd.grad(score, store["leaf"])
-    activations, grads = as_maps(model, layer, store["leaf"].detach(), grads)
+    activations, grads = as_maps(model, layer, hooks.consumed(store), grads)
     return (activations.float().cpu(), (grads.float().cpu() if grads is not None else None),
             logits.detach().float().cpu())
 

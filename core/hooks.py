@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 
 from core.errors import LayerNotFoundError, did_you_mean
@@ -64,7 +65,11 @@ def _record(captured: dict[str, Tensor], path: str, inputs: bool, _module, args,
 @contextmanager
 def leaf(module: nn.Module, *, requires_grad: bool, name: str = "") -> Iterator[dict[str, Tensor]]:
     """For the block, `module`'s output is swapped for a fresh leaf tensor, kept as `store["leaf"]`: autograd
-    stops there, so a backward pass from a score runs down to this layer and no further.
+    stops there, so a backward pass from a score runs down to this layer and no further. After the forward,
+    `consumed(store)` is the activation the rest of the network went on with.
+
+    Under grad mode the leaf always records the graph downstream of it (`requires_grad=False` only means the
+    caller takes no gradient): that graph is how `consumed` tells an in-place activation from an in-place sum.
 
     Raises:
         LayerNotFoundError: the layer outputs something other than a tensor.
@@ -76,12 +81,60 @@ def leaf(module: nn.Module, *, requires_grad: bool, name: str = "") -> Iterator[
             raise LayerNotFoundError(
                 f"Layer '{name}' outputs a {type(output).__name__}, not a tensor: choose another layer."
             )
-        fresh = output.detach().requires_grad_(requires_grad)
+        tracked = requires_grad or (torch.is_grad_enabled() and output.is_floating_point())
+        fresh = output.detach().requires_grad_(tracked)
         store["leaf"] = fresh
-        return fresh.clone() if requires_grad else fresh  # a clone lets later in-place ops (ReLU) run
+        if not tracked:
+            return fresh
+        passed = fresh.clone()  # a clone lets later in-place ops (ReLU) run on a non-leaf
+        store["passed"], store["node"], store["version"] = passed, passed.grad_fn, passed._version
+        return passed
 
     with attached(module, swap):
         yield store
+
+
+def consumed(store: dict[str, Tensor]) -> Tensor:
+    """The layer's output as the rest of the network consumed it, detached, after a forward pass under `leaf`.
+
+    An in-place op that is a function of the output alone (DenseNet-121's `F.relu(norm5, inplace=True)` before
+    its classifier, a ReLU(inplace=True) module after a convolution) is part of what the next layer reads: the
+    output after it is the activation, as pytorch-grad-cam and TorchCAM see it (they keep a reference that the
+    op overwrites). An in-place op that mixes in another tensor (a ResNet block's `out += identity` after its
+    last batch norm) makes a different quantity, no longer this layer's output: the output before it is kept.
+    The gradient stays the one at the layer's own output (`store["leaf"]`), as the libraries' tensor hooks give.
+    """
+    fresh = store["leaf"]
+    passed = store.get("passed")
+    if passed is None or passed._version == store["version"] or not _unary_since(passed.grad_fn, store["node"]):
+        return fresh.detach()
+    return passed.detach()
+
+
+def _unary_since(node, origin, limit: int = 64) -> bool:
+    """Whether the autograd nodes from `node` back to `origin` each read a single tensor (in-place ReLU, clamp,
+    scaling by a number), not a second one (an in-place sum with a skip connection)."""
+    for _ in range(limit):
+        if node is origin:
+            return True
+        if node is None or len(node.next_functions) != 1:
+            return False
+        node = node.next_functions[0][0]
+    return False
+
+
+@contextmanager
+def everywhere(model: nn.Module, hook: Callable) -> Iterator[None]:
+    """For the block, `hook(path, module, args, output)` runs after every submodule's forward (the root's path
+    is ""); every hook is removed even if the block raises."""
+    handles = []
+    try:
+        for path, module in model.named_modules():
+            handles.append(module.register_forward_hook(partial(hook, path)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def count(model: nn.Module) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core import registry, shapes_models
+from core import layers, registry, shapes_models
 from core.errors import DeviceError
 from core.registry import BackboneSpec
 from core.runtime import resolve_device
@@ -66,6 +66,7 @@ def ready(spec: BackboneSpec, module: nn.Module, *, device: str | torch.device, 
     target = resolve_device(device) if isinstance(device, str) else device
     module.eval()
     module.requires_grad_(False)
+    spec = layers.complete(spec, module)  # a CAM layer and stages the registry left empty, read from the network
     try:
         module.to(target)
         if target.type == "cuda":
