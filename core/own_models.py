@@ -22,6 +22,14 @@ PREFIX = "own/"
 FOLDER_ENV = "VISIONLENS_OWN_MODELS"  # where uploaded weights are kept (default: a folder in the temp dir)
 
 
+_BASES: dict[str, str] = {}  # own name -> the architecture's registry name
+
+
+def base(name: str) -> str:
+    """The architecture a backbone's weights go onto: its own name, or for a user's model, its architecture's."""
+    return _BASES.get(name, name)
+
+
 def folder() -> Path:
     return Path(os.environ.get(FOLDER_ENV) or Path(tempfile.gettempdir()) / "visionlens-own-models")
 
@@ -33,23 +41,24 @@ def register(architecture: str, weights: bytes, *, filename: str, labels: bytes 
         UnknownModelError: an unknown architecture.
         InvalidInputError: the file or the labels cannot be used (the message says why and what to do).
     """
-    base = registry.get(architecture)
+    base_spec = registry.get(base(architecture))
     digest = hashlib.sha256()
-    for part in (base.name.encode(), weights, labels or b""):
+    for part in (base_spec.name.encode(), weights, labels or b""):
         digest.update(hashlib.sha256(part).digest())
     name = PREFIX + digest.hexdigest()[:16]
     if registry.known(name):
         return name
-    loaded = user_weights.load(base, weights, labels=labels, filename=filename, device="cpu")  # checks it all
+    loaded = user_weights.load(base_spec, weights, labels=labels, filename=filename, device="cpu")  # checks it all
     stored = folder() / f"{name.removeprefix(PREFIX)}{Path(filename).suffix.lower() or '.bin'}"
     stored.parent.mkdir(parents=True, exist_ok=True)
     partial_file = stored.with_name(stored.name + ".partial")
     partial_file.write_bytes(weights)
     partial_file.replace(stored)  # a reader never sees half a file
     spec = replace(loaded.spec, name=name, weights_file=stored,
-                   build=partial(_build, base.name, stored, labels, filename))
+                   build=partial(_build, base_spec.name, stored, labels, filename))
     try:
         registry.register(spec, listed=False)
+        _BASES[name] = base_spec.name
     except ValueError:  # another session registered the same file a moment ago
         pass
     return name

@@ -30,6 +30,7 @@ from core.weights_cache import hub_weights_path
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "BackboneSpec", "CatalogueEntry", "hub_weights_path"]
 
 _SPECS: dict[str, BackboneSpec] = {}  # registered
+_UNLISTED: set[str] = set()  # registered, left out of `names()`
 _LAZY: dict[str, Callable[[], BackboneSpec]] = {}  # registered, built on the first `get`
 _ZOO: dict[str, BackboneSpec] = {}  # zoo specs already built, under every name that resolved to them
 _LOCK = threading.RLock()
@@ -39,13 +40,16 @@ SHORT_LIST = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "inc
               "resnet18", "resnet50", "swin_t", "vgg16", "vit_b_16")
 
 
-def register(spec: BackboneSpec) -> BackboneSpec:
+def register(spec: BackboneSpec, *, listed: bool = True) -> BackboneSpec:
     """Add a backbone; a name already in use (registered, or a zoo model already asked for) is refused.
-    A registered name takes precedence over a zoo model of the same name."""
+    A registered name takes precedence over a zoo model of the same name. `listed=False`: `get` finds it,
+    `names()` leaves it out (a user's own weights: each session lists only what it brought)."""
     with _LOCK:
         if spec.name in _SPECS or spec.name in _LAZY or spec.name in _ZOO:
             raise ValueError(f"A backbone named '{spec.name}' is already registered.")
         _SPECS[spec.name] = spec
+        if not listed:
+            _UNLISTED.add(spec.name)
     return spec
 
 
@@ -112,7 +116,7 @@ def names() -> list[str]:
     """The short list: the offline default first, the other registered offline backbones, then alphabetically
     the other registered backbones and the torchvision short list. Nothing is built."""
     with _LOCK:
-        registered = [*_SPECS, *_LAZY]
+        registered = [name for name in (*_SPECS, *_LAZY) if name not in _UNLISTED]
         first = [DEFAULT] if DEFAULT in registered else []
         lite = [n for n in _LITE_NAMES if n in registered and n != DEFAULT]
         rest = sorted(set(registered) - set(first) - set(lite) | set(SHORT_LIST))

@@ -351,6 +351,10 @@ def label_set(name: str) -> str:
     return registry.get(name).label_set
 
 
+def own_base(name: str) -> str:
+    return own_models.base(name)
+
+
 def own_weights(architecture: str, filename: str, data: bytes, labels: bytes | None) -> str:
     """The name a user's state dict for `architecture` is offered under (checked once, kept by content)."""
     return _own_weights(architecture, filename, digest(data), data, None if labels is None else digest(labels), labels)

@@ -66,7 +66,7 @@ def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
     )
     if weights == "pretrained" and not available:
         where.caption(f"{plain(spec.title)}'s weights are not on this machine yet: {cache.weights_where(name)}")
-    own = shelf.own_weights(where, name, key=key) if where is st.sidebar else None  # the main picker's only
+    own = shelf.own_weights(where, cache.own_base(name), key=key) if where is st.sidebar else None  # the main picker's only
     if own is not None and own != name and st.session_state.get(f"{key}_own") != own:
         st.session_state[f"{key}_own"] = own
         st.session_state[f"{key}_arrived"] = own
