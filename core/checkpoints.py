@@ -72,7 +72,7 @@ def manifest(model: LoadedModel, *, trained: Trained | None = None) -> dict:
     """The JSON description of `model`: base backbone, head, classes, preprocessing and CAM layer."""
     head = heads.head_of(model)
     base = model.spec.name
-    if base not in baselines.BASELINES and base not in registry.names():
+    if base not in baselines.BASELINES and not registry.known(base):
         raise InvalidInputError(f"'{base}' is neither a registered backbone nor a baseline: it cannot be exported.")
     spec = model.spec
     document = {
@@ -222,7 +222,7 @@ def _manifest(data: bytes, limits: Limits) -> dict:
                                 + ".")
     base = _text(document["base"], "base", limits)
     known = [*registry.names(), *baselines.BASELINES]
-    if base not in known:
+    if base not in baselines.BASELINES and not registry.known(base):
         raise InvalidInputError(f"Unknown backbone '{base}' in the JSON.{did_you_mean(base, known)} Known: {', '.join(known)}.")
     _text(document["title"], "title", limits)
     _text(document["cam_layer"], "cam_layer", limits)

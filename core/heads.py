@@ -87,7 +87,7 @@ def architecture(base: str, head: Head) -> nn.Module:
         module = baseline.build(head.classes)
         expected = hooks.find(module, baseline.head).in_features
     else:
-        if base not in registry.names():
+        if not registry.known(base):
             known = [*registry.names(), *BASELINES]
             raise InvalidInputError(f"Unknown backbone '{base}'.{did_you_mean(base, known)} Known: {', '.join(known)}.")
         spec = registry.get(base)

@@ -69,9 +69,8 @@ def load(name: str, *, device: str = "auto", pretrained: bool = True) -> LoadedM
 
 
 def weights_available(name: str) -> bool:
-    """Whether `load(name)` with pretrained weights works offline (the file is on this machine)."""
-    spec = registry.get(name)
-    return spec.weights_file is not None and spec.weights_file.is_file()
+    """Whether `load(name)` with pretrained weights works offline (the file, or the hub cache entry, is here)."""
+    return registry.weights_here(registry.get(name))
 
 
 shapes_models.register()  # the project's own offline backbones (assets/shapes_models) beside the zoo's

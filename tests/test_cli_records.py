@@ -51,7 +51,9 @@ def test_models_json_is_the_records(built, capsys):
     assert main(["models", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == [records.to_dict(row) for row in built["ModelRow"]]
-    assert all(list(row) == ["name", "title", "source", "offline", "weights_file"] for row in printed)
+    assert all(list(row)[:5] == ["name", "title", "source", "offline", "weights_file"] for row in printed)
+    assert all(list(row)[5:] == ["family", "params", "gmacs", "top1", "input_size", "label_set", "hub_id"]
+               for row in printed)
     assert all(row["weights_file"] is None or isinstance(row["weights_file"], str) for row in printed)
 
 

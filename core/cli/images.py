@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import cams, faithfulness, images, models, predictions, records, registry, report
+from core import cams, faithfulness, images, models, predictions, records, registry, report, weights_cache
 from core.cli.common import image_paths, load_model, read_image, write
 from core.errors import InvalidInputError
 
@@ -33,18 +33,32 @@ class PredictOutput:
 
 @dataclass(frozen=True)
 class ModelRow:
-    """One row of `models --json`."""
+    """One row of `models --json`: a catalogue entry and whether its weights are here (asked now)."""
 
     name: str
     title: str
     source: str
     offline: bool  # the weights are on this machine
-    weights_file: Path | None
+    weights_file: Path | None  # None for weights in the Hugging Face cache (hub_id) or inside a package
+    family: str
+    params: int | None
+    gmacs: float | None
+    top1: float | None
+    input_size: tuple[int, int]
+    label_set: str
+    hub_id: str | None
 
     @classmethod
-    def of(cls, name: str) -> "ModelRow":
-        spec = registry.get(name)
-        return cls(name, spec.title, spec.source, models.weights_available(name), spec.weights_file)
+    def of(cls, entry: registry.CatalogueEntry) -> "ModelRow":
+        return cls(entry.name, entry.title, entry.source, entry.weights_here(), entry.weights_file, entry.family,
+                   entry.params, entry.gmacs, entry.top1, entry.input_size, entry.label_set, entry.hub_id)
+
+    def where(self) -> str:
+        if self.offline:
+            return "weights here"
+        if self.hub_id:
+            return f"weights not here (timm downloads hub repo {self.hub_id} into {weights_cache.cache_folder()})"
+        return f"weights not here (download or put {self.weights_file})"
 
 
 @dataclass(frozen=True)
@@ -165,10 +179,19 @@ def run_models(args) -> None:
         for method in cams.METHODS.values():
             print(f"{method.name:20s} {method.title:24s} {method.cost}")
         return
-    rows = [ModelRow.of(name) for name in registry.names()]
+    if args.search is not None or args.family or args.source or args.weights_here:
+        found = registry.search(args.search or "", family=args.family, source=args.source,
+                                weights_here=True if args.weights_here else None)
+    else:
+        found = tuple(registry.entry(registry.get(name)) for name in registry.names())
+    rows = [ModelRow.of(entry) for entry in found]
     if args.json:
         print(json.dumps([records.to_dict(row) for row in rows]))
         return
+    if not rows:
+        print("No model matches: try fewer words, or another --family / --source.")
+        return
+    width = max(len(row.name) for row in rows)
     for row in rows:
-        where = "weights here" if row.offline else f"weights not here (download or put {row.weights_file})"
-        print(f"{row.name:20s} {row.source:26s} {where}")
+        params = f"{row.params / 1e6:7.1f} M" if row.params else "      ? M"
+        print(f"{row.name:{width}s} {row.source:26s} {row.family or '?':11s} {params} {row.where()}")

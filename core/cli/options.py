@@ -14,6 +14,8 @@ from core import registry
 from core.errors import InvalidInputError
 from core.training import TrainConfig
 
+MODEL_HELP = (f"backbone (default {registry.DEFAULT}): a name of `models`, any torchvision classifier, or a timm "
+              "pretrained config as timm/NAME (`models --search TEXT` lists them)")
 DEVICE_HELP = "auto (CUDA if present), cpu or cuda"
 DATASET_HELP = "digits, shapes, torchvision:NAME (CIFAR10, MNIST, ...), a .zip of class folders, or a folder"
 
@@ -98,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
 
     def model_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF file")
-        sub.add_argument("--model", default=registry.DEFAULT, help=f"backbone name (default {registry.DEFAULT})")
+        sub.add_argument("--model", default=registry.DEFAULT, help=MODEL_HELP)
         sub.add_argument("--device", default="auto", help=DEVICE_HELP)
         sub.add_argument(
             "--random-weights", action="store_true", help="architecture only: meaningless predictions, no download"
@@ -133,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="a self-contained HTML report: models x methods, with scores")
     report.add_argument("image", type=Path, help="a JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC or AVIF file")
-    report.add_argument("--models", default=registry.DEFAULT, help="comma-separated backbone names")
+    report.add_argument("--models", default=registry.DEFAULT, help="comma-separated backbone names (any --model name)")
     report.add_argument("--methods", default="gradcam,gradcam++,eigencam", help="comma-separated CAM methods")
     report.add_argument("--class", dest="target", type=int, default=None, help="class index (default: each top-1)")
     report.add_argument("--out", type=Path, required=True, help="the .html file to write")
@@ -141,8 +143,14 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--device", default="auto", help=DEVICE_HELP)
     report.add_argument("--random-weights", action="store_true", help="architecture only (no download)")
 
-    models = commands.add_parser("models", help="list backbones and whether their weights are here")
+    models = commands.add_parser("models", help="list backbones and whether their weights are here (the short "
+                                 "list, or with --search any torchvision or timm classifier)")
     models.add_argument("--json", action="store_true")
+    models.add_argument("--search", metavar="TEXT", default=None,
+                        help="search the whole zoo: every word in the name ('vit tiny', 'resnet50.a1')")
+    models.add_argument("--family", choices=("cnn", "transformer", "hybrid"), default=None, help="only this family")
+    models.add_argument("--source", default=None, help="only this source: torchvision, timm, project, ...")
+    models.add_argument("--weights-here", action="store_true", help="only models whose weights are on this machine")
     models.add_argument("--methods", action="store_true", help="list CAM methods instead")
 
     bench = commands.add_parser("benchmark", help="latency, throughput, memory, size and compute of backbones")
@@ -158,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
 
     def dataset_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("dataset", help=DATASET_HELP)
-        sub.add_argument("--model", default=registry.DEFAULT, help=f"backbone name (default {registry.DEFAULT})")
+        sub.add_argument("--model", default=registry.DEFAULT, help=MODEL_HELP)
         sub.add_argument("--device", default="auto", help=DEVICE_HELP)
         sub.add_argument("--random-weights", action="store_true", help="architecture only (meaningless features)")
         sub.add_argument("--limit", type=int, default=None, help="a stratified sample of at most this many images")
