@@ -35,7 +35,7 @@ def main() -> None:
             print(f"{name:48} FAILED {type(error).__name__}: {str(error)[:150]}", flush=True)
             continue
         rows.append(row)
-        print(f"{row.arch:48} {row.layer[:44]:44} {row.layout:7} {str(row.shape):22} {row.r:7.4f} "
+        print(f"{row.arch:48} {row.layer[:44]:44} {row.layout:7} {str(row.shape):22} {row.r:9.6f} "
               f"{row.seconds:6.1f} {row.reason}", flush=True)
     explained = [r for r in rows if r.layer]
     values = sorted(r.r for r in explained if not math.isnan(r.r))
