@@ -28,8 +28,8 @@ DEFAULTS = {
     "mobilenet_v3_large": ("features.16", ("features.3", "features.6", "features.12", "features.16")),
     "efficientnet_b0": ("features.8", ("features.1", "features.2", "features.3", "features.5", "features.8")),
     "convnext_tiny": ("features.7", ("features.1", "features.3", "features.5", "features.7")),
-    "vit_b_16": ("encoder.layers.encoder_layer_11.ln_1",
-                 tuple(f"encoder.layers.encoder_layer_{i}" for i in (2, 5, 8)) + ("encoder.layers.encoder_layer_11.ln_1",)),
+    "vit_b_16": ("encoder.layers.encoder_layer_11.ln_1", tuple(f"encoder.layers.encoder_layer_{i}" for i in (2, 5, 8))
+                 + ("encoder.layers.encoder_layer_11.ln_1",)),
     "swin_t": ("norm", ("features.1", "features.3", "features.5", "norm")),
     "efficientnet_lite0": ("bn2", ("blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6", "bn2")),
 }

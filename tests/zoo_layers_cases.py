@@ -86,7 +86,8 @@ def build(arch: str) -> tuple[nn.Module, str, tuple[int, int], int | None]:
         module = timm.create_model(base, pretrained=False, **TIMM[name])
         cfg = module.pretrained_cfg
         fixed = cfg.get("fixed_input_size", False)
-        side = TIMM[name].get("img_size", cfg["input_size"][1]) if fixed else max(SMALL, -(-cfg["input_size"][1] // 64) * 32)  # half, to 32
+        half = -(-cfg["input_size"][1] // 64) * 32  # half the reference side, rounded up to 32 (HRNet needs it)
+        side = TIMM[name].get("img_size", cfg["input_size"][1]) if fixed else max(SMALL, half)
         classifier = cfg.get("classifier", "")
         head = classifier[0] if isinstance(classifier, tuple | list) else classifier
         prefix = getattr(module, "num_prefix_tokens", None)
