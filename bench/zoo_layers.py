@@ -26,7 +26,7 @@ def main() -> None:
     names = [n for n in cases.all_names() if args.only in n]
     rows, failed = [], []
     started = time.perf_counter()
-    print(f"{'arch':48} {'layer':44} {'layout':7} {'shape':22} {'r':>7} {'s':>6}", flush=True)
+    print(f"{'arch':48} {'layer':44} {'layout':7} {'shape':22} {'r':>9} {'s':>6}", flush=True)
     for name in names:
         try:
             row = cases.check(name)
@@ -35,16 +35,17 @@ def main() -> None:
             print(f"{name:48} FAILED {type(error).__name__}: {str(error)[:150]}", flush=True)
             continue
         rows.append(row)
-        print(f"{row.arch:48} {row.layer[:44]:44} {row.layout:7} {str(row.shape):22} {row.r:7.4f} "
+        print(f"{row.arch:48} {row.layer[:44]:44} {row.layout:7} {str(row.shape):22} {row.r:9.6f} "
               f"{row.seconds:6.1f} {row.reason}", flush=True)
     explained = [r for r in rows if r.layer]
     values = sorted(r.r for r in explained if not math.isnan(r.r))
-    print(f"\n{len(names)} architectures in {time.perf_counter() - started:.0f} s: {len(explained)} explained, "
-          f"{len(rows) - len(explained)} with a reason, {len(failed)} failed")
+    reasoned = [r for r in rows if r.reason]
+    print(f"\n{len(names)} architectures in {time.perf_counter() - started:.0f} s: {len(explained)} with a CAM layer, "
+          f"{len(rows) - len(explained)} without, {len(reasoned)} with a reason, {len(failed)} failed")
     if values:
         def q(p):
             return values[min(len(values) - 1, int(p * len(values)))]
-        print(f"r: min {values[0]:.4f}  p5 {q(0.05):.4f}  median {q(0.5):.4f}  max {values[-1]:.4f}  "
+        print(f"r: min {values[0]:.6f}  p5 {q(0.05):.6f}  median {q(0.5):.6f}  max {values[-1]:.6f}  "
               f">=0.99: {sum(v >= 0.99 for v in values)}/{len(explained)}  constant/nan: "
               f"{len(explained) - len(values)}")
     for row in rows:

@@ -4,6 +4,10 @@ A backbone spec says how its tokens are laid out with `BackboneSpec.reshape` (Vi
 token; torchvision's Swin: channels-last (B, H, W, C)). Not every layer of a token model is laid out that way
 (a patch-embedding convolution already outputs (B, C, H, W)), so whether a given output needs the reshape is
 read from its shape, here. CAMs, feature maps and concepts all turn a layer's output into maps through this module.
+
+The reshapes `core.layers.find` reads from a network are records of this module: `Tokens(prefix, aspect)` (class,
+distillation and register tokens dropped, non-square grids) and `ChannelsLast()`; each says which outputs it
+applies to (`applies`), so a spec whose reshape is one of them needs no shape guess here.
 """
 
 import math

@@ -28,8 +28,8 @@ DEFAULTS = {
     "mobilenet_v3_large": ("features.16", ("features.3", "features.6", "features.12", "features.16")),
     "efficientnet_b0": ("features.8", ("features.1", "features.2", "features.3", "features.5", "features.8")),
     "convnext_tiny": ("features.7", ("features.1", "features.3", "features.5", "features.7")),
-    "vit_b_16": ("encoder.layers.encoder_layer_11.ln_1",
-                 tuple(f"encoder.layers.encoder_layer_{i}" for i in (2, 5, 8)) + ("encoder.layers.encoder_layer_11.ln_1",)),
+    "vit_b_16": ("encoder.layers.encoder_layer_11.ln_1", tuple(f"encoder.layers.encoder_layer_{i}" for i in (2, 5, 8))
+                 + ("encoder.layers.encoder_layer_11.ln_1",)),
     "swin_t": ("norm", ("features.1", "features.3", "features.5", "norm")),
     "efficientnet_lite0": ("bn2", ("blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6", "bn2")),
 }
@@ -48,7 +48,6 @@ def test_find_reproduces_the_hand_written_defaults(name):
     found = layers.find(module, input_size=size, head=spec.head)
     layer, stages = DEFAULTS[name]
     assert found.cam_layer == layer
-    assert layer == spec.cam_layer or name == "swin_t"
     # every stage end the registry names at a resolution drop is found, the stem may be a stage of its own
     assert set(stages) <= set(found.stages) and found.stages[-1] == layer, found.stages
     assert found.reason == "" and hooks.count(module) == 0
@@ -60,6 +59,16 @@ def test_find_reproduces_the_hand_written_defaults(name):
         assert found.layout == "nhwc" and isinstance(found.reshape, layout.ChannelsLast)
     else:
         assert found.layout == "nchw" and found.reshape is None
+
+
+@pytest.mark.parametrize("name", ["resnet18", "densenet121", "vit_b_16", "swin_t"])
+def test_the_registry_leaves_the_layer_to_load_which_finds_it(name):
+    assert registry.get(name).cam_layer == "" and registry.get(name).stages == ()
+    loaded = models.load(name, device="cpu", pretrained=False)
+    layer, stages = DEFAULTS[name]
+    assert loaded.spec.cam_layer == layer and set(stages) <= set(loaded.spec.stages)
+    assert (loaded.spec.reshape is not None) == (name in ("vit_b_16", "swin_t"))
+    assert hooks.count(loaded.module) == 0
 
 
 def test_shapes_follow_execution_order():
@@ -142,9 +151,9 @@ def test_nothing_spatial_and_a_convolution_head_are_reasons_not_failures():
 
 
 def test_complete_fills_only_what_the_registry_left_empty(monkeypatch):
-    spec = registry.get("resnet18")
-    assert layers.complete(spec, object()) is spec  # named fields: no pass at all
-    blank = replace(spec, name="blank_resnet18", cam_layer="", stages=())
+    named = registry.get("efficientnet_lite0")
+    assert layers.complete(named, object()) is named  # named fields: no pass at all
+    blank = replace(registry.get("resnet18"), name="blank_resnet18", cam_layer="", stages=())
     _, module = _built("resnet18")
     done = layers.complete(blank, module)
     assert done.cam_layer == "layer4" and done.stages[-1] == "layer4" and "layer1" in done.stages

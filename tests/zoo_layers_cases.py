@@ -86,7 +86,8 @@ def build(arch: str) -> tuple[nn.Module, str, tuple[int, int], int | None]:
         module = timm.create_model(base, pretrained=False, **TIMM[name])
         cfg = module.pretrained_cfg
         fixed = cfg.get("fixed_input_size", False)
-        side = TIMM[name].get("img_size", cfg["input_size"][1]) if fixed else max(SMALL, -(-cfg["input_size"][1] // 64) * 32)  # half, to 32
+        half = -(-cfg["input_size"][1] // 64) * 32  # half the reference side, rounded up to 32 (HRNet needs it)
+        side = TIMM[name].get("img_size", cfg["input_size"][1]) if fixed else max(SMALL, half)
         classifier = cfg.get("classifier", "")
         head = classifier[0] if isinstance(classifier, tuple | list) else classifier
         prefix = getattr(module, "num_prefix_tokens", None)
@@ -101,6 +102,21 @@ def build(arch: str) -> tuple[nn.Module, str, tuple[int, int], int | None]:
     return module, head, (side, side), prefix
 
 
+def registered(arch: str):
+    """The registry's spec for `arch` (torchvision builders by name, timm pretrained names as `timm/NAME`), or None
+    for a variant built with options here."""
+    from core import registry
+    from core.errors import UnknownModelError
+
+    source, _, name = arch.partition("/")
+    if "@" in name or TIMM.get(name):
+        return None
+    try:
+        return registry.get(name if source == "torchvision" else arch)
+    except UnknownModelError:
+        return None
+
+
 def check(arch: str) -> Row:
     """Find the layer and compare our Grad-CAM with pytorch-grad-cam's there."""
     from pytorch_grad_cam import GradCAM
@@ -112,6 +128,11 @@ def check(arch: str) -> Row:
 
     started = time.perf_counter()
     module, head, size, prefix = build(arch)
+    spec = registered(arch)
+    if spec is not None:  # the registry's spec, from metadata alone, names the same head and prefix
+        assert spec.head == head, (spec.head, head)
+        assert spec.prefix_tokens in (None, prefix), (spec.prefix_tokens, prefix)
+        assert spec.cam_layer == "" and spec.stages == ()  # left for core.layers, at load
     found = layers.find(module, input_size=size, head=head, prefix_tokens=prefix)
     if not found.cam_layer:
         return Row(arch, "", "", (), size, float("nan"), 0.0, time.perf_counter() - started, found.reason)
