@@ -207,11 +207,12 @@ def cam_grid(
 @_budget.memoize(data_budget, around=lambda: spinner("Running every backbone on the image…"))
 def compared(
     names: tuple[str, ...], device: str, pretrained: bool, key: str, _data: bytes, method: str, common: int | None,
-    transformer_method: str | None = None,
+    transformer_method: str | None = None, faithful: bool = False,
 ) -> comparison.Comparison:
     loaded = [model(n, device, pretrained) for n in names]
     return comparison.compare(loaded, decoded(key, _data).image, method=method, common_target=common,
-                              size=display_size(key, _data), transformer_method=transformer_method)
+                              size=display_size(key, _data), transformer_method=transformer_method,
+                              faithful=faithful)
 
 
 @_budget.memoize(data_budget, around=lambda: spinner("Guided backpropagation on a private copy of the model…"))
