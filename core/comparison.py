@@ -58,7 +58,7 @@ def compare(
         raise InvalidInputError(f"Compare 1 to 4 backbones, got {len(loaded)}.")
     if len({len(m.categories) for m in loaded}) > 1:
         raise InvalidInputError("These backbones predict different class lists; a common class cannot be chosen.")
-    tops = [predictions.predict(m, image, top_k=5) for m in loaded]
+    tops = [predictions.predict(m, image, top_k=min(5, len(m.categories))) for m in loaded]
     common = tops[0][0].index if common_target is None else cams.check_target(loaded[0], common_target)
     reports = []
     for model, top in zip(loaded, tops, strict=True):

@@ -39,7 +39,7 @@ def analyse(
     top_k: int = 5,
 ) -> ModelSection:
     """Predict, explain with every method (shared pass where possible) and optionally score faithfulness."""
-    top = predictions.predict(model, image, top_k=top_k)
+    top = predictions.predict(model, image, top_k=min(top_k, len(model.categories)))
     results = cams.compute(model, image, methods=list(methods), target=target)
     scores = None
     if score:

@@ -124,7 +124,8 @@ def full_overlay_png(key: str, _data: bytes, result: cams.CamResult, opacity: fl
 
 @st.cache_data(max_entries=64, show_spinner="Predicting…")
 def top_k(name: str, device: str, pretrained: bool, key: str, _data: bytes, k: int = 5) -> list[predictions.Prediction]:
-    return predictions.predict(model(name, device, pretrained), model_input(name, key, _data), top_k=k)
+    loaded = model(name, device, pretrained)  # at most k: the Shapes models know 4 classes
+    return predictions.predict(loaded, model_input(name, key, _data), top_k=min(k, len(loaded.categories)))
 
 
 def results(name: str, *, models: bool = False, max_entries: int | None = None) -> _budget.Store:

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.browser
 
 
 def _pick(page, box: str, option) -> None:
-    page.get_by_test_id("stSelectbox").filter(has_text=box).first.click()
-    page.get_by_role("option", name=option).first.click()
+    page.get_by_test_id("stSelectbox").filter(has_text=box).first.click(timeout=120_000)
+    page.get_by_role("option", name=option).first.click(timeout=120_000)
     _settle(page, timeout=240_000)
 
 
@@ -31,7 +31,8 @@ def test_explain_shows_rollout_and_legrad_on_the_shapes_vit(server, page, tmp_pa
     page.get_by_text("Top-5 predictions").wait_for(timeout=240_000)
     _settle(page, timeout=240_000)
     _pick(page, "Backbone", re.compile(r"^Shapes ViT"))
-    page.get_by_text(re.compile(r"^Grad-CAM for")).first.wait_for(timeout=240_000)
+    page.get_by_text(re.compile(r"^Grad-CAM for “(circle|square|triangle|star)”")).first.wait_for(timeout=240_000)
+    _settle(page, timeout=240_000)
     assert page.get_by_text("has random weights").count() == 0  # the trained weights ship in assets/
 
     _pick(page, "CAM method", re.compile(r"^Attention rollout"))  # on the sample photo (a cat: out of its classes)
@@ -66,7 +67,8 @@ def test_compare_puts_the_shapes_cnn_beside_the_shapes_vit(server, page):
     _settle(page, timeout=120_000)
     for title in ("Shapes CNN", "Shapes ViT"):
         chooser.click()
-        page.get_by_role("option", name=re.compile(f"^{title}")).first.click()
+        page.keyboard.type(title)  # the list is long and virtual: filter it
+        page.get_by_role("option", name=re.compile(f"^{title}")).first.click(timeout=60_000)
         _settle(page, timeout=240_000)
     page.keyboard.press("Escape")
     page.get_by_text("Score each heatmap's faithfulness").click()

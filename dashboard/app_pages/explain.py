@@ -38,7 +38,7 @@ preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, p
 
 left, right = st.columns([1, 1], gap="large")
 with left:
-    st.subheader("Top-5 predictions")
+    st.subheader(f"Top-{len(preds)} predictions")
     for p in preds:  # built-in bars: the first visit does not wait for Plotly's script
         st.progress(p.prob, text=f"{p.label} ({p.index}) · {p.prob:.1%}")
     st.dataframe(
