@@ -23,6 +23,8 @@ class BackboneReport:
     params: int
     gmacs: float  # multiply-adds per image at the backbone's reference input size, billions
     method: str = cams.DEFAULT_METHOD  # the method of its heatmaps
+    #: the own top-1 map's faithfulness beside the baselines (`faithfulness.scorecard`), when asked for
+    scorecard: faithfulness.Scorecard | None = None
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,13 @@ def compare(
     repeats: int = 5,
     size: tuple[int, int] | None = None,
     transformer_method: str | None = None,
+    faithful: bool = False,
 ) -> Comparison:
     """Compare 1 to 4 backbones on one image. `common_target` defaults to the first backbone's top-1.
     Heatmaps at the image's size, or at `size` (width, height) as `cams.compute` makes them: by `method`, or on
     a transformer by `transformer_method` where it applies (a CNN's Grad-CAM beside a ViT's LeGrad).
+    `faithful` also scores each backbone's own top-1 map as the All methods page does (ROAD beside a random, an
+    inverted and an edge map: `faithfulness.scorecard`), so the maps of two architectures can be weighed.
 
     Raises:
         InvalidInputError: no backbones, more than 4, or backbones with different class lists.
@@ -53,7 +58,7 @@ def compare(
         raise InvalidInputError(f"Compare 1 to 4 backbones, got {len(loaded)}.")
     if len({len(m.categories) for m in loaded}) > 1:
         raise InvalidInputError("These backbones predict different class lists; a common class cannot be chosen.")
-    tops = [predictions.predict(m, image, top_k=5) for m in loaded]
+    tops = [predictions.predict(m, image, top_k=min(5, len(m.categories))) for m in loaded]
     common = tops[0][0].index if common_target is None else cams.check_target(loaded[0], common_target)
     reports = []
     for model, top in zip(loaded, tops, strict=True):
@@ -65,11 +70,12 @@ def compare(
         shared = (own if top[0].index == common
                   else cams.compute(model, image, methods=[chosen], target=common, size=size)[0])
         tensor = preprocessing.to_tensor(image, model.spec)
+        card = (faithfulness.scorecard(model, image, {chosen: own.heatmap}, top[0].index) if faithful else None)
         reports.append(
             BackboneReport(
                 name=model.name, title=model.spec.title, pretrained=model.pretrained, predictions=top, own=own,
                 common=shared, latency_ms=benchmarks.latency_ms(model, tensor, repeats=repeats),
-                params=model.params, gmacs=model_costs.gmacs(model), method=chosen,
+                params=model.params, gmacs=model_costs.gmacs(model), method=chosen, scorecard=card,
             )
         )
     n = len(reports)

@@ -124,7 +124,7 @@ def analyse(
     frame: Frame,
     *,
     method: str = cams.DEFAULT_METHOD,
-    top_k: int = TOP_K,
+    top_k: int | None = None,
     opacity: float = 0.5,
     colormap: str = "jet",
     quality: int = JPEG_QUALITY,
@@ -138,6 +138,7 @@ def analyse(
         UnknownMethodError: an unknown method, or one too slow for video.
     """
     check_method(method, model)
+    top_k = min(TOP_K, len(model.categories)) if top_k is None else top_k  # the Shapes models know 4 classes
     if not 1 <= top_k <= len(model.categories):
         raise InvalidInputError(f"top_k must be between 1 and {len(model.categories)}, got {top_k}.")
     if colormap not in images.COLORMAPS:  # checked before any work

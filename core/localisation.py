@@ -1,10 +1,12 @@
 """Do heatmaps point at the object? Scores against ground-truth masks (the generated shapes set).
 
-Two scores per CAM method, averaged over images:
+Three scores per CAM method, averaged over images:
 - heat share: the fraction of the map's total heat that falls inside the mask (a uniform map scores the
   mask's area fraction);
 - pointing game (Zhang et al., 2016): whether the hottest pixel lies inside the mask, with a tolerance
-  of 15 px at 224 px, scaled to the image.
+  of 15 px at 224 px, scaled to the image;
+- energy-based pointing game (Wang et al., 2020, Score-CAM): the heat share of the mask's bounding box, the
+  score of data sets that only have boxes (a uniform map scores the box's area fraction).
 A random smooth map (`RANDOM`) is scored alongside as the floor a real method must beat.
 """
 
@@ -31,6 +33,7 @@ class LocalisationRow:
     title: str
     heat_share: float  # mean share of heat inside the mask, in [0, 1]
     pointing: float  # pointing-game hit rate, in [0, 1]
+    energy_box: float  # mean share of heat inside the mask's bounding box, in [0, 1]
     images: int
     seconds: float  # total time spent on this method
 
@@ -39,6 +42,7 @@ class LocalisationRow:
 class Localisation:
     rows: tuple[LocalisationRow, ...]  # best heat share first
     mask_share: float  # mean area of the masks: what a uniform map would score
+    box_share: float = float("nan")  # mean area of the masks' bounding boxes: a uniform map's energy_box
 
 
 def heat_share(heatmap: np.ndarray, mask: np.ndarray) -> float:
@@ -57,6 +61,16 @@ def pointing_hit(heatmap: np.ndarray, mask: np.ndarray, *, tolerance: float | No
     y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     ys, xs = np.nonzero(mask)
     return bool(((ys - y) ** 2 + (xs - x) ** 2).min() <= tolerance**2)
+
+
+def box(mask: np.ndarray) -> np.ndarray:
+    """The mask's bounding box as a mask of the same size (all False for an empty mask)."""
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros_like(mask)
+    if mask.any():
+        ys, xs = np.nonzero(mask)
+        out[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1] = True
+    return out
 
 
 def random_map(size: tuple[int, int], *, seed: int) -> np.ndarray:
@@ -102,9 +116,11 @@ def score(
     names = [*chosen, *([RANDOM] if baseline else [])]
     shares: dict[str, list[float]] = {n: [] for n in names}
     hits: dict[str, list[bool]] = {n: [] for n in names}
+    energies: dict[str, list[float]] = {n: [] for n in names}
     seconds: dict[str, float] = dict.fromkeys(names, 0.0)
     for index in range(len(dataset)):
         image, mask = dataset.images[index], dataset.masks[index]
+        boxed = box(mask)
         heatmaps: dict[str, np.ndarray] = {}
         if chosen:
             for result in cams.compute(model, image, methods=chosen):
@@ -117,13 +133,16 @@ def score(
         for name, heat in heatmaps.items():
             shares[name].append(heat_share(heat, mask))
             hits[name].append(pointing_hit(heat, mask))
+            energies[name].append(heat_share(heat, boxed))
         report((index + 1) / len(dataset), f"{index + 1} of {len(dataset)} images")
     rows = [
         LocalisationRow(
             name, cams.METHODS[name].title if name in cams.METHODS else "Random map (baseline)",
-            float(np.mean(shares[name])), float(np.mean(hits[name])), len(dataset), seconds[name],
+            float(np.mean(shares[name])), float(np.mean(hits[name])), float(np.mean(energies[name])),
+            len(dataset), seconds[name],
         )
         for name in names
     ]
     rows.sort(key=lambda r: (-r.heat_share, -r.pointing))
-    return Localisation(tuple(rows), float(np.mean([np.mean(m) for m in dataset.masks])))
+    return Localisation(tuple(rows), float(np.mean([np.mean(m) for m in dataset.masks])),
+                        float(np.mean([np.mean(box(m)) for m in dataset.masks])))

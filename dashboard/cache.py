@@ -126,7 +126,8 @@ def full_overlay_png(key: str, _data: bytes, result: cams.CamResult, opacity: fl
 
 @st.cache_data(max_entries=64, show_spinner="Predicting…")
 def top_k(name: str, device: str, pretrained: bool, key: str, _data: bytes, k: int = 5) -> list[predictions.Prediction]:
-    return predictions.predict(model(name, device, pretrained), model_input(name, key, _data), top_k=k)
+    loaded = model(name, device, pretrained)  # at most k: the Shapes models know 4 classes
+    return predictions.predict(loaded, model_input(name, key, _data), top_k=min(k, len(loaded.categories)))
 
 
 def results(name: str, *, models: bool = False, max_entries: int | None = None) -> _budget.Store:
@@ -209,11 +210,12 @@ def cam_grid(
 @_budget.memoize(data_budget, around=lambda: spinner("Running every backbone on the image…"))
 def compared(
     names: tuple[str, ...], device: str, pretrained: bool, key: str, _data: bytes, method: str, common: int | None,
-    transformer_method: str | None = None,
+    transformer_method: str | None = None, faithful: bool = False,
 ) -> comparison.Comparison:
     loaded = [model(n, device, pretrained) for n in names]
     return comparison.compare(loaded, decoded(key, _data).image, method=method, common_target=common,
-                              size=display_size(key, _data), transformer_method=transformer_method)
+                              size=display_size(key, _data), transformer_method=transformer_method,
+                              faithful=faithful)
 
 
 @_budget.memoize(data_budget, around=lambda: spinner("Guided backpropagation on a private copy of the model…"))

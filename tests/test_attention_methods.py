@@ -107,6 +107,13 @@ def test_the_compare_page_puts_a_transformer_method_beside_the_cnns_gradcam():
     captions = [c for img in at.get("image") for c in img.captions]
     assert any(c.startswith("Grad-CAM, own top-1") for c in captions)
     assert any(c.startswith("LeGrad, own top-1") for c in captions)
+    assert not [m for m in at.metric if m.label.startswith("Faithfulness")]  # only when asked: dozens of passes
+    at.toggle(key="compare_faithful").set_value(True).run()
+    assert not at.exception, at.exception
+    scores = {m.label: float(m.value) for m in at.metric if m.label.startswith("Faithfulness of")}
+    assert set(scores) == {"Faithfulness of Grad-CAM", "Faithfulness of LeGrad"}, scores
+    assert all(-1 <= v <= 1 for v in scores.values())
+    assert sum(c.value.startswith("random map ") for c in at.caption) == 2
 
 
 def test_attention_results_name_every_block_not_the_target_layer(vit):

@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import cams, report
+from core import cams, faithfulness, report
 from dashboard import cache, shelf, widgets
 
 st.title("Compare backbones")
@@ -34,6 +34,11 @@ if transformers:
         format_func=lambda m: "the same method" if m is None else cams.METHODS[m].title,
         help="Methods made for transformers read their attention maps: a CNN's Grad-CAM beside a ViT's LeGrad.",
     )
+faithful = st.toggle(
+    "Score each heatmap's faithfulness", key="compare_faithful",
+    help="ROAD on each backbone's own top-1 map, beside a random map, as on the All methods page (slower: "
+         "dozens of forward passes per backbone).",
+)
 picked = widgets.image_picker(key="compare_image")
 if picked is None or len(names) < 2:
     st.info("Choose an image and at least two backbones.")
@@ -41,10 +46,12 @@ if picked is None or len(names) < 2:
 first = cache.model(names[0], device, pretrained)
 common = widgets.class_picker(first.categories, cache.top_k(names[0], device, pretrained, picked.key, picked.data)[0].index,
                               key="compare_common")
-result = cache.compared(tuple(names), device, pretrained, picked.key, picked.data, method, common, transformer_method)
+result = cache.compared(tuple(names), device, pretrained, picked.key, picked.data, method, common, transformer_method,
+                        faithful)
 image = cache.picture(picked.key, picked.data).image  # at screen size, as the heatmaps
 label = first.categories[result.common_target]
 
+faithfulness_explanation = faithfulness.explanation()
 columns = st.columns(len(result.reports))
 for column, backbone in zip(columns, result.reports, strict=True):
     with column:
@@ -58,6 +65,13 @@ for column, backbone in zip(columns, result.reports, strict=True):
         title = cams.METHODS[backbone.method].title
         st.image(backbone.own.overlay(image), caption=f"{title}, own top-1: {backbone.own.label}", width="stretch")
         st.image(backbone.common.overlay(image), caption=f"{title}, common class: {label}", width="stretch")
+        if backbone.scorecard is not None:
+            card = backbone.scorecard
+            score, floor = card.methods[backbone.method], card.baselines["random"]
+            st.metric(f"Faithfulness of {title}", f"{score.faithfulness:+.3f}",
+                      help=f"Own top-1 map. {faithfulness_explanation}")
+            st.caption(f"random map {floor.faithfulness:+.3f}"
+                       + ("" if card.beats_random(backbone.method) else " · no better than a random map here"))
         st.metric("Forward pass", f"{backbone.latency_ms:.0f} ms")
         st.metric("Parameters", f"{backbone.params / 1e6:.1f} M")
         st.metric("Multiply-adds", f"{backbone.gmacs:.2f} GMACs")

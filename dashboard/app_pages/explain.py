@@ -38,7 +38,7 @@ preds = cache.top_k(choice.name, choice.device, choice.pretrained, picked.key, p
 
 left, right = st.columns([1, 1], gap="large")
 with left:
-    st.subheader("Top-5 predictions")
+    st.subheader(f"Top-{len(preds)} predictions")
     for p in preds:  # built-in bars: the first visit does not wait for Plotly's script
         st.progress(p.prob, text=f"{p.label} ({p.index}) · {p.prob:.1%}")
     st.dataframe(
@@ -63,6 +63,8 @@ with right:
         help="Default: the last feature layer of this architecture. Earlier layers give finer, less semantic maps.",
     )
     target = widgets.class_picker(model.categories, preds[0].index)
+    if not cams.METHODS[method].class_specific:
+        st.caption(f"{cams.METHODS[method].title} does not depend on the class: every class gets the same map.")
     c3, c4 = st.columns(2)
     opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
     colormap = c4.selectbox("Colormap", images.COLORMAPS, key="colormap")
