@@ -214,14 +214,20 @@ def statistics(maps: np.ndarray, masks: Sequence[np.ndarray] | None = None) -> d
 
 def _mask_at(masks: Sequence[np.ndarray], index: int, h: int, w: int) -> np.ndarray | None:
     """Mask `index` as a bool mask at (h, w), a cell on the object when at least half of it is; None when the
-    mask file cannot be decoded (that image's heat_in_mask is NaN, its pointing_hit False)."""
-    import cv2
-
+    mask is None or its file cannot be decoded (that image's heat_in_mask is NaN, its pointing_hit False)."""
     try:
-        mask = np.asarray(masks[index], dtype=np.float32)
+        mask = masks[index]
     except InvalidInputError:
         return None
-    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA) >= 0.5
+    return None if mask is None else mask_cells(mask, h, w)
+
+
+def mask_cells(mask: np.ndarray, h: int = MAP_SIDE, w: int = MAP_SIDE) -> np.ndarray:
+    """(h, w) bool: an (H, W) object mask at the map's size, a cell on the object when at least half of it is
+    (a mask already at (h, w) is itself: a distributed task sends masks at the map's size)."""
+    import cv2
+
+    return cv2.resize(np.asarray(mask, dtype=np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5
 
 
 def border_band(h: int = MAP_SIDE, w: int = MAP_SIDE) -> np.ndarray:
@@ -257,6 +263,94 @@ def shrink(raw: np.ndarray, side: int = MAP_SIDE) -> np.ndarray:
 # the batched pass
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The checked settings of an audit: what every batch of every engine runs (`explain_batch`)."""
+
+    method: str
+    target: str  # "predicted" or "true"
+    layer: str
+    precision: str  # what runs: "fp32", "bf16" or "fp16"
+    size: int  # the square side
+    top_k: int = TOP_K
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+
+def plan(model: LoadedModel, classes: Sequence[str], *, method: str = "gradcam", target: str = "predicted",
+         layer: str | None = None, precision: str = "fp32", size: int | None = None, top_k: int = TOP_K) -> Plan:
+    """The settings of an audit of a set with `classes` by `model`, checked (see `explain_dataset`)."""
+    if target not in TARGETS:
+        raise InvalidInputError(f"Unknown target '{target}'. Choose one of: {', '.join(TARGETS)}.")
+    info = check_method(method, model)
+    if not info.shared:
+        raise InvalidInputError(
+            f"{info.title} costs {info.cost}: a dataset is explained with a one-pass method "
+            f"({', '.join(m for m, r in METHODS.items() if r.shared)}).")
+    if target == "true" and tuple(model.categories) != tuple(classes):
+        raise InvalidInputError(
+            "Explaining the true class needs a model whose classes are the dataset's (train one on the Transfer "
+            "learning page); this model's classes are its own. Explain the predicted class instead.")
+    layer = layer or model.spec.cam_layer
+    hooks.find(model.module, layer)  # LayerNotFoundError now, not in the first batch
+    dtype = embeddings.resolve_precision(precision, model.device)
+    if dtype == torch.float16 and precision == "auto" and info.uses_gradients:
+        dtype = None  # fp16 gradients without loss scaling can underflow to blank maps: 'auto' keeps fp32 there
+    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return Plan(method, target, layer, names[dtype], preprocessing.side(model.spec, size), top_k)
+
+
+def explain_batch(model: LoadedModel, plan_: Plan, pixels: Tensor, labels: np.ndarray,
+                  masks: Sequence[np.ndarray | None] | None = None, *, halving: HalvingBatches | None = None) -> dict:
+    """One batch of (B, 3, S, S) uint8 squares with their (B,) labels -> every per-image result of the audit:
+    features, logits, predictions, top_classes, top_probabilities, explained, maps and the `statistics`
+    (with `masks`: one per image, None where it cannot be read).
+
+    The one per-batch step of an audit: `explain_dataset` runs it over a DataLoader, core.distributed in each
+    model actor of a Ray Data pipeline. `halving` (kept across batches) halves the chunk on a CUDA OOM.
+    """
+    info = METHODS[plan_.method]
+    module = hooks.find(model.module, plan_.layer)
+    truth = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    halving = halving or HalvingBatches(max(1, len(pixels)))
+
+    def step(chunk: "_Pairs"):
+        batch = preprocessing.normalise(chunk.pixels.to(model.device), model.spec)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        return _pass(model, module, plan_.layer, batch, chunk.labels if plan_.target == "true" else None,
+                     info.uses_gradients, plan_.dtype, plan_.method)
+
+    parts = list(zip(*halving.run(_Pairs(pixels, truth), step), strict=True))
+    features, logits, explained, maps = (np.concatenate(p) for p in parts)
+    probabilities = torch.from_numpy(logits).softmax(dim=1)
+    top = probabilities.topk(min(plan_.top_k, probabilities.shape[1]), dim=1)
+    return {
+        "features": features.astype(np.float32), "logits": logits.astype(np.float32),
+        "predictions": logits.argmax(axis=1).astype(np.int64),
+        "top_classes": top.indices.numpy().astype(np.int64), "top_probabilities": top.values.numpy().astype(np.float32),
+        "explained": explained.astype(np.int64), "maps": maps, "stats": statistics(maps, masks),
+    }
+
+
+def assemble(model: LoadedModel, plan_: Plan, *, dataset: str, classes: Sequence[str], files: Sequence[str],
+             labels: np.ndarray, batches: Sequence[dict], seconds: float) -> Audit:
+    """The Audit of `explain_batch`'s results, in the rows' order."""
+    def joined(key: str) -> np.ndarray:
+        return np.concatenate([b[key] for b in batches])
+
+    stats = {name: np.concatenate([b["stats"][name] for b in batches]) for name in batches[0]["stats"]}
+    return Audit(
+        model=model.name, method=plan_.method, layer=plan_.layer, target=plan_.target, precision=plan_.precision,
+        image_size=plan_.size, seconds=seconds, dataset=dataset, classes=tuple(classes),
+        categories=tuple(model.categories), files=tuple(files), labels=np.asarray(labels, dtype=np.int64),
+        predictions=joined("predictions"), top_classes=joined("top_classes"),
+        top_probabilities=joined("top_probabilities"), explained=joined("explained"), features=joined("features"),
+        maps=joined("maps"), stats=stats,
+    )
+
+
 def explain_dataset(
     model: LoadedModel,
     dataset: Dataset,
@@ -288,67 +382,45 @@ def explain_dataset(
         raise InvalidInputError("The dataset is empty: nothing to explain.")
     if not 1 <= batch_size <= 1024:
         raise InvalidInputError(f"The batch size must be between 1 and 1024, got {batch_size}.")
-    if target not in TARGETS:
-        raise InvalidInputError(f"Unknown target '{target}'. Choose one of: {', '.join(TARGETS)}.")
-    info = check_method(method, model)
-    if not info.shared:
-        raise InvalidInputError(
-            f"{info.title} costs {info.cost}: a dataset is explained with a one-pass method "
-            f"({', '.join(m for m, r in METHODS.items() if r.shared)}).")
-    if target == "true" and tuple(model.categories) != tuple(dataset.classes):
-        raise InvalidInputError(
-            "Explaining the true class needs a model whose classes are the dataset's (train one on the Transfer "
-            "learning page); this model's classes are its own. Explain the predicted class instead.")
-    layer = layer or model.spec.cam_layer
-    module = hooks.find(model.module, layer)
-    device = model.device
-    dtype = embeddings.resolve_precision(precision, device)
-    if dtype == torch.float16 and precision == "auto" and info.uses_gradients:
-        dtype = None  # fp16 gradients without loss scaling can underflow to blank maps: 'auto' keeps fp32 there
+    settings = plan(model, dataset.classes, method=method, target=target, layer=layer, precision=precision,
+                    size=size, top_k=top_k)
     report = on_progress or (lambda fraction, message: None)
     source = embeddings.tensors(model, dataset, size=size, normalise=False)
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
-    labels = torch.as_tensor(np.asarray(dataset.labels, dtype=np.int64))
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("features", "logits", "explained", "maps")}
+    labels = np.asarray(dataset.labels, dtype=np.int64)
+    batches: list[dict] = []
     done = 0
     started = time.perf_counter()
-    report(0.0, f"Explaining {len(dataset)} images with {info.title}")
+    report(0.0, f"Explaining {len(dataset)} images with {METHODS[method].title}")
     halving = HalvingBatches(batch_size, on_halve=lambda old, new: report(
         done / len(dataset), f"The GPU ran out of memory at batch {old}: continuing at {new}"))
-
-    def step(chunk: "_Pairs"):
-        pixels, truth = chunk.pixels, chunk.labels
-        batch = preprocessing.normalise(pixels.to(device), model.spec).contiguous(memory_format=torch.channels_last)
-        return _pass(model, module, layer, batch, truth if target == "true" else None, info.uses_gradients, dtype,
-                     method)
-
     for start, pixels in zip(range(0, len(dataset), batch_size), loader, strict=False):
         if should_stop is not None and should_stop():
             raise Cancelled(f"Explaining the dataset was stopped after {done} of {len(dataset)} images.")
-        truth = labels[start:start + len(pixels)]
-        for result in halving.run(_Pairs(pixels, truth), step):
-            for key, value in zip(("features", "logits", "explained", "maps"), result, strict=True):
-                parts[key].append(value)
+        rows = list(range(start, start + len(pixels)))
+        masks = None if dataset.masks is None else _Masks(dataset.masks, rows)
+        batches.append(explain_batch(model, settings, pixels, labels[rows], masks, halving=halving))
         done += len(pixels)
         rate = done / max(time.perf_counter() - started, 1e-9)
         report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
-    logits = torch.from_numpy(np.concatenate(parts["logits"]))
-    probabilities = logits.softmax(dim=1)
-    k = min(top_k, probabilities.shape[1])
-    top = probabilities.topk(k, dim=1)
-    maps = np.concatenate(parts["maps"])
-    stats = statistics(maps, dataset.masks)
-    seconds = time.perf_counter() - started
-    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-    return Audit(
-        model=model.name, method=method, layer=layer, target=target, precision=names[dtype],
-        image_size=size or model.spec.input_size[0], seconds=seconds, dataset=dataset.name,
-        classes=tuple(dataset.classes), categories=tuple(model.categories), files=tuple(dataset.files),
-        labels=np.asarray(dataset.labels, dtype=np.int64), predictions=logits.argmax(dim=1).numpy().astype(np.int64),
-        top_classes=top.indices.numpy().astype(np.int64), top_probabilities=top.values.numpy().astype(np.float32),
-        explained=np.concatenate(parts["explained"]).astype(np.int64),
-        features=np.concatenate(parts["features"]).astype(np.float32), maps=maps, stats=stats,
-    )
+    return assemble(model, settings, dataset=dataset.name, classes=dataset.classes, files=dataset.files,
+                    labels=labels, batches=batches, seconds=time.perf_counter() - started)
+
+
+class _Masks(Sequence):
+    """Masks `rows` of a dataset, each read on access: one that cannot be decoded is None (scored without it)."""
+
+    def __init__(self, masks: Sequence[np.ndarray], rows: list[int]) -> None:
+        self.masks, self.rows = masks, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> np.ndarray | None:
+        try:
+            return self.masks[self.rows[index]]
+        except InvalidInputError:
+            return None
 
 
 class _Pairs:

@@ -114,8 +114,6 @@ def extract(
         source, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda,
         persistent_workers=False, prefetch_factor=4 if workers else None,
     )
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-    head = model.spec.head
     features: list[np.ndarray] = []
     logits: list[np.ndarray] = []
     done = 0
@@ -125,11 +123,7 @@ def extract(
         done / len(dataset), f"The GPU ran out of memory at batch {old}: continuing at {new}"))
 
     def forward(chunk: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        chunk = preprocessing.normalise(chunk.to(device, non_blocking=cuda), model.spec)
-        chunk = chunk.contiguous(memory_format=torch.channels_last)
-        with model.lock, hooks.capture(model.module, [head], inputs=True) as captured, torch.inference_mode(), autocast:
-            output = model.module(chunk)
-        return captured[head].float().flatten(1).cpu().numpy(), output.float().cpu().numpy()
+        return batch_features(model, chunk, dtype)
 
     for batch in loader:
         if should_stop is not None and should_stop():
@@ -146,6 +140,22 @@ def extract(
         np.concatenate(features).astype(np.float32), np.concatenate(logits).astype(np.float32),
         model.name, names[dtype], source.size, seconds,
     )
+
+
+def batch_features(model: LoadedModel, pixels: torch.Tensor, dtype: torch.dtype | None) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of (B, 3, S, S) uint8 squares -> ((B, D) float32 features, (B, classes) float32 logits).
+
+    The one per-batch step of feature extraction: `extract` runs it over a DataLoader, core.distributed in
+    each model actor of a Ray Data pipeline. `dtype`: the autocast dtype (`resolve_precision`), None for fp32.
+    """
+    device = model.device
+    chunk = preprocessing.normalise(pixels.to(device, non_blocking=device.type == "cuda"), model.spec)
+    chunk = chunk.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    head = model.spec.head
+    with model.lock, hooks.capture(model.module, [head], inputs=True) as captured, torch.inference_mode(), autocast:
+        output = model.module(chunk)
+    return captured[head].float().flatten(1).cpu().numpy(), output.float().cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
