@@ -96,20 +96,8 @@ class Audit:
 
     def rows(self) -> dict[str, list]:
         """The per-image table as columns: file, label, prediction, probability, correct, top-k, statistics."""
-        table: dict[str, list] = {
-            "file": list(self.files),
-            "label": [self.classes[i] for i in self.labels],
-            "prediction": [self.categories[i] for i in self.predictions],
-            "probability": self.top_probabilities[:, 0].astype(float).tolist(),
-            "correct": self.correct.tolist() if self.comparable else [None] * len(self),  # null: other classes
-            "explained": [self.categories[i] for i in self.explained],
-        }
-        for rank in range(self.top_classes.shape[1]):
-            table[f"top{rank + 1}"] = [self.categories[i] for i in self.top_classes[:, rank]]
-            table[f"top{rank + 1}_probability"] = self.top_probabilities[:, rank].astype(float).tolist()
-        for name, values in self.stats.items():
-            table[name] = values.tolist()
-        return table
+        return columns(self.classes, self.categories, self.files, self.labels, self.predictions, self.top_classes,
+                       self.top_probabilities, self.explained, self.stats)
 
     def summary(self) -> list[dict]:
         """Per dataset class: images, accuracy (where comparable) and the mean of every statistic."""
@@ -162,6 +150,29 @@ class Audit:
             "accuracy": float(self.correct.mean()) if self.comparable and len(self) else None,
             "classes": self.summary(),
         }
+
+
+def columns(classes: Sequence[str], categories: Sequence[str], files: Sequence[str], labels: np.ndarray,
+            predictions: np.ndarray, top_classes: np.ndarray, top_probabilities: np.ndarray, explained: np.ndarray,
+            stats: dict[str, np.ndarray]) -> dict[str, list]:
+    """The export's per-image columns (file, label, prediction, probability, correct, explained, topK and
+    topK_probability, the statistics) of some rows: every engine's table, whole or one shard at a time."""
+    comparable = tuple(categories) == tuple(classes)
+    table: dict[str, list] = {
+        "file": list(files),
+        "label": [classes[i] for i in labels],
+        "prediction": [categories[i] for i in predictions],
+        "probability": top_probabilities[:, 0].astype(float).tolist(),
+        # null where the model's classes are other than the set's
+        "correct": (np.asarray(predictions) == np.asarray(labels)).tolist() if comparable else [None] * len(labels),
+        "explained": [categories[i] for i in explained],
+    }
+    for rank in range(top_classes.shape[1]):
+        table[f"top{rank + 1}"] = [categories[i] for i in top_classes[:, rank]]
+        table[f"top{rank + 1}_probability"] = top_probabilities[:, rank].astype(float).tolist()
+    for name, values in stats.items():
+        table[name] = np.asarray(values).tolist()
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,6 +558,13 @@ def _table(audit: Audit):
     return pa.table(audit.rows()).replace_schema_metadata({"visionlens": json.dumps(settings)})
 
 
+def described(audit: Audit) -> dict:
+    """What a results reader needs beside the table (core.results): the engine, the kind, the class names in
+    label order and the model's classes in prediction order, and the map side."""
+    return {"engine": "in-process", "kind": "audit", "class_names": list(audit.classes),
+            "categories": list(audit.categories), "map_side": int(audit.maps.shape[1])}
+
+
 def write(audit: Audit, out: str | Path, *, with_features: bool = False) -> dict[str, Path]:
     """DIR/audit.parquet and DIR/audit.csv (one row per image), DIR/maps.npy ((N, side, side) float16, in the
     table's row order), DIR/summary.json, and with `with_features` DIR/features.npy. Returns the paths."""
@@ -563,7 +581,7 @@ def write(audit: Audit, out: str | Path, *, with_features: bool = False) -> dict
     pq.write_table(table, paths["parquet"])
     pacsv.write_csv(_spreadsheet_safe(table), paths["csv"])
     np.save(paths["maps"], audit.maps)
-    paths["summary"].write_text(json.dumps(audit.to_dict(), indent=2))
+    paths["summary"].write_text(json.dumps({**audit.to_dict(), **described(audit)}, indent=2))
     if with_features:
         paths["features"] = out / "features.npy"
         np.save(paths["features"], audit.features)
