@@ -187,3 +187,59 @@ def _audit(table, settings: dict, folder: Path, classes, files, labels) -> audit
         explained=_indices(table.column("explained").to_pylist(), categories, "class"),
         features=features, maps=np.asarray(maps, dtype=np.float16), stats=stats,
     )
+
+
+@dataclass(frozen=True)
+class Found:
+    """A results folder under a data root: `path` is what `roots.resolve` accepts."""
+
+    name: str  # the root's name and the path below it
+    path: Path
+    kind: str
+    engine: str
+    images: int
+
+    def label(self) -> str:
+        return f"{self.name} · {self.kind}, {self.images:,} images ({self.engine})"
+
+
+def list_folders(paths: tuple[Path, ...], *, max_entries: int = 100_000, max_depth: int = 6) -> tuple[Found, ...]:
+    """Every results folder (one holding a summary.json of a dataset job) under the data roots `paths`, symbolic
+    links never followed, hidden folders passed over, at most `max_entries` entries looked at per root."""
+    import os
+
+    found: list[Found] = []
+    for root in paths:
+        seen, stack = 0, [(Path(root), 0)]
+        while stack and seen < max_entries:
+            folder, depth = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            seen += len(entries)
+            for entry in entries:
+                if entry.name.startswith(".") or entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False) and depth < max_depth:
+                    stack.append((Path(entry.path), depth + 1))
+                elif entry.name == SUMMARY and entry.is_file(follow_symlinks=False):
+                    described = _described(Path(entry.path))
+                    if described is not None:
+                        below = folder.relative_to(root).as_posix()
+                        name = root.name if below == "." else f"{root.name}/{below}"
+                        found.append(Found(name, folder, *described))
+    return tuple(sorted(found, key=lambda f: f.name))
+
+
+def _described(summary: Path) -> tuple[str, str, int] | None:
+    try:
+        if summary.stat().st_size > MAX_SUMMARY:
+            return None
+        settings = json.loads(summary.read_text(encoding="utf-8"))
+        kind, images = settings.get("kind", "audit"), int(settings.get("images", 0))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return None
+    if kind not in ("audit", "features") or "categories" not in settings and kind == "audit":
+        return None
+    return str(kind), str(settings.get("engine", "in-process")), images
