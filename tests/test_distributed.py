@@ -220,9 +220,9 @@ def test_two_nodes_both_do_work_and_the_result_is_complete(no_ray_left_behind, s
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, include_dashboard=False)
-        dataset = datasets.shapes(n=120, size=64)
+        dataset = datasets.shapes(n=64, size=64)
         want = audit.explain_dataset(shapes_cnn, dataset, batch_size=16)
-        report, read = _run_audit(shapes_cnn, dataset, tmp_path, batch_size=8, actors=2, block_rows=10)
+        report, read = _run_audit(shapes_cnn, dataset, tmp_path, batch_size=8, actors=2, block_rows=8)
         assert report.rows == len(dataset)
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         assert len(nodes) == 2
@@ -232,3 +232,28 @@ def test_two_nodes_both_do_work_and_the_result_is_complete(no_ray_left_behind, s
     finally:
         distributed.stop()
         cluster.shutdown()
+
+
+def test_the_cli_audits_and_evaluates_on_ray_as_in_process(local_ray, tmp_path, capsys):
+    import json
+
+    from core.cli import main
+
+    common = ["--limit", "40", "--model", "shapes_cnn", "--batch-size", "16", "--json"]
+    assert main(["audit", "shapes", *common, "--engine", "ray", "--out", str(tmp_path / "ray")]) == 0
+    on_ray = json.loads(capsys.readouterr().out)
+    assert main(["audit", "shapes", *common, "--out", str(tmp_path / "local")]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert on_ray["images"] == local["images"] == 40 and on_ray["accuracy"] == local["accuracy"]
+    for a, b in zip(on_ray["classes"], local["classes"], strict=True):
+        assert a["class"] == b["class"] and a["images"] == b["images"]
+        assert a["heat_border"] == pytest.approx(b["heat_border"], abs=1e-3)
+    evaluate = ["evaluate", "digits", "--limit", "60", "--model", TINY, "--random-weights", "--precision", "fp32",
+                "--image-size", "32", "--json"]
+    assert main([*evaluate, "--engine", "ray", "--results", str(tmp_path / "features")]) == 0
+    on_ray = json.loads(capsys.readouterr().out)
+    assert main(evaluate) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert on_ray["method"] == local["method"] == "linear probe"
+    assert on_ray["confusion"] == local["confusion"] and on_ray["accuracy"] == local["accuracy"]
+    assert results.read(tmp_path / "features").kind == "features"
