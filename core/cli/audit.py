@@ -3,7 +3,7 @@
 import json
 import sys
 
-from core import audit, datasets
+from core import audit, datasets, distributed, job_sources, results
 from core.cli.common import check_limit, dataset_notes, load_model, progress_line
 from core.errors import InvalidInputError
 
@@ -33,8 +33,6 @@ def run_audit(args) -> None:
 
 def _run_on_ray(args) -> None:
     """The same audit on Ray Data (core.distributed): shards and summary.json in --out, read back to print."""
-    from core import distributed, job_sources, results
-
     source = job_sources.open_source(args.dataset, seed=args.seed, n=args.limit)
     dataset_notes(source)
     model = load_model(args)

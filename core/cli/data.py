@@ -9,7 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import checkpoints, datasets, embeddings, evaluation, records, training
+from core import (checkpoints, datasets, distributed, embeddings, evaluation, job_sources, records, results,
+                  training)
 from core.cli.common import check_limit, dataset_notes, load_model, progress_line, write
 from core.cli.options import train_config
 from core.errors import InvalidInputError
@@ -106,8 +107,6 @@ def _features_on_ray(args):
     """Features and logits on Ray Data (core.distributed), written as shards into --results (or a temporary folder)
     and read back: the rows (a core.distributed.Source) stand in for the dataset."""
     import tempfile
-
-    from core import distributed, job_sources, results
 
     source = job_sources.open_source(args.dataset, seed=args.seed, n=args.limit)
     dataset_notes(source)
