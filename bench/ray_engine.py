@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core import audit, datasets, distributed, embeddings, job_sources, models, runtime, shape_drawing  # noqa: E402
+from core import (audit, datasets, distributed, embeddings, image_lists, job_sources, models, preprocessing, runtime,
+                  shape_drawing)  # noqa: E402
 
 
 def make_folder(root: Path, n: int, side: int) -> Path:
@@ -77,6 +78,15 @@ def model_only(model, n: int, batch_size: int, side: int) -> float:
     return done / (time.perf_counter() - started)
 
 
+def decode_per_core(dataset, spec, side: int, n: int = 300) -> float:
+    """Images per second one core reads, decodes and resizes (what each Ray decoding task does per image)."""
+    blobs = [Path(b).read_bytes() for b in dataset.images.blobs[:n]]
+    started = time.perf_counter()
+    for blob in blobs:
+        preprocessing.square(image_lists.picture(blob), spec, side)
+    return len(blobs) / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -106,6 +116,8 @@ def main() -> None:
                   f"({len(dataset) / ray_seconds:.1f} images/s) on {nodes} node(s) after {startup:.1f} s of start-up")
             print(f"ratio Ray / in-process: {ray_seconds / local:.2f} (job only), "
                   f"{(ray_seconds + startup) / local:.2f} (with start-up)")
+        per_core = decode_per_core(dataset, model.spec, side)
+        print(f"decoding + resizing on one core: {per_core:.0f} images/s")
         alone = model_only(model, min(args.images, 1024), args.batch_size, side)
         started = time.perf_counter()
         embeddings.extract(model, dataset, batch_size=args.batch_size, precision="fp32", size=args.image_size,

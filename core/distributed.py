@@ -138,14 +138,13 @@ def _node() -> str:
 class ModelWorker:
     """A model actor: the driver's network (from the object store) on this actor's GPU, or on its CPU threads."""
 
-    def __init__(self, payload, job: Job, threads: int) -> None:
+    def __init__(self, payload, job: Job, threads: int, gpu: bool) -> None:
         import ray
         import torch
 
         runtime.configure_threads(max(1, threads))
         spec, module, pretrained = ray.get(payload[0])  # a list, so Ray Data hands the reference over unresolved
-        device = torch.device("cuda" if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""
-                              else "cpu")
+        device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")  # Ray gave it one GPU
         module = module.to(device).eval()
         self.model = LoadedModel(spec, module, device, pretrained, sum(p.numel() for p in module.parameters()))
         self.job = job
@@ -289,7 +288,7 @@ def run(model: LoadedModel, source: Source, job: Job, out: str | Path, *, addres
             fn_kwargs={"spec": replace(model.spec, build=None), "size": job.size, "masked": source.masked})
         results = decoded.map_batches(
             ModelWorker, batch_size=job.batch_size, batch_format="numpy",
-            fn_constructor_kwargs={"payload": [payload], "job": job, "threads": threads},
+            fn_constructor_kwargs={"payload": [payload], "job": job, "threads": threads, "gpu": gpu_actors},
             compute=ray.data.ActorPoolStrategy(size=count), num_cpus=per_actor, num_gpus=1 if gpu_actors else 0)
         # Ray Data restarts a dead actor and retries its batches (max_restarts=-1, max_task_retries=-1 by default)
         writer = _ShardWriter(out, job, model, source, shard_rows)

@@ -182,7 +182,7 @@ def open_source(text: str, *, seed: int = 0, n: int | None = None) -> Source:
     suffix = PurePosixPath(text.split("?")[0]).suffix.lower()
     if suffix in LISTS:
         source = source_from_list(text)
-    elif "://" in text and not text.startswith("file://"):
+    elif "://" in text:
         source = source_from_folder_uri(text)
     else:
         return source_of(datasets.load(text, seed=seed, n=n))

@@ -184,6 +184,8 @@ def test_a_list_of_paths_reads_like_the_folder(local_ray, shapes_cnn, tmp_path):
     listed = job_sources.open_source(str(tmp_path / "list.csv"))
     opened = datasets.from_folder(folder)
     assert listed.classes == opened.classes and len(listed) == len(opened)
+    by_uri = job_sources.open_source(folder.as_uri())  # the same folder through pyarrow's filesystem listing
+    assert by_uri.classes == opened.classes and sorted(by_uri.files) == sorted(opened.files)
     job = distributed.audit_job(shapes_cnn, listed, batch_size=8)
     distributed.run(shapes_cnn, listed, job, tmp_path / "out", actors=1, actor_cpus=0.5, decode_cpus=0.5)
     got = results.read(tmp_path / "out").audit
