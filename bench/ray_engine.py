@@ -110,6 +110,7 @@ def main() -> None:
         dataset = datasets.from_folder(folder)
         if not args.skip_ray:
             local = in_process(model, dataset, args.job, args.batch_size, args.image_size)
+            print(f"{args.job} in-process: {local:.1f} s", flush=True)
             startup, ray_seconds, nodes = on_ray(model, dataset, args.job, args.batch_size, args.image_size,
                                                  Path(scratch) / "out")
             print(f"{args.job}: in-process {local:.1f} s ({len(dataset) / local:.1f} images/s); Ray {ray_seconds:.1f} s "
@@ -117,7 +118,7 @@ def main() -> None:
             print(f"ratio Ray / in-process: {ray_seconds / local:.2f} (job only), "
                   f"{(ray_seconds + startup) / local:.2f} (with start-up)")
         per_core = decode_per_core(dataset, model.spec, side)
-        print(f"decoding + resizing on one core: {per_core:.0f} images/s")
+        print(f"decoding + resizing on one core: {per_core:.0f} images/s", flush=True)
         alone = model_only(model, min(args.images, 1024), args.batch_size, side)
         started = time.perf_counter()
         embeddings.extract(model, dataset, batch_size=args.batch_size, precision="fp32", size=args.image_size,

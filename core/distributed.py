@@ -282,9 +282,10 @@ def run(model: LoadedModel, source: Source, job: Job, out: str | Path, *, addres
         module = model.module if model.device.type == "cpu" else _cpu_copy(model.module)
         payload = ray.put((replace(model.spec, build=None), module, model.pretrained))
         decoded = ray.data.from_arrow(blocks).map_batches(
-            # max_retries: a task lost with its node is run again; it also keeps decoding out of the actors
-            # (remote arguments unlike theirs: Ray Data fuses a task into the next actor stage otherwise)
-            decode_block, batch_size=None, batch_format="pyarrow", num_cpus=decode_cpus, max_retries=4,
+            # memory: what a task holds (the block's squares, twice); it also keeps decoding out of the actors (a
+            # resource request unlike theirs: Ray Data fuses a task into the next actor stage otherwise)
+            decode_block, batch_size=None, batch_format="pyarrow", num_cpus=decode_cpus,
+            memory=2 * rows * 3 * job.size * job.size + 64 * 2**20,
             fn_kwargs={"spec": replace(model.spec, build=None), "size": job.size, "masked": source.masked})
         results = decoded.map_batches(
             ModelWorker, batch_size=job.batch_size, batch_format="numpy",
