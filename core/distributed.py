@@ -36,6 +36,7 @@ ENGINES = ("in-process", "ray")
 KINDS = ("audit", "features")
 SHARD_ROWS = 50_000  # rows per Parquet shard
 SUMMARY = "summary.json"
+DECODER_BASE = 640 * 2**20  # a decoding worker's own memory (Python, torch, Pillow): 680 MB measured with its block
 
 
 class EngineError(CoreError):
@@ -285,7 +286,7 @@ def run(model: LoadedModel, source: Source, job: Job, out: str | Path, *, addres
             # memory: what a task holds (the block's squares, twice); it also keeps decoding out of the actors (a
             # resource request unlike theirs: Ray Data fuses a task into the next actor stage otherwise)
             decode_block, batch_size=None, batch_format="pyarrow", num_cpus=decode_cpus,
-            memory=2 * rows * 3 * job.size * job.size + 64 * 2**20,
+            memory=2 * rows * 3 * job.size * job.size + DECODER_BASE,
             fn_kwargs={"spec": replace(model.spec, build=None), "size": job.size, "masked": source.masked})
         results = decoded.map_batches(
             ModelWorker, batch_size=job.batch_size, batch_format="numpy",
