@@ -228,8 +228,8 @@ def test_two_nodes_both_do_work_and_the_result_is_complete(no_ray_left_behind, s
         assert report.rows == len(dataset)
         nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         assert len(nodes) == 2
-        assert set(report.nodes) == nodes or set(report.decoded_on) == nodes, (report.nodes, report.decoded_on)
-        assert set(report.nodes) | set(report.decoded_on) == nodes  # both nodes did work
+        # both nodes did work: model batches or decoded blocks on each (Ray places the actors and tasks)
+        assert set(report.nodes) | set(report.decoded_on) == nodes, (report.nodes, report.decoded_on)
         _assert_audits_equal(read.audit, want)
     finally:
         distributed.stop()
