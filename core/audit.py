@@ -25,18 +25,18 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from core import cams, embeddings, hooks, localisation, preprocessing
+from core import cams, embeddings, hooks, preprocessing
 from core.cam_methods import METHODS, check_method
 from core.datasets import Dataset
 from core.errors import Cancelled, InvalidInputError
+from core.map_statistics import (  # noqa: F401 (the audit's statistics, used by name through core.audit)
+    BORDER, MAP_SIDE, border_band, mask_cells, shrink, statistics, uniform_border, upsample)
 from core.models import LoadedModel
 from core.runtime import HalvingBatches
 
 Progress = Callable[[float, str], None]
-MAP_SIDE = 28  # stored maps: 28 x 28 float16, 1.5 KB an image
 TOP_K = 5
 TARGETS = ("predicted", "true")
-BORDER = 0.125  # the border band: this fraction of the side on each edge (at 28 px, 4 px: 49% of the area)
 STATISTICS = ("heat_half_area", "heat_entropy", "heat_border", "centroid_x", "centroid_y")
 MASK_STATISTICS = ("heat_in_mask", "pointing_hit")
 #: the reviews an analyst asks for, as (title, statistic, descending, correct: True/False/None for all)
@@ -96,20 +96,8 @@ class Audit:
 
     def rows(self) -> dict[str, list]:
         """The per-image table as columns: file, label, prediction, probability, correct, top-k, statistics."""
-        table: dict[str, list] = {
-            "file": list(self.files),
-            "label": [self.classes[i] for i in self.labels],
-            "prediction": [self.categories[i] for i in self.predictions],
-            "probability": self.top_probabilities[:, 0].astype(float).tolist(),
-            "correct": self.correct.tolist() if self.comparable else [None] * len(self),  # null: other classes
-            "explained": [self.categories[i] for i in self.explained],
-        }
-        for rank in range(self.top_classes.shape[1]):
-            table[f"top{rank + 1}"] = [self.categories[i] for i in self.top_classes[:, rank]]
-            table[f"top{rank + 1}_probability"] = self.top_probabilities[:, rank].astype(float).tolist()
-        for name, values in self.stats.items():
-            table[name] = values.tolist()
-        return table
+        return columns(self.classes, self.categories, self.files, self.labels, self.predictions, self.top_classes,
+                       self.top_probabilities, self.explained, self.stats)
 
     def summary(self) -> list[dict]:
         """Per dataset class: images, accuracy (where comparable) and the mean of every statistic."""
@@ -164,97 +152,119 @@ class Audit:
         }
 
 
-# ---------------------------------------------------------------------------------------------
-# statistics of maps
-
-
-def statistics(maps: np.ndarray, masks: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Per-map statistics of (N, h, w) non-negative maps, each normalised to sum 1 (an all-zero map: uniform).
-
-    - heat_half_area: the smallest fraction of the pixels that holds half the heat (small: concentrated);
-    - heat_entropy: the entropy of the heat over the pixels, divided by its maximum log(h w) (1: uniform);
-    - heat_border: the share of the heat in the border band (`BORDER` of the side on each edge);
-    - centroid_x, centroid_y: the heat's centre of mass, 0..1 from the left and the top;
-    - with masks ((H, W) bool, any size: resized to the map): heat_in_mask, the share of the heat on the
-      object (`localisation.heat_share`), and pointing_hit, whether the hottest pixel is on it
-      (`localisation.pointing_hit`, its tolerance scaled to the map); NaN and False for a mask that cannot
-      be decoded.
-    """
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 3:
-        raise InvalidInputError(f"Maps are (N, h, w), got shape {maps.shape}.")
-    n, h, w = maps.shape
-    heat = np.clip(np.nan_to_num(maps, nan=0.0), 0.0, None).reshape(n, -1)
-    total = heat.sum(axis=1, keepdims=True)
-    p = np.where(total > 0, heat / np.where(total > 0, total, 1.0), 1.0 / (h * w))
-    ordered = -np.sort(-p, axis=1)
-    half = (np.cumsum(ordered, axis=1) < 0.5).sum(axis=1) + 1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1) / np.log(h * w)
-    band = border_band(h, w)
-    grid = p.reshape(n, h, w)
-    ys, xs = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
-    out = {
-        "heat_half_area": (half / (h * w)).astype(np.float32),
-        "heat_entropy": entropy.astype(np.float32),
-        "heat_border": grid[:, band].sum(axis=1).astype(np.float32),
-        "centroid_x": (grid.sum(axis=1) @ xs).astype(np.float32),
-        "centroid_y": (grid.sum(axis=2) @ ys).astype(np.float32),
+def columns(classes: Sequence[str], categories: Sequence[str], files: Sequence[str], labels: np.ndarray,
+            predictions: np.ndarray, top_classes: np.ndarray, top_probabilities: np.ndarray, explained: np.ndarray,
+            stats: dict[str, np.ndarray]) -> dict[str, list]:
+    """The export's per-image columns (file, label, prediction, probability, correct, explained, topK and
+    topK_probability, the statistics) of some rows: every engine's table, whole or one shard at a time."""
+    comparable = tuple(categories) == tuple(classes)
+    table: dict[str, list] = {
+        "file": list(files),
+        "label": [classes[i] for i in labels],
+        "prediction": [categories[i] for i in predictions],
+        "probability": top_probabilities[:, 0].astype(float).tolist(),
+        # null where the model's classes are other than the set's
+        "correct": (np.asarray(predictions) == np.asarray(labels)).tolist() if comparable else [None] * len(labels),
+        "explained": [categories[i] for i in explained],
     }
-    if masks is not None:
-        if len(masks) != n:
-            raise InvalidInputError(f"{len(masks)} masks for {n} maps.")
-        small = [_mask_at(masks, i, h, w) for i in range(n)]
-        out["heat_in_mask"] = np.array([localisation.heat_share(m, s) if s is not None else np.nan
-                                        for m, s in zip(grid, small, strict=True)], dtype=np.float32)
-        out["pointing_hit"] = np.array([s is not None and localisation.pointing_hit(m, s)
-                                        for m, s in zip(grid, small, strict=True)], dtype=bool)
-    return out
-
-
-def _mask_at(masks: Sequence[np.ndarray], index: int, h: int, w: int) -> np.ndarray | None:
-    """Mask `index` as a bool mask at (h, w), a cell on the object when at least half of it is; None when the
-    mask file cannot be decoded (that image's heat_in_mask is NaN, its pointing_hit False)."""
-    import cv2
-
-    try:
-        mask = np.asarray(masks[index], dtype=np.float32)
-    except InvalidInputError:
-        return None
-    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA) >= 0.5
-
-
-def border_band(h: int = MAP_SIDE, w: int = MAP_SIDE) -> np.ndarray:
-    """(h, w) bool: the border band of `heat_border` (`BORDER` of the side on each edge, at least a pixel)."""
-    band = np.zeros((h, w), dtype=bool)
-    by, bx = max(1, round(BORDER * h)), max(1, round(BORDER * w))
-    band[:by], band[-by:], band[:, :bx], band[:, -bx:] = True, True, True, True
-    return band
-
-
-def uniform_border(h: int = MAP_SIDE, w: int = MAP_SIDE) -> float:
-    """The heat_border of a uniform map: the baseline a border statistic is read against."""
-    return float(border_band(h, w).mean())
-
-
-def upsample(small: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(height, width) float32 in [0, 1]: a stored map (or a mean of maps) resized bilinearly, for an overlay."""
-    import cv2
-
-    return cv2.resize(np.asarray(small, dtype=np.float32), (width, height),
-                      interpolation=cv2.INTER_LINEAR).clip(0.0, 1.0)
-
-
-def shrink(raw: np.ndarray, side: int = MAP_SIDE) -> np.ndarray:
-    """(N, side, side) float16 from (N, h, w) float maps in [0, 1], by area averaging."""
-    import cv2
-
-    return np.stack([cv2.resize(m.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
-                     for m in raw]).clip(0.0, 1.0).astype(np.float16)
+    for rank in range(top_classes.shape[1]):
+        table[f"top{rank + 1}"] = [categories[i] for i in top_classes[:, rank]]
+        table[f"top{rank + 1}_probability"] = top_probabilities[:, rank].astype(float).tolist()
+    for name, values in stats.items():
+        table[name] = np.asarray(values).tolist()
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
 # the batched pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The checked settings of an audit: what every batch of every engine runs (`explain_batch`)."""
+
+    method: str
+    target: str  # "predicted" or "true"
+    layer: str
+    precision: str  # what runs: "fp32", "bf16" or "fp16"
+    size: int  # the square side
+    top_k: int = TOP_K
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+
+def plan(model: LoadedModel, classes: Sequence[str], *, method: str = "gradcam", target: str = "predicted",
+         layer: str | None = None, precision: str = "fp32", size: int | None = None, top_k: int = TOP_K) -> Plan:
+    """The settings of an audit of a set with `classes` by `model`, checked (see `explain_dataset`)."""
+    if target not in TARGETS:
+        raise InvalidInputError(f"Unknown target '{target}'. Choose one of: {', '.join(TARGETS)}.")
+    info = check_method(method, model)
+    if not info.shared:
+        raise InvalidInputError(
+            f"{info.title} costs {info.cost}: a dataset is explained with a one-pass method "
+            f"({', '.join(m for m, r in METHODS.items() if r.shared)}).")
+    if target == "true" and tuple(model.categories) != tuple(classes):
+        raise InvalidInputError(
+            "Explaining the true class needs a model whose classes are the dataset's (train one on the Transfer "
+            "learning page); this model's classes are its own. Explain the predicted class instead.")
+    layer = layer or model.spec.cam_layer
+    hooks.find(model.module, layer)  # LayerNotFoundError now, not in the first batch
+    dtype = embeddings.resolve_precision(precision, model.device)
+    if dtype == torch.float16 and precision == "auto" and info.uses_gradients:
+        dtype = None  # fp16 gradients without loss scaling can underflow to blank maps: 'auto' keeps fp32 there
+    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return Plan(method, target, layer, names[dtype], preprocessing.side(model.spec, size), top_k)
+
+
+def explain_batch(model: LoadedModel, plan_: Plan, pixels: Tensor, labels: np.ndarray,
+                  masks: Sequence[np.ndarray | None] | None = None, *, halving: HalvingBatches | None = None) -> dict:
+    """One batch of (B, 3, S, S) uint8 squares with their (B,) labels -> every per-image result of the audit:
+    features, logits, predictions, top_classes, top_probabilities, explained, maps and the `statistics`
+    (with `masks`: one per image, None where it cannot be read).
+
+    The one per-batch step of an audit: `explain_dataset` runs it over a DataLoader, core.distributed in each
+    model actor of a Ray Data pipeline. `halving` (kept across batches) halves the chunk on a CUDA OOM.
+    """
+    info = METHODS[plan_.method]
+    module = hooks.find(model.module, plan_.layer)
+    truth = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    halving = halving or HalvingBatches(max(1, len(pixels)))
+
+    def step(chunk: "_Pairs"):
+        batch = preprocessing.normalise(chunk.pixels.to(model.device), model.spec)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        return _pass(model, module, plan_.layer, batch, chunk.labels if plan_.target == "true" else None,
+                     info.uses_gradients, plan_.dtype, plan_.method)
+
+    parts = list(zip(*halving.run(_Pairs(pixels, truth), step), strict=True))
+    features, logits, explained, maps = (np.concatenate(p) for p in parts)
+    probabilities = torch.from_numpy(logits).softmax(dim=1)
+    top = probabilities.topk(min(plan_.top_k, probabilities.shape[1]), dim=1)
+    return {
+        "features": features.astype(np.float32), "logits": logits.astype(np.float32),
+        "predictions": logits.argmax(axis=1).astype(np.int64),
+        "top_classes": top.indices.numpy().astype(np.int64), "top_probabilities": top.values.numpy().astype(np.float32),
+        "explained": explained.astype(np.int64), "maps": maps, "stats": statistics(maps, masks),
+    }
+
+
+def assemble(model: LoadedModel, plan_: Plan, *, dataset: str, classes: Sequence[str], files: Sequence[str],
+             labels: np.ndarray, batches: Sequence[dict], seconds: float) -> Audit:
+    """The Audit of `explain_batch`'s results, in the rows' order."""
+    def joined(key: str) -> np.ndarray:
+        return np.concatenate([b[key] for b in batches])
+
+    stats = {name: np.concatenate([b["stats"][name] for b in batches]) for name in batches[0]["stats"]}
+    return Audit(
+        model=model.name, method=plan_.method, layer=plan_.layer, target=plan_.target, precision=plan_.precision,
+        image_size=plan_.size, seconds=seconds, dataset=dataset, classes=tuple(classes),
+        categories=tuple(model.categories), files=tuple(files), labels=np.asarray(labels, dtype=np.int64),
+        predictions=joined("predictions"), top_classes=joined("top_classes"),
+        top_probabilities=joined("top_probabilities"), explained=joined("explained"), features=joined("features"),
+        maps=joined("maps"), stats=stats,
+    )
 
 
 def explain_dataset(
@@ -288,67 +298,45 @@ def explain_dataset(
         raise InvalidInputError("The dataset is empty: nothing to explain.")
     if not 1 <= batch_size <= 1024:
         raise InvalidInputError(f"The batch size must be between 1 and 1024, got {batch_size}.")
-    if target not in TARGETS:
-        raise InvalidInputError(f"Unknown target '{target}'. Choose one of: {', '.join(TARGETS)}.")
-    info = check_method(method, model)
-    if not info.shared:
-        raise InvalidInputError(
-            f"{info.title} costs {info.cost}: a dataset is explained with a one-pass method "
-            f"({', '.join(m for m, r in METHODS.items() if r.shared)}).")
-    if target == "true" and tuple(model.categories) != tuple(dataset.classes):
-        raise InvalidInputError(
-            "Explaining the true class needs a model whose classes are the dataset's (train one on the Transfer "
-            "learning page); this model's classes are its own. Explain the predicted class instead.")
-    layer = layer or model.spec.cam_layer
-    module = hooks.find(model.module, layer)
-    device = model.device
-    dtype = embeddings.resolve_precision(precision, device)
-    if dtype == torch.float16 and precision == "auto" and info.uses_gradients:
-        dtype = None  # fp16 gradients without loss scaling can underflow to blank maps: 'auto' keeps fp32 there
+    settings = plan(model, dataset.classes, method=method, target=target, layer=layer, precision=precision,
+                    size=size, top_k=top_k)
     report = on_progress or (lambda fraction, message: None)
     source = embeddings.tensors(model, dataset, size=size, normalise=False)
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
-    labels = torch.as_tensor(np.asarray(dataset.labels, dtype=np.int64))
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("features", "logits", "explained", "maps")}
+    labels = np.asarray(dataset.labels, dtype=np.int64)
+    batches: list[dict] = []
     done = 0
     started = time.perf_counter()
-    report(0.0, f"Explaining {len(dataset)} images with {info.title}")
+    report(0.0, f"Explaining {len(dataset)} images with {METHODS[method].title}")
     halving = HalvingBatches(batch_size, on_halve=lambda old, new: report(
         done / len(dataset), f"The GPU ran out of memory at batch {old}: continuing at {new}"))
-
-    def step(chunk: "_Pairs"):
-        pixels, truth = chunk.pixels, chunk.labels
-        batch = preprocessing.normalise(pixels.to(device), model.spec).contiguous(memory_format=torch.channels_last)
-        return _pass(model, module, layer, batch, truth if target == "true" else None, info.uses_gradients, dtype,
-                     method)
-
     for start, pixels in zip(range(0, len(dataset), batch_size), loader, strict=False):
         if should_stop is not None and should_stop():
             raise Cancelled(f"Explaining the dataset was stopped after {done} of {len(dataset)} images.")
-        truth = labels[start:start + len(pixels)]
-        for result in halving.run(_Pairs(pixels, truth), step):
-            for key, value in zip(("features", "logits", "explained", "maps"), result, strict=True):
-                parts[key].append(value)
+        rows = list(range(start, start + len(pixels)))
+        masks = None if dataset.masks is None else _Masks(dataset.masks, rows)
+        batches.append(explain_batch(model, settings, pixels, labels[rows], masks, halving=halving))
         done += len(pixels)
         rate = done / max(time.perf_counter() - started, 1e-9)
         report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
-    logits = torch.from_numpy(np.concatenate(parts["logits"]))
-    probabilities = logits.softmax(dim=1)
-    k = min(top_k, probabilities.shape[1])
-    top = probabilities.topk(k, dim=1)
-    maps = np.concatenate(parts["maps"])
-    stats = statistics(maps, dataset.masks)
-    seconds = time.perf_counter() - started
-    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-    return Audit(
-        model=model.name, method=method, layer=layer, target=target, precision=names[dtype],
-        image_size=size or model.spec.input_size[0], seconds=seconds, dataset=dataset.name,
-        classes=tuple(dataset.classes), categories=tuple(model.categories), files=tuple(dataset.files),
-        labels=np.asarray(dataset.labels, dtype=np.int64), predictions=logits.argmax(dim=1).numpy().astype(np.int64),
-        top_classes=top.indices.numpy().astype(np.int64), top_probabilities=top.values.numpy().astype(np.float32),
-        explained=np.concatenate(parts["explained"]).astype(np.int64),
-        features=np.concatenate(parts["features"]).astype(np.float32), maps=maps, stats=stats,
-    )
+    return assemble(model, settings, dataset=dataset.name, classes=dataset.classes, files=dataset.files,
+                    labels=labels, batches=batches, seconds=time.perf_counter() - started)
+
+
+class _Masks(Sequence):
+    """Masks `rows` of a dataset, each read on access: one that cannot be decoded is None (scored without it)."""
+
+    def __init__(self, masks: Sequence[np.ndarray], rows: list[int]) -> None:
+        self.masks, self.rows = masks, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> np.ndarray | None:
+        try:
+            return self.masks[self.rows[index]]
+        except InvalidInputError:
+            return None
 
 
 class _Pairs:
@@ -475,6 +463,13 @@ def _table(audit: Audit):
     return pa.table(audit.rows()).replace_schema_metadata({"visionlens": json.dumps(settings)})
 
 
+def described(audit: Audit) -> dict:
+    """What a results reader needs beside the table (core.results): the engine, the kind, the class names in
+    label order and the model's classes in prediction order, and the map side."""
+    return {"engine": "in-process", "kind": "audit", "class_names": list(audit.classes),
+            "categories": list(audit.categories), "map_side": int(audit.maps.shape[1])}
+
+
 def write(audit: Audit, out: str | Path, *, with_features: bool = False) -> dict[str, Path]:
     """DIR/audit.parquet and DIR/audit.csv (one row per image), DIR/maps.npy ((N, side, side) float16, in the
     table's row order), DIR/summary.json, and with `with_features` DIR/features.npy. Returns the paths."""
@@ -491,7 +486,7 @@ def write(audit: Audit, out: str | Path, *, with_features: bool = False) -> dict
     pq.write_table(table, paths["parquet"])
     pacsv.write_csv(_spreadsheet_safe(table), paths["csv"])
     np.save(paths["maps"], audit.maps)
-    paths["summary"].write_text(json.dumps(audit.to_dict(), indent=2))
+    paths["summary"].write_text(json.dumps({**audit.to_dict(), **described(audit)}, indent=2))
     if with_features:
         paths["features"] = out / "features.npy"
         np.save(paths["features"], audit.features)

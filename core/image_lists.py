@@ -30,7 +30,13 @@ class LazyImages(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        return images.decode(_read(self.blobs[index]), max_side=MAX_SIDE).image
+        return picture(_read(self.blobs[index]))
+
+
+def picture(blob: bytes) -> Image.Image:
+    """A dataset picture from its compressed bytes (`images.decode`'s checks, at most MAX_SIDE): what every
+    engine decodes, in-process or in a distributed task."""
+    return images.decode(blob, max_side=MAX_SIDE).image
 
 
 def _read(blob: bytes | Path) -> bytes:
@@ -59,17 +65,24 @@ class LazyMasks(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        blob = _read(self.blobs[index])
-        images.decode(blob, max_side=MAX_SIDE)  # the photo decoder's limits and checks, before Pillow reads it raw
-        with Image.open(io.BytesIO(blob)) as opened:
-            opened.seek(0)
-            mask = opened.getchannel("A") if opened.mode in ("RGBA", "LA", "PA") else opened.convert("L")
-            size = self.pictures[index].size
-            if mask.size != size:
-                mask = mask.resize(size, Image.Resampling.NEAREST)
-            values = np.asarray(mask)
-        top = int(values.max()) if values.size else 0
-        return values > top / 2 if top > 0 else np.zeros(values.shape, dtype=bool)
+        return mask(_read(self.blobs[index]), self.pictures[index].size)
+
+
+def mask(blob: bytes, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool object mask from a mask file's bytes, at the picture's (width, height) `size` (see LazyMasks).
+
+    Raises:
+        InvalidInputError: the bytes are not an image `images.decode` accepts.
+    """
+    images.decode(blob, max_side=MAX_SIDE)  # the photo decoder's limits and checks, before Pillow reads it raw
+    with Image.open(io.BytesIO(blob)) as opened:
+        opened.seek(0)
+        channel = opened.getchannel("A") if opened.mode in ("RGBA", "LA", "PA") else opened.convert("L")
+        if channel.size != tuple(size):
+            channel = channel.resize(tuple(size), Image.Resampling.NEAREST)
+        values = np.asarray(channel)
+    top = int(values.max()) if values.size else 0
+    return values > top / 2 if top > 0 else np.zeros(values.shape, dtype=bool)
 
 
 class Subset(Sequence):

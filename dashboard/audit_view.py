@@ -9,6 +9,7 @@ recomputes a map.
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from core import audit, cams, images
 from dashboard import cache, jobs, shelf, widgets
@@ -41,8 +42,8 @@ def section(data, choice: widgets.Choice, *, precision: str, batch_size: int, si
         return
     st.caption(f"{len(first)} maps from {cams.METHODS[first.method].title} at `{first.layer}`, {first.precision}, "
                f"{first.images_per_second:.0f} images/s.")
-    _mean_maps(data, first)
-    _galleries(data, first)
+    mean_maps(data.images, first)
+    galleries(data.images, first)
     _compare(data, choice, first, precision=precision, batch_size=batch_size, size=size)
     _downloads(first)
 
@@ -85,13 +86,18 @@ def stored(data, choice: widgets.Choice) -> audit.Audit | None:
     return jobs.audit_ready(*settings[:3], data, *settings[4:])
 
 
-def overlay(data, result: audit.Audit, index: int, side: int = SIDE) -> np.ndarray:
-    """Image `index` squeezed to a square, as the model saw it, under its stored map."""
-    picture = data.images[index].convert("RGB").resize((side, side))
-    return images.overlay(picture, result.heatmap(index, side, side))
+def overlay(pictures, result: audit.Audit, index: int, side: int = SIDE) -> np.ndarray:
+    """Image `index` of `pictures` (a dataset's images, or a results folder's, None where it cannot be read)
+    squeezed to a square, as the model saw it, under its stored map; the map alone on grey without the image."""
+    picture = pictures[index]
+    if picture is None:
+        return images.overlay(Image.new("RGB", (side, side), (128, 128, 128)), result.heatmap(index, side, side),
+                              opacity=0.85)
+    return images.overlay(picture.convert("RGB").resize((side, side)), result.heatmap(index, side, side))
 
 
-def _mean_maps(data, result: audit.Audit) -> None:
+def mean_maps(pictures, result: audit.Audit) -> None:
+    """Each class's mean map over its mean image (grey where `pictures` has none), correct and wrong apart."""
     st.subheader("Where it looks, class by class")
     groups = [("correct", True), ("wrong", False)] if result.comparable else [("all images", None)]
     st.caption("Each class's mean heatmap over the class's mean image"
@@ -99,25 +105,27 @@ def _mean_maps(data, result: audit.Audit) -> None:
                   " (the model's classes are not the dataset's, so correct and wrong are not told apart)."))
     for title, correct in groups:
         means = result.mean_maps(correct=correct)
-        columns = st.columns(min(len(data.classes), 6))
-        for index, name in enumerate(data.classes):
+        columns = st.columns(min(len(result.classes), 6))
+        for index, name in enumerate(result.classes):
             column = columns[index % len(columns)]
             rows = np.flatnonzero((result.labels == index) & (np.ones(len(result), bool) if correct is None
                                                               else result.correct == correct))
             if not len(rows):
                 column.caption(f"{widgets.plain(name)} ({title}): none")
                 continue
-            mean = images.mean_picture((data.images[r] for r in rows[:200]), SIDE)
+            shown = [p for p in (pictures[r] for r in rows[:200]) if p is not None]
+            mean = images.mean_picture(shown, SIDE) if shown else Image.new("RGB", (SIDE, SIDE), (128, 128, 128))
             heat = means[index]
             heat = heat / heat.max() if heat.max() > 0 else heat
             column.image(images.overlay(mean, audit.upsample(heat, SIDE, SIDE)), width=SIDE,
                          caption=f"{name} · {title} · {len(rows)}")
 
 
-def _galleries(data, result: audit.Audit) -> None:
+def galleries(pictures, result: audit.Audit, *, key: str = "audit_review") -> None:
+    """The review galleries: images ranked by a statistic of their stored maps."""
     st.subheader("Review")
     offered = audit.reviews(result)
-    title = st.selectbox("Show", [r[0] for r in offered], key="audit_review")
+    title = st.selectbox("Show", [r[0] for r in offered], key=key)
     _, statistic, descending, correct = next(r for r in offered if r[0] == title)
     rows = result.ranked(statistic, descending=descending, correct=correct)[:GALLERY]
     if statistic == "heat_border":
@@ -128,10 +136,10 @@ def _galleries(data, result: audit.Audit) -> None:
         return
     columns = st.columns(6)
     for place, index in enumerate(rows):
-        label = data.classes[result.labels[index]]
+        label = result.classes[result.labels[index]]
         guess = result.categories[result.predictions[index]]
         columns[place % 6].image(
-            overlay(data, result, int(index)),
+            overlay(pictures, result, int(index)),
             caption=f"{label} → {guess} · {statistic.replace('_', ' ')} {result.stats[statistic][index]:.2f}",
             width=SIDE,
         )
@@ -160,10 +168,10 @@ def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: in
     for index in np.argsort(rho, kind="stable")[:4]:
         left, right = st.columns(2)
         label = data.classes[first.labels[index]]
-        left.image(overlay(data, first, int(index), 2 * SIDE), width=2 * SIDE,
+        left.image(overlay(data.images, first, int(index), 2 * SIDE), width=2 * SIDE,
                    caption=f"{cache.spec(choice.name).title}: {first.categories[first.predictions[index]]} "
                            f"· true {label}")
-        right.image(overlay(data, second, int(index), 2 * SIDE), width=2 * SIDE,
+        right.image(overlay(data.images, second, int(index), 2 * SIDE), width=2 * SIDE,
                     caption=f"{shown}: {second.categories[second.predictions[index]]} "
                             f"· agreement {rho[index]:.2f}")
 

@@ -135,3 +135,16 @@ def test_tsne_of_5000_points_takes_the_fft_path_and_stays_trustworthy():
     points = embeddings.tsne(features, seed=0, iterations=500)
     assert points.shape == (5000, 2) and np.isfinite(points).all()
     assert embeddings.trustworthiness(features, points, limit=2000) > 0.95
+
+
+@pytest.mark.slow
+def test_spawned_decoding_workers_give_the_same_features(lite0, tmp_path):
+    """Decoding in spawned DataLoader workers (the in-process data path that feeds a GPU) changes nothing."""
+    dataset = datasets.shapes(n=12, size=64)
+    for picture, file in zip(dataset.images, dataset.files, strict=True):
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        picture.save(tmp_path / file)
+    folder = datasets.from_folder(tmp_path)  # files: what a worker process reads itself
+    alone = embeddings.extract(lite0, folder, batch_size=4, precision="fp32", size=96, workers=0)
+    spawned = embeddings.extract(lite0, folder, batch_size=4, precision="fp32", size=96, workers=2, context="spawn")
+    np.testing.assert_allclose(spawned.features, alone.features, rtol=1e-5, atol=1e-5)

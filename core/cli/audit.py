@@ -1,8 +1,9 @@
 """`audit`: a heatmap and its statistics for every image of a dataset, written as Parquet and CSV."""
 
 import json
+import sys
 
-from core import audit, datasets
+from core import audit, datasets, distributed, job_sources, results
 from core.cli.common import check_limit, dataset_notes, load_model, progress_line
 from core.errors import InvalidInputError
 
@@ -13,6 +14,9 @@ def run_audit(args) -> None:
     check_limit(args.limit)
     if args.out.exists() and not args.out.is_dir():
         raise InvalidInputError(f"--out is a folder to write into; '{args.out}' is a file.")
+    if args.engine == "ray":
+        _run_on_ray(args)
+        return
     dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
     dataset_notes(dataset)
     model = load_model(args)
@@ -24,15 +28,40 @@ def run_audit(args) -> None:
         paths = audit.write(result, args.out, with_features=args.features)
     except OSError as error:
         raise InvalidInputError(f"Cannot write into {args.out}: {error.strerror or error}") from None
+    _print(args, model, dataset.name, result, paths)
+
+
+def _run_on_ray(args) -> None:
+    """The same audit on Ray Data (core.distributed): shards and summary.json in --out, read back to print."""
+    source = job_sources.open_source(args.dataset, seed=args.seed, n=args.limit)
+    dataset_notes(source)
+    model = load_model(args)
+    job = distributed.audit_job(model, source, method=args.method, target=args.target, layer=args.layer,
+                                precision=args.precision, size=args.image_size, batch_size=args.batch_size,
+                                with_features=args.features)
+    report = distributed.run(model, source, job, args.out, address=args.address, actors=args.actors,
+                             on_progress=progress_line)
+    result = results.read(args.out).audit
+    print(f"Ray: {report.rows} images in {report.seconds:.1f} s after {report.startup_seconds:.1f} s of start-up, "
+          f"on {len(report.nodes)} node(s)", file=sys.stderr)
+    paths = {"shards": [args.out / s for s in report.shards], "summary": args.out / distributed.SUMMARY}
+    _print(args, model, source.name, result, paths)
+
+
+def _print(args, model, name: str, result: audit.Audit, paths: dict) -> None:
     if args.json:
-        print(json.dumps({**result.to_dict(), "files": {k: str(v) for k, v in paths.items()}}))
+        print(json.dumps({**result.to_dict(), "files": {k: [str(x) for x in v] if isinstance(v, list) else str(v)
+                                                        for k, v in paths.items()}}))
         return
     summary = result.summary()
     columns = [c for c in ("accuracy", *SHOWN) if c in summary[0]]
-    print(f"{model.label} on {dataset.name}: {result.method} maps of the {result.target} class, {len(result)} images, "
+    print(f"{model.label} on {name}: {result.method} maps of the {result.target} class, {len(result)} images, "
           f"{result.images_per_second:.1f} images/s ({result.precision})")
     print(f"{'class':20s} {'images':>7s} " + " ".join(f"{c:>14s}" for c in columns))
     for row in summary:
         print(f"{row['class'][:20]:20s} {row['images']:7d} " + " ".join(f"{row[c]:14.3f}" for c in columns))
+    if "shards" in paths:
+        print(f"wrote {len(paths['shards'])} shard(s) and {paths['summary'].name} into {args.out}")
+        return
     print(f"wrote {paths['parquet']}, {paths['csv'].name}, {paths['maps'].name} and {paths['summary'].name}"
           + (f", {paths['features'].name}" if "features" in paths else ""))

@@ -7,8 +7,10 @@ import csv
 import io
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from core import checkpoints, datasets, embeddings, evaluation, records, training
+from core import (checkpoints, datasets, distributed, embeddings, evaluation, job_sources, records, results,
+                  training)
 from core.cli.common import check_limit, dataset_notes, load_model, progress_line, write
 from core.cli.options import train_config
 from core.errors import InvalidInputError
@@ -91,12 +93,35 @@ class TrainOutput:
 
 def _dataset_and_features(args):
     check_limit(args.limit)
+    if args.engine == "ray":
+        return _features_on_ray(args)
     dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
     dataset_notes(dataset)
     model = load_model(args)
     extracted = embeddings.extract(model, dataset, batch_size=args.batch_size, precision=args.precision,
                                    size=args.image_size, on_progress=progress_line)
     return dataset, model, extracted
+
+
+def _features_on_ray(args):
+    """Features and logits on Ray Data (core.distributed), written as shards into --results (or a temporary folder)
+    and read back: the rows (a core.distributed.Source) stand in for the dataset."""
+    import tempfile
+
+    source = job_sources.open_source(args.dataset, seed=args.seed, n=args.limit)
+    dataset_notes(source)
+    model = load_model(args)
+    job = distributed.features_job(model, source, precision=args.precision, size=args.image_size,
+                                   batch_size=args.batch_size)
+    with tempfile.TemporaryDirectory(prefix="visionlens-features-") as scratch:
+        out = args.results or Path(scratch)
+        report = distributed.run(model, source, job, out, address=args.address, actors=args.actors,
+                                 on_progress=progress_line)
+        extracted = results.read(out).embeddings
+    where = f"; shards in {args.results}" if args.results else ""
+    sys.stderr.write(f"note: Ray: {report.rows} images in {report.seconds:.1f} s after {report.startup_seconds:.1f} s "
+                     f"of start-up, on {len(report.nodes)} node(s){where}\n")
+    return source, model, extracted
 
 
 def _evaluation(args, dataset, model, extracted, mode: str) -> evaluation.Evaluation:

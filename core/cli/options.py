@@ -188,8 +188,24 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--precision", default="auto", help="auto, fp32, bf16 (GPU, or CPUs with native bf16), fp16 (GPU)")
         sub.add_argument("--image-size", type=int, default=None, help="square side images are resized to (default: the model's)")
 
+    def engine_options(sub: argparse.ArgumentParser, *, results: bool) -> None:
+        sub.add_argument("--engine", choices=("in-process", "ray"), default="in-process",
+                         help="in-process (default), or ray: Ray Data, decoding in parallel tasks and a pool of model "
+                         "actors, on this machine or a cluster; it also reads lists of images (.txt, .csv, .parquet "
+                         "with path,label) and folder URIs (s3://...)")
+        sub.add_argument("--address", default=None,
+                         help="--engine ray: a running cluster ('auto', or host:port; default RAY_ADDRESS, else a "
+                         "local instance on 127.0.0.1)")
+        sub.add_argument("--actors", type=int, default=None,
+                         help="--engine ray: model actors (default one per GPU, else one per node)")
+        if results:
+            sub.add_argument("--results", type=Path, default=None,
+                             help="--engine ray: folder to write the feature shards and summary.json into "
+                             "(the dashboard opens it)")
+
     embed = commands.add_parser("embed", help="2-D map (t-SNE or PCA) of a dataset's penultimate features")
     dataset_options(embed)
+    engine_options(embed, results=True)
     embed.add_argument("--method", choices=("tsne", "pca"), default="tsne", help="tsne (default) or pca")
     embed.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
     embed.add_argument("--iterations", type=int, default=750, help="t-SNE iterations (default 750)")
@@ -197,12 +213,14 @@ def parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix on a dataset")
     dataset_options(evaluate)
+    engine_options(evaluate, results=True)
     evaluate.add_argument("--mode", default="auto", help="auto, zero-shot or 'linear probe' (default auto)")
     evaluate.add_argument("--test-fraction", type=float, default=0.3, help="linear probe: share held out (default 0.3)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     audit = commands.add_parser("audit", help="a heatmap and its statistics for every image of a dataset")
     dataset_options(audit)
+    engine_options(audit, results=False)
     audit.add_argument("--method", default="gradcam", help="a one-pass CAM method (default gradcam)")
     audit.add_argument("--target", choices=("predicted", "true"), default="predicted",
                        help="explain each image's predicted class (default) or its label")

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core import cams, images, probing
-from dashboard import audit_view, cache, charts, dataset_cache, jobs, widgets
+from dashboard import audit_view, cache, charts, dataset_cache, jobs, results_view, widgets
 
 GALLERY = 8  # images shown per confusion-matrix cell
 LOCALISATION_IMAGES = 48
@@ -18,6 +18,11 @@ st.caption(
 )
 
 st.session_state.pop(JOB, None)  # set again below while a job is watched
+if st.toggle("Open a results folder", value=False, key="ds_results",
+             help="The output of `python -m core audit|embed|evaluate` (in-process or --engine ray), written under a "
+             "data root: browsed here without recomputing it."):
+    results_view.page()
+    st.stop()
 choice = widgets.model_picker()
 spec = cache.spec(choice.name)
 WATCHED = {"features": "ds_watched_features", "tsne": "ds_watched_tsne"}  # the jobs this session waits for
@@ -212,7 +217,7 @@ with features_tab:
                      f"{data.classes[guess] if guess is not None else '(training row)'}", width=160)
         kept = audit_view.stored(data, choice)
         if kept is not None:  # the audit's map of this image: no recomputation
-            column.image(audit_view.overlay(data, kept, row, 160), width=160,
+            column.image(audit_view.overlay(data.images, kept, row, 160), width=160,
                          caption=f"Stored {cams.METHODS[kept.method].title} for "
                                  f"'{kept.categories[kept.explained[row]]}' (from the audit)")
         for (_, why), cam in zip(targets, results, strict=True):
