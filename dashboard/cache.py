@@ -293,6 +293,13 @@ def cam_layers(name: str, device: str, pretrained: bool) -> list[str]:
     return features.cam_layers(model(name, device, pretrained))
 
 
+@st.cache_data(max_entries=16, show_spinner="Listing layers…")
+def layer_shapes(name: str, device: str, pretrained: bool) -> dict[str, str]:
+    """Each layer's output shape for a grey image of the model's size, batch left out, as the layer lists say it."""
+    return {info.name: "×".join(map(str, info.output_shape[1:])) for info in features.layers(model(name, device, pretrained))
+            if info.output_shape}
+
+
 @st.cache_data
 def sample_names() -> list[str]:
     return sorted(p.stem for p in SAMPLES.glob("*.jpg"))

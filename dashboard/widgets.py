@@ -76,6 +76,12 @@ def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
     return Choice(name, device, weights == "pretrained")
 
 
+def layer_label(choice: Choice):
+    """A layer list's labels: each layer with its output shape (tokens stay tokens: 197×768 is a ViT's)."""
+    shapes = cache.layer_shapes(choice.name, choice.device, choice.pretrained)
+    return lambda layer: f"{layer} · {shapes[layer]}" if layer in shapes else layer
+
+
 def default_sample() -> str:
     """The sample photo a page shows before anyone picks one (the start-up warm-up computes it too)."""
     names = cache.sample_names()

@@ -45,6 +45,8 @@ def test_find_a_timm_model_by_name_and_explain_it_with_random_weights(app):
     assert len(app.get("progress")) == 5  # the top-5
     overlay = _caption_of_overlay(app)
     assert "Grad-CAM" in overlay and "at layer" in overlay, overlay
+    layers = app.selectbox(key=f"layer_{TIMM}")  # found from the network, each with its output shape
+    assert layers.value == "layer4" and "layer4 · 512×7×7" in layers.options, layers.options[-3:]
     # the list keeps it; moving to another backbone and back needs no second search
     app.selectbox(key="model_name").set_value("efficientnet_lite0").run()
     assert "resnet18.a1_in1k (download)" in app.selectbox(key="model_name").options

@@ -18,7 +18,8 @@ model = cache.model(choice.name, choice.device, choice.pretrained)
 c1, c2 = st.columns(2)
 k = c1.slider("Number of concepts (K)", 2, 10, 5, key="concepts_k")
 layers = cache.cam_layers(choice.name, choice.device, choice.pretrained)
-layer = c2.selectbox("Layer", layers, index=layers.index(model.spec.cam_layer), key=f"concepts_layer_{choice.name}")
+layer = c2.selectbox("Layer", layers, index=layers.index(model.spec.cam_layer), key=f"concepts_layer_{choice.name}",
+                     format_func=widgets.layer_label(choice))
 result = cache.concepts_of(choice.name, choice.device, choice.pretrained, picked.key, picked.data, k,
                            layer if layer != model.spec.cam_layer else None)
 left, right = st.columns([3, 2])

@@ -60,6 +60,7 @@ with right:
     layers = cache.cam_layers(choice.name, choice.device, choice.pretrained)
     layer = c2.selectbox(
         "Target layer", layers, index=layers.index(model.spec.cam_layer), key=f"layer_{choice.name}",
+        format_func=widgets.layer_label(choice),
         help="Default: the last feature layer of this architecture. Earlier layers give finer, less semantic maps.",
     )
     target = widgets.class_picker(model.categories, preds[0].index)
