@@ -223,7 +223,7 @@ if runs:
     panels = []
     if run.source is not None:
         (before,) = dataset_cache.dataset_cams(*run.source, run.dataset, index, (None,))
-        panels.append((before, f"ImageNet head of {cache.spec(run.source[0)].title}: “{before.label}”"))
+        panels.append((before, f"ImageNet head of {cache.spec(run.source[0]).title}: “{before.label}”"))
     for other in (by_id[i] for i in shown):
         after = dataset_cache.training_cam(other, index)
         panels.append((after, f"#{other.number} {other.result.strategy.name}: “{after.label}”"))
