@@ -88,12 +88,16 @@ def card(where, name: str) -> None:
 
 def own_weights(where, architecture: str, *, key: str) -> str | None:
     """Upload a state dict (and class names) for `architecture`; returns the name it is offered under, or None."""
-    with where.expander("Your own weights"):
+    if not where.toggle("Your own weights", key=f"{key}_own_toggle"):  # no uploader on the page until asked for
+        return None
+    with where.container(border=True):
         st.caption(f"A state dict for **{widgets.plain(cache.spec(architecture).title)}** (the backbone above), "
                    "as .safetensors or a .pth/.pt file of tensors (never a pickled model); the classes come "
                    "from the head's shape, their names from a labels file (one per line, or a JSON list).")
-        weights = st.file_uploader("Weights", type=["safetensors", "pth", "pt", "bin"], key=f"{key}_own_weights")
-        labels = st.file_uploader("Class names (optional)", type=["txt", "json"], key=f"{key}_own_labels")
+        weights = st.file_uploader("Weights", type=["safetensors", "pth", "pt", "bin"], key=f"{key}_own_weights",
+                                   max_upload_size=widgets.WEIGHTS_MB)
+        labels = st.file_uploader("Class names (optional)", type=["txt", "json"], key=f"{key}_own_labels",
+                                  max_upload_size=1)
         if weights is None:
             return None
         try:

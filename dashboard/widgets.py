@@ -15,6 +15,8 @@ SAMPLE_CREDITS = {
     "astronaut": "Eileen Collins, NASA (public domain)",
     "rocket": "Falcon 9 launch, SpaceX (CC0)",
 }
+UPLOAD_MB = 40  # a photo, a zip of class folders (the server allows 600 MB: weights files)
+WEIGHTS_MB = 600  # a weights file or a model export: ViT-B/16 is about 350 MB in float32
 UPLOAD_TYPES = sorted(suffix.lstrip(".") for suffix in images.SUFFIXES)  # HEIC (iPhone photos) and AVIF too
 
 
@@ -101,7 +103,8 @@ def image_picker(*, key: str = "image") -> Picked | None:
         return Picked(cache.digest(data), data, f"sample: {name} ({SAMPLE_CREDITS.get(name, '')})", name)
     if source == "Upload":
         upload = st.file_uploader(
-            "Upload an image (JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF)", type=UPLOAD_TYPES, key=f"{key}_upload"
+            "Upload an image (JPEG, PNG, WebP, BMP, GIF, TIFF, HEIC, AVIF)", type=UPLOAD_TYPES, key=f"{key}_upload",
+            max_upload_size=UPLOAD_MB,
         )
         if upload is None:
             return _restored(key, "upload")
@@ -221,7 +224,7 @@ def dataset_picker(*, key: str, default_limit: int, min_limit: int = 20):
     if kind == "zip":
         upload = st.file_uploader(
             "A zip of class folders (cats/1.jpg, dogs/2.png, ...), at its top or inside wrapping folders", type=["zip"],
-            key=f"{key}_zip",
+            key=f"{key}_zip", max_upload_size=UPLOAD_MB,
         )
         if upload is None:
             st.info("Upload a zip with one folder per class (at least two classes).")

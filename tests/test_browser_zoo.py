@@ -38,7 +38,7 @@ def test_find_a_timm_model_in_the_sidebar_and_see_its_heatmap(server, page):
     _choose(page, "Matches", "timm/resnet18.a1_in1k")
     _sidebar(page).get_by_text("Architecture only (random weights)").click()
     _settle(page, timeout=180_000)
-    page.get_by_text("random weights: meaningless predictions").first.wait_for(timeout=180_000)
+    page.get_by_text("has random weights").first.wait_for(timeout=180_000)
     page.get_by_text("Grad-CAM for").first.wait_for(timeout=180_000)
     assert _sidebar(page).get_by_text("11.7M parameters").count() >= 1
     assert page.locator("[data-testid='stException']").count() == 0
@@ -64,8 +64,11 @@ def test_own_weights_and_labels_fill_the_top5_with_their_names(server, page, tmp
     _settle(page)
     uploaders.nth(0).locator("input[type=file]").set_input_files(str(weights))
     _settle(page, timeout=180_000)
-    page.get_by_text("five_classes.pth").first.wait_for(timeout=180_000)
+    page.get_by_text("Loaded as").first.wait_for(timeout=180_000)  # checked, registered and picked
     _settle(page, timeout=180_000)
+    page.get_by_text("tabby", exact=False).first.wait_for(timeout=180_000)
+    _settle(page, timeout=180_000)
+    _sidebar(page).screenshot(path=str(_screenshot(page, "zoo-own-weights").with_name("zoo-own-sidebar.png")))
     main = page.get_by_test_id("stMain")
     shown = sum(main.get_by_text(name, exact=False).count() > 0 for name in LABELS)
     assert shown >= 3, main.inner_text()[:1500]

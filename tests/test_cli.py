@@ -272,7 +272,7 @@ def test_weights_missing_names_the_file(runs):
 
 def test_unknown_model_suggests_the_closest(runs):
     line = _error_line(runs["unknown_model"])
-    assert "Unknown model 'resnet5'" in line and "Did you mean 'resnet50'?" in line and "Available:" in line
+    assert "Unknown model 'resnet5'" in line and "Did you mean 'resnet50'?" in line and "models --search" in line
 
 
 @pytest.mark.parametrize("name", FAILURES)

@@ -77,6 +77,8 @@ def _resnet18_for_five_classes() -> bytes:
 def test_own_weights_and_labels_give_their_class_names_in_the_top5(app):
     app.selectbox(key="model_name").set_value("resnet18").run()
     labels = ["tabby", "tulip", "tractor", "teapot", "tiger"]
+    assert not app.sidebar.get("file_uploader")  # none until asked for
+    app.toggle(key="model_own_toggle").set_value(True).run()
     uploaders = {u.label: u for u in app.sidebar.get("file_uploader")}
     uploaders["Class names (optional)"].set_value(("labels.json", json.dumps(labels).encode(), "application/json"))
     uploaders["Weights"].set_value(("five.pth", _resnet18_for_five_classes(), "application/octet-stream")).run()
@@ -97,6 +99,8 @@ def test_a_pickle_with_code_is_refused_with_the_reason(app, tmp_path):
             return (open, (str(marker), "w"))
 
     app.selectbox(key="model_name").set_value("resnet18").run()
+    assert not app.sidebar.get("file_uploader")  # none until asked for
+    app.toggle(key="model_own_toggle").set_value(True).run()
     uploaders = {u.label: u for u in app.sidebar.get("file_uploader")}
     uploaders["Weights"].set_value(("evil.pth", pickle.dumps(Evil()), "application/octet-stream")).run()
     assert not marker.exists()

@@ -61,11 +61,12 @@ def test_page_shows_what_trains_before_training(page):
     metrics = {m.label: m.value for m in page.metric}
     assert metrics["Trainable parameters"] == f"{(12 + 1) * 10:,}"  # a new Linear(12, 10) on the tiny CNN
     groups = page.dataframe[0].value
-    assert list(groups["status"]) == ["frozen", "trains"] and groups["group"].iloc[-1] == "new head"
+    # its two stages (found at load: the resolution drops), then the head
+    assert list(groups["status"]) == ["frozen", "frozen", "trains"] and groups["group"].iloc[-1] == "new head"
     assert any("Press Train" in i.value or "press Train" in i.value for i in page.info)
     page.radio(key="tr_strategy").set_value("fine-tune").run()
     _ok(page)
-    assert {m.label: m.value for m in page.metric}["Frozen parameters"] == "0"  # the tiny CNN is one stage
+    assert {m.label: m.value for m in page.metric}["Frozen parameters"] == "224"  # its first stage (Conv2d(3, 8, 3): 216 + 8)
     page.radio(key="tr_strategy").set_value("feature-extraction").run()
 
 

@@ -177,8 +177,8 @@ def test_architecture_of_the_tiny_cnn(tiny):
     assert result.rows[1].params == 8 * 3 * 3 * 3 + 8 and result.rows[1].output_shape == (1, 8, 32, 32)
     assert result.total_params == _total(tiny) == sum(row.params for row in result.rows) == 1254
     assert result.trainable_params == 0 and all(row.trainable == 0 for row in result.rows)  # loaded models are frozen
-    assert [stage.name for stage in result.stages] == ["backbone", "7"]  # its spec names no stages: one, then the head
-    assert result.stages[0].modules == ("0", "2", "3")
+    assert [stage.name for stage in result.stages] == ["1", "3", "7"]  # stages found at load (core.layers), the head
+    assert [stage.modules for stage in result.stages] == [("0",), ("2", "3"), ("7",)]  # modules that own parameters
     assert sum(stage.params for stage in result.stages) == result.total_params
     assert hooks.count(tiny.module) == 0
 

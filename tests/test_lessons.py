@@ -108,7 +108,7 @@ def test_residual_maps_are_read_before_in_place_additions(resnet18, cat):
 
 def test_depth_layers(lite0, resnet18):
     assert lessons.depth_layers(lite0) == ["blocks.0", "blocks.1", "blocks.4", "bn2"]
-    assert lessons.depth_layers(resnet18) == ["layer1", "layer2", "layer3", "layer4"]  # the stages of core.stages
+    assert lessons.depth_layers(resnet18) == ["relu", "layer1", "layer3", "layer4"]  # 4 of its stages (stem first)
     assert lessons.depth_layers(lite0, count=1) == ["bn2"]
 
 

@@ -131,6 +131,7 @@ def test_the_datasets_page_offers_a_fixed_size_network_its_own_size_only(monkeyp
     specs = dict(cache.specs())
     specs[TINY_VIT] = dataclasses.replace(specs[TINY_VIT], input_size=(128, 128), fixed_size=fixed)
     monkeypatch.setattr(cache, "specs", lambda: specs)
+    monkeypatch.setattr(cache, "spec", lambda name: specs[name] if name in specs else registry.get(name))
     at = AppTest.from_file(str(ROOT / "dashboard" / "app_pages" / "datasets.py"), default_timeout=240)
     at.session_state["model_name"] = TINY_VIT
     at.session_state["ds_limit"] = 20

@@ -18,6 +18,7 @@ method = st.selectbox(
 )
 uploads = st.file_uploader(
     "Images", type=widgets.UPLOAD_TYPES, accept_multiple_files=True, key="batch_files",
+    max_upload_size=widgets.UPLOAD_MB,
 )
 use_samples = st.toggle("Use the sample photos instead", value=not uploads, key="batch_samples")
 if use_samples:

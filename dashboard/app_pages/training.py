@@ -251,7 +251,7 @@ elif not running:
 
 with st.expander("Import a trained model (model.json + model.safetensors)"):
     files = st.file_uploader("Both files of an export", type=["json", "safetensors"], accept_multiple_files=True,
-                             key="tr_import")
+                             key="tr_import", max_upload_size=widgets.WEIGHTS_MB)
     by_suffix = {f.name.rsplit(".", 1)[-1].lower(): f for f in files or []}
     if {"json", "safetensors"} <= set(by_suffix):
         document, weights = by_suffix["json"].getvalue(), by_suffix["safetensors"].getvalue()
