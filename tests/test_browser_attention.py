@@ -51,6 +51,8 @@ def test_explain_shows_rollout_and_legrad_on_the_shapes_vit(server, page, tmp_pa
     _settle(page)
     page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(path))
     page.get_by_text("upload: star.png").wait_for(timeout=120_000)
+    _settle(page)
+    _screenshot(page, "explain-shapes-vit-star-uploaded")
     _overlay_shown(page, re.compile(r"^LeGrad for “star” .* from every block's attention"))
     _screenshot(page, "explain-shapes-vit-legrad-star")
     _pick(page, "CAM method", re.compile(r"^Attention rollout"))

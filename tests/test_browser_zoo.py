@@ -22,7 +22,8 @@ def _choose(page, label: str, option: str) -> None:
     box = _sidebar(page).get_by_role("combobox", name=label)
     box.click()
     box.fill(option)
-    page.get_by_role("option").filter(has_text=option).first.click()
+    page.get_by_role("option").filter(has_text=option).first.wait_for(timeout=60_000)
+    page.keyboard.press("Enter")  # the first option the typed text leaves
     _settle(page)
 
 
