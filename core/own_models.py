@@ -49,7 +49,8 @@ def register(architecture: str, weights: bytes, *, filename: str, labels: bytes 
     if registry.known(name):
         return name
     loaded = user_weights.load(base_spec, weights, labels=labels, filename=filename, device="cpu")  # checks it all
-    stored = folder() / f"{name.removeprefix(PREFIX)}{Path(filename).suffix.lower() or '.bin'}"
+    suffix = Path(filename).suffix.lower()  # the user's file name names nothing else on the server
+    stored = folder() / f"{name.removeprefix(PREFIX)}{suffix if suffix in user_weights.SUFFIXES else '.bin'}"
     stored.parent.mkdir(parents=True, exist_ok=True)
     partial_file = stored.with_name(stored.name + ".partial")
     partial_file.write_bytes(weights)
