@@ -9,10 +9,18 @@ from tests.conftest import sample
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
+    """The resident set of this process, after glibc has handed back the free pages it keeps (`malloc_trim`): what
+    is measured is what is alive, not how the allocator happened to fragment the heap. Without the trim, one clean
+    clone's run read +272 MB over five 12-MP uploads whose caches stayed at 297 MB (the same test alone: +30 MB)."""
+    import ctypes
     import os
 
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: measure as it is
+        pass
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 

@@ -234,7 +234,7 @@ def test_explain_shows_phone_photos_at_screen_size_and_memory_stays_bounded():
         print(f"\nRSS over 10 phone uploads (MB): {[round(r) for r in rss]}; kept: "
               f"{ {k: round(v / budget.MB) for k, v in usage.items()} }")
         # bounded: the old caches grew by about 75 MB per photo (375 MB over the last five). Peaks are compared,
-        # since the allocator returns memory unevenly (one run here: 2864 MB, then 2314, then 2649)
+        # since the allocator returns memory unevenly even after the trim in _rss_mb
         assert max(rss[5:]) - max(rss[:5]) < 250, rss
     finally:
         store.limit, store.largest = limit, largest
