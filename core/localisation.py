@@ -8,6 +8,12 @@ Three scores per CAM method, averaged over images:
 - energy-based pointing game (Wang et al., 2020, Score-CAM): the heat share of the mask's bounding box, the
   score of data sets that only have boxes (a uniform map scores the box's area fraction).
 A random smooth map (`RANDOM`) is scored alongside as the floor a real method must beat.
+
+One shape on a plain background cannot tell a class-specific map from a class-agnostic one: the object is the
+only thing there. `pair_pictures` draws two shapes of different classes in one picture, with a mask each, and
+`pairs` explains every picture once for each shape's class: a map that follows the class puts its heat on the
+asked shape, a class-agnostic map (attention rollout, Eigen-CAM, the random map) is the same for both targets
+and splits its heat alike, whichever shape is asked.
 """
 
 import time
@@ -15,10 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
-from core import cams
-from core.datasets import Dataset
+from core import cams, predictions, preprocessing, shape_drawing
+from core.datasets import SHAPES, Dataset
 from core.errors import InvalidInputError
 from core.models import LoadedModel
 
@@ -146,3 +153,129 @@ def score(
     rows.sort(key=lambda r: (-r.heat_share, -r.pointing))
     return Localisation(tuple(rows), float(np.mean([np.mean(m) for m in dataset.masks])),
                         float(np.mean([np.mean(box(m)) for m in dataset.masks])))
+
+
+# ---------------------------------------------------------------------------------------------
+# Two shapes per picture: does the map follow the class it is asked for?
+
+
+@dataclass(frozen=True)
+class PairPicture:
+    image: Image.Image
+    labels: tuple[int, int]  # class indices (into `classes`) of the two shapes, different
+    masks: tuple[np.ndarray, np.ndarray]  # (H, W) bool, disjoint
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PairRow:
+    method: str
+    title: str
+    asked_share: float  # mean share of the map's heat on the shape whose class was explained
+    other_share: float  # ... on the other shape
+    split: float  # mean asked / (asked + other) heat: 0.5 for a map that does not follow the class
+    asked_pointing: float  # how often the hottest pixel lies on the asked shape
+    other_pointing: float  # ... on the other shape (the tolerance cannot reach both: `draw_pair`'s gap)
+    moved: float  # mean share of the heat that moves when the target changes (0: the same map for both)
+    explanations: int  # two per picture
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PairLocalisation:
+    rows: tuple[PairRow, ...]  # largest asked - other heat share first
+    mask_share: float  # mean area of one shape's mask: what a uniform map scores on either
+    top_two: float  # how often the model's two most probable classes are the picture's two shapes
+
+
+def pair_pictures(seed: int = 0, n: int = 150, size: int = 128, *,
+                  classes: Sequence[str] = SHAPES[:4]) -> list[PairPicture]:
+    """`n` pictures of two shapes of different classes (`shape_drawing.draw_pair`), deterministic from `seed`.
+    Every ordered pair of classes comes up equally often (n a multiple of their number, in shuffled order)."""
+    unknown = [c for c in classes if c not in SHAPES]
+    if unknown or len(set(classes)) < 2:
+        raise InvalidInputError(f"Shapes must be two or more of {', '.join(SHAPES)}; got {list(classes)}.")
+    rng = np.random.default_rng(seed)
+    ordered = [(a, b) for a in range(len(classes)) for b in range(len(classes)) if a != b]
+    order = np.resize(np.arange(len(ordered)), n)
+    rng.shuffle(order)
+    pictures = []
+    for k in order:
+        a, b = ordered[k]
+        image, mask_a, mask_b = shape_drawing.draw_pair(rng, (classes[a], classes[b]), size)
+        pictures.append(PairPicture(image, (a, b), (mask_a, mask_b), tuple(classes)))
+    return pictures
+
+
+def pairs(
+    model: LoadedModel,
+    pictures: Sequence[PairPicture],
+    *,
+    methods: Sequence[str] = ("gradcam",),
+    baseline: bool = True,
+    seed: int = 0,
+    on_progress: Progress | None = None,
+) -> PairLocalisation:
+    """Each picture explained for each of its two shapes' classes; per method, the heat share and pointing on
+    the asked shape and on the other one, and how much heat moves between the two targets.
+
+    The random baseline is one seeded map per picture, the same for both targets (class-agnostic by design).
+
+    Raises:
+        InvalidInputError: the model's classes are not the pictures' classes, no pictures, or a bad method.
+    """
+    if not pictures:
+        raise InvalidInputError("No pair pictures to score.")
+    if tuple(model.categories) != pictures[0].classes:
+        raise InvalidInputError(f"The model's classes {list(model.categories)} are not the pictures' "
+                                f"{list(pictures[0].classes)}.")
+    if not methods and not baseline:
+        raise InvalidInputError("Choose at least one CAM method to score.")
+    chosen = [cams.check_method(m, model).name for m in methods]
+    report = on_progress or (lambda fraction, message: None)
+    names = [*chosen, *([RANDOM] if baseline else [])]
+    scores: dict[str, list[tuple[float, float, float, bool, bool]]] = {n: [] for n in names}
+    moved: dict[str, list[float]] = {n: [] for n in names}
+    seconds: dict[str, float] = dict.fromkeys(names, 0.0)
+    top_two = []
+    for index, picture in enumerate(pictures):
+        with torch.no_grad():
+            ranked = predictions.probabilities(model, preprocessing.to_tensor(picture.image, model.spec))[0]
+        top_two.append(set(ranked.argsort(descending=True)[:2].tolist()) == set(picture.labels))
+        maps: list[dict[str, np.ndarray]] = []
+        for asked in (0, 1):
+            heatmaps: dict[str, np.ndarray] = {}
+            if chosen:
+                for result in cams.compute(model, picture.image, methods=chosen, target=picture.labels[asked]):
+                    heatmaps[result.method] = result.heatmap
+                    seconds[result.method] += result.seconds
+            if baseline:
+                began = time.perf_counter()
+                heatmaps[RANDOM] = random_map(picture.image.size, seed=seed * 1_000_003 + index)
+                seconds[RANDOM] += time.perf_counter() - began
+            mine, theirs = picture.masks[asked], picture.masks[1 - asked]
+            for name, heat in heatmaps.items():
+                on_mine, on_theirs = heat_share(heat, mine), heat_share(heat, theirs)
+                split = on_mine / (on_mine + on_theirs) if on_mine + on_theirs > 0 else 0.5
+                scores[name].append((on_mine, on_theirs, split, pointing_hit(heat, mine), pointing_hit(heat, theirs)))
+            maps.append(heatmaps)
+        for name in names:
+            moved[name].append(_moved(maps[0][name], maps[1][name]))
+        report((index + 1) / len(pictures), f"{index + 1} of {len(pictures)} pictures")
+    rows = []
+    for name in names:
+        asked, other, split, hit, miss = (float(np.mean(column)) for column in zip(*scores[name], strict=True))
+        title = cams.METHODS[name].title if name in cams.METHODS else "Random map (baseline)"
+        rows.append(PairRow(name, title, asked, other, split, hit, miss, float(np.mean(moved[name])),
+                            len(scores[name]), seconds[name]))
+    rows.sort(key=lambda r: (-(r.asked_share - r.other_share), -r.asked_pointing))
+    area = float(np.mean([np.mean(m) for p in pictures for m in p.masks]))
+    return PairLocalisation(tuple(rows), area, float(np.mean(top_two)))
+
+
+def _moved(first: np.ndarray, second: np.ndarray) -> float:
+    """Half the L1 distance between the two maps, each scaled to sum 1: the share of heat that moved."""
+    a, b = (np.clip(np.nan_to_num(np.asarray(m, dtype=np.float64)), 0, None) for m in (first, second))
+    if a.sum() == 0 or b.sum() == 0:
+        return float(a.sum() != b.sum())
+    return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
