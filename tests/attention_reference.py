@@ -41,7 +41,11 @@ def rollout(maps, fusion="mean", discard_ratio=0.0):
 
 
 def grad_rollout(logits, maps, target):
-    """Chefer et al. 2021, eq. 5-6: R = I; R += mean_h (grad * A)^+ @ R, layer by layer; the class token's row."""
+    """Chefer et al. 2021, eq. 5-6: R = I; R += mean_h (grad * A)^+ @ R, layer by layer; the class token's row.
+
+    Line for line the authors' notebook (hila-chefer/Transformer-MM-Explainability @ 58eaea85,
+    Transformer_MM_explainability_ViT.ipynb): `avg_heads` = (grad * cam).clamp(min=0).mean over heads,
+    `R += torch.matmul(cam, R)` from the first block to the last, `R[0, 1:]`, the gradient of the logit y_c."""
     grads = torch.autograd.grad(logits[0, target], maps)
     result = torch.eye(maps[0].shape[-1], device=maps[0].device)
     for a, g in zip(maps, grads, strict=True):
