@@ -8,10 +8,14 @@ this bench rebuilds the product R = prod_l (I + Ā_l) with four per-layer weight
   positive   (grad * A)^+           Chefer et al.; checked equal to core.attention's grad_rollout on every image
   absolute   |grad * A|             the same magnitude, whatever the sign
   signed     grad * A               no clipping (the row can go negative)
+  pre-softmax (dy_c/dS)^+ = (A * (grad - sum_k A grad))^+, the gradient w.r.t. the attention scores S before the
+             softmax: dy_c/dA is only defined up to a constant per row (the rows sum to 1), this removes it
   attention  A                      the attention alone, no gradient (rollout without renormalising rows)
 and scores the class token's row like `core.localisation`: on held-out single shapes (seed `--seed`) the heat in
 the mask and the pointing game for the top-1 class; on two-shape pictures (`localisation.pair_pictures`) the
 split asked / (asked + other) and the pointing on the asked shape, each picture explained for both shapes.
+LeGrad is scored the same way in two forms: each block's score read through the head from the mean of the tokens
+(TorchCAM's, checked equal to core.attention's legrad) and from the class token (what this ViT's head reads).
 It also prints, per block, the share of the class token's attention on object tokens (tokens more than half
 inside the mask) that the positive part drops (grad * A < 0 there), summed over heads, on the single shapes.
 """
@@ -33,6 +37,7 @@ WEIGHTINGS = {
     "positive": lambda g, a: (g * a).clamp(min=0),
     "absolute": lambda g, a: (g * a).abs(),
     "signed": lambda g, a: g * a,
+    "pre-softmax": lambda g, a: (a * (g - (a * g).sum(dim=-1, keepdim=True))).clamp(min=0),
     "attention": lambda g, a: a,
 }
 
@@ -40,11 +45,20 @@ WEIGHTINGS = {
 def explain(model, image, target: int | None):
     """({weighting: (h, w) map in [0, 1]}, target, [per block (token attention, grad)]) from one pass."""
     tensor = preprocessing.to_tensor(image, model.spec)
-    with attention.recording(model) as records, torch.enable_grad():
-        logits = model.module(tensor)
+    vit = model.module
+    with attention.recording(model, outputs=True) as records, torch.enable_grad():
+        logits = vit(tensor)
         target = int(logits[0].argmax()) if target is None else target
         weights = [r.weights for r in records]
-        grads = torch.autograd.grad(logits[0, target], weights)
+        grads = torch.autograd.grad(logits[0, target], weights, retain_graph=True)
+        legrad = {}
+        for name, pool in (("legrad, mean of tokens", lambda x: x.mean(dim=1)), ("legrad, class token", lambda x: x[:, 0])):
+            per_block = []
+            for r in records:  # the block's own score through the final norm and the head, down to its attention
+                (g,) = torch.autograd.grad(vit.heads(vit.encoder.ln(pool(r.output)))[0, target], r.weights,
+                                           retain_graph=True)
+                per_block.append(g.detach()[0].clamp(min=0).mean(dim=(0, 1))[1:])
+            legrad[name] = torch.stack(per_block).mean(dim=0)
     weights = [w.detach()[0] for w in weights]  # (heads, n, n)
     grads = [g.detach()[0] for g in grads]
     maps, rows = {}, {}
@@ -55,9 +69,12 @@ def explain(model, image, target: int | None):
             r = r + r @ weigh(g, a).mean(dim=0)  # r (I + Ā)
         rows[name] = r[1:]
         maps[name] = _unit(r[1:], image.size)
-    ours = attention.grids(model, tensor, methods=["grad_rollout"], target=target)["grad_rollout"][0].flatten()
-    if not torch.allclose(ours, rows["positive"], rtol=1e-4, atol=1e-6):
+    ours = attention.grids(model, tensor, methods=["grad_rollout", "legrad"], target=target)
+    if not torch.allclose(ours["grad_rollout"][0].flatten(), rows["positive"], rtol=1e-4, atol=1e-6):
         raise AssertionError("the positive weighting is not core.attention's grad_rollout")
+    if not torch.allclose(ours["legrad"][0].flatten(), legrad["legrad, mean of tokens"], rtol=1e-4, atol=1e-7):
+        raise AssertionError("the mean-of-tokens LeGrad is not core.attention's legrad")
+    maps.update({name: _unit(vector, image.size) for name, vector in legrad.items()})
     return maps, target, list(zip(weights, grads, strict=True))
 
 
@@ -85,7 +102,8 @@ def main() -> None:
     began = time.perf_counter()
     model = models.load("shapes_vit", device="cpu")
     data = datasets.shapes(args.seed, args.images)
-    single = {n: ([], []) for n in WEIGHTINGS}
+    names = [*WEIGHTINGS, "legrad, mean of tokens", "legrad, class token"]
+    single = {n: ([], []) for n in names}
     dropped, kept_total = None, None
     for image, mask in zip(data.images, data.masks, strict=True):
         maps, _, layers = explain(model, image, None)
@@ -99,7 +117,7 @@ def main() -> None:
         dropped = lost if dropped is None else dropped + lost
         kept_total = total if kept_total is None else kept_total + total
     print(f"### Shapes ViT, {len(data)} single shapes (seed {args.seed}), top-1 class\n")
-    print("| weighting | heat in mask | pointing |\n|---|---|---|")
+    print("| weighting (grad_rollout) / LeGrad | heat in mask | pointing |\n|---|---|---|")
     for name, (shares, hits) in single.items():
         print(f"| {name} | {np.mean(shares):.3f} | {np.mean(hits):.3f} |")
     print(f"| uniform map | {np.mean([m.mean() for m in data.masks]):.3f} | |\n")
@@ -108,7 +126,7 @@ def main() -> None:
                                  enumerate(zip(dropped, kept_total, strict=True))) + "\n", flush=True)
     if args.pairs:
         pictures = localisation.pair_pictures(args.seed, args.pairs)
-        paired = {n: ([], [], []) for n in WEIGHTINGS}
+        paired = {n: ([], [], []) for n in names}
         for picture in pictures:
             for asked in (0, 1):
                 maps, _, _ = explain(model, picture.image, picture.labels[asked])
@@ -119,7 +137,8 @@ def main() -> None:
                     paired[name][1].append(localisation.pointing_hit(heat, mine))
                     paired[name][2].append(localisation.pointing_hit(heat, theirs))
         print(f"### Shapes ViT, {len(pictures)} two-shape pictures x 2 targets (seed {args.seed})\n")
-        print("| weighting | split (asked / both) | pointing asked | pointing other |\n|---|---|---|---|")
+        print("| weighting (grad_rollout) / LeGrad | split (asked / both) | pointing asked | pointing other |\n"
+              "|---|---|---|---|")
         for name, (splits, hits, misses) in paired.items():
             print(f"| {name} | {np.mean(splits):.3f} | {np.mean(hits):.3f} | {np.mean(misses):.3f} |")
         print()
