@@ -68,20 +68,22 @@ def explain(model, image, target: int | None):
         for a, g in zip(reversed(weights), reversed(grads), strict=True):
             r = r + r @ weigh(g, a).mean(dim=0)  # r (I + Ā)
         rows[name] = r[1:]
-        maps[name] = _unit(r[1:], image.size)
+        maps[name] = _unit(r[1:], image.size, tuple(tensor.shape[-1:-3:-1]))
     ours = attention.grids(model, tensor, methods=["grad_rollout", "legrad"], target=target)
     if not torch.allclose(ours["grad_rollout"][0].flatten(), rows["positive"], rtol=1e-4, atol=1e-6):
         raise AssertionError("the positive weighting is not core.attention's grad_rollout")
     if not torch.allclose(ours["legrad"][0].flatten(), legrad["legrad, mean of tokens"], rtol=1e-4, atol=1e-7):
         raise AssertionError("the mean-of-tokens LeGrad is not core.attention's legrad")
-    maps.update({name: _unit(vector, image.size) for name, vector in legrad.items()})
+    maps.update({name: _unit(vector, image.size, tuple(tensor.shape[-1:-3:-1])) for name, vector in legrad.items()})
     return maps, target, list(zip(weights, grads, strict=True))
 
 
-def _unit(vector: torch.Tensor, size) -> np.ndarray:
+def _unit(vector: torch.Tensor, size, model_size=(64, 64)) -> np.ndarray:
+    """Scaled on the token grid, resized to the model's input, then to the image: core.cams.compute's order."""
     side = int(round(vector.numel() ** 0.5))
     grid = vector.view(side, side).numpy().astype(np.float32)
-    grid = (grid - grid.min()) / (grid.max() - grid.min() + 1e-7)  # scaled on the grid, then resized: as core does
+    grid = (grid - grid.min()) / (grid.max() - grid.min() + 1e-7)
+    grid = np.clip(cv2.resize(grid, model_size, interpolation=cv2.INTER_LINEAR), 0, 1)
     return np.clip(cv2.resize(grid, size, interpolation=cv2.INTER_LINEAR), 0, 1)
 
 
