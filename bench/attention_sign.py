@@ -14,8 +14,10 @@ this bench rebuilds the product R = prod_l (I + Ā_l) with four per-layer weight
 and scores the class token's row like `core.localisation`: on held-out single shapes (seed `--seed`) the heat in
 the mask and the pointing game for the top-1 class; on two-shape pictures (`localisation.pair_pictures`) the
 split asked / (asked + other) and the pointing on the asked shape, each picture explained for both shapes.
-LeGrad is scored the same way in two forms: each block's score read through the head from the mean of the tokens
-(TorchCAM's, checked equal to core.attention's legrad) and from the class token (what this ViT's head reads).
+LeGrad is scored the same way in three forms: each block's score read through the head from the mean of the tokens
+(TorchCAM's, checked equal to core.attention's legrad), from the class token (what this ViT's head reads), and
+the mean-of-tokens form with the gradient multiplied by the attention it is taken at, (ds_l/dA_l * A_l)^+, as
+grad_rollout weighs it (LeGrad itself reads the gradient alone).
 It also prints, per block, the share of the class token's attention on object tokens (tokens more than half
 inside the mask) that the positive part drops (grad * A < 0 there), summed over heads, on the single shapes.
 """
@@ -52,12 +54,15 @@ def explain(model, image, target: int | None):
         weights = [r.weights for r in records]
         grads = torch.autograd.grad(logits[0, target], weights, retain_graph=True)
         legrad = {}
-        for name, pool in (("legrad, mean of tokens", lambda x: x.mean(dim=1)), ("legrad, class token", lambda x: x[:, 0])):
+        for name, pool, times_a in (("legrad, mean of tokens", lambda x: x.mean(dim=1), False),
+                                    ("legrad, class token", lambda x: x[:, 0], False),
+                                    ("legrad x A, mean of tokens", lambda x: x.mean(dim=1), True)):
             per_block = []
             for r in records:  # the block's own score through the final norm and the head, down to its attention
                 (g,) = torch.autograd.grad(vit.heads(vit.encoder.ln(pool(r.output)))[0, target], r.weights,
                                            retain_graph=True)
-                per_block.append(g.detach()[0].clamp(min=0).mean(dim=(0, 1))[1:])
+                g = g.detach()[0] * (r.weights.detach()[0] if times_a else 1.0)
+                per_block.append(g.clamp(min=0).mean(dim=(0, 1))[1:])
             legrad[name] = torch.stack(per_block).mean(dim=0)
     weights = [w.detach()[0] for w in weights]  # (heads, n, n)
     grads = [g.detach()[0] for g in grads]
@@ -104,7 +109,7 @@ def main() -> None:
     began = time.perf_counter()
     model = models.load("shapes_vit", device="cpu")
     data = datasets.shapes(args.seed, args.images)
-    names = [*WEIGHTINGS, "legrad, mean of tokens", "legrad, class token"]
+    names = [*WEIGHTINGS, "legrad, mean of tokens", "legrad, class token", "legrad x A, mean of tokens"]
     single = {n: ([], []) for n in names}
     dropped, kept_total = None, None
     for image, mask in zip(data.images, data.masks, strict=True):
