@@ -213,6 +213,33 @@ def test_cli_audit_writes_the_table_and_prints_the_summary(tmp_path, capsys):
     assert main(["audit", "shapes", "--model", TINY, "--out", str(tmp_path / "file")]) == 2
 
 
+def test_cli_audit_embed_maps_the_audits_own_features(tmp_path, capsys):
+    """--embed writes embedding.csv: the t-SNE (or PCA) of the audit's features, the map `embed` would draw of them
+    (embeddings.tsne with the same seed), one row per image in the table's order."""
+    import csv
+
+    from core.__main__ import main
+
+    out = tmp_path / "audit"
+    assert main(["audit", "shapes", "--model", TINY, "--limit", "16", "--batch-size", "5", "--out", str(out),
+                 "--features", "--embed", "tsne", "--seed", "3"]) == 0
+    assert "embedding.csv" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "embedding.csv").open()))
+    table = pq.read_table(out / "audit.parquet").to_pydict()
+    assert [r["file"] for r in rows] == table["file"] and [r["label"] for r in rows] == table["label"]
+    assert [r["prediction"] for r in rows] == table["prediction"]
+    points = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+    expected = embeddings.tsne(np.load(out / "features.npy"), seed=3)
+    np.testing.assert_allclose(points, expected, atol=1e-4)
+    assert main(["audit", "shapes", "--model", TINY, "--limit", "16", "--out", str(out), "--features",
+                 "--embed", "pca"]) == 0
+    rows = list(csv.DictReader((out / "embedding.csv").open()))
+    np.testing.assert_allclose([[float(r["x"]), float(r["y"])] for r in rows],
+                               embeddings.pca(np.load(out / "features.npy")), atol=1e-4)
+    with pytest.raises(SystemExit, match="2"):
+        main(["audit", "shapes", "--model", TINY, "--limit", "8", "--embed", "umap", "--out", str(out)])
+
+
 def test_download_bytes_and_reviews(tiny):
     import io
 
