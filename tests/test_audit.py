@@ -68,6 +68,31 @@ def test_batching_does_not_change_a_map_nor_the_features(lite0):
                                torch.from_numpy(extracted.logits).softmax(1).max(1).values.numpy(), atol=1e-5)
 
 
+def test_the_results_are_filled_in_place_as_the_batches_give_them(tiny):
+    """explain_dataset writes each batch into arrays allocated once (no list of batches concatenated at the end, no
+    logits kept): bit for bit what explain_batch gives batch by batch, in the dataset's order."""
+    dataset = datasets.shapes(n=13, size=64)
+    result = audit.explain_dataset(tiny, dataset, batch_size=5)
+    squares = embeddings.tensors(tiny, dataset, normalise=False)
+    settings = audit.plan(tiny, dataset.classes)
+    parts = [audit.explain_batch(tiny, settings, torch.stack([squares[i] for i in range(s, min(s + 5, 13))]),
+                                 dataset.labels[s:s + 5], dataset.masks[s:s + 5]) for s in range(0, 13, 5)]
+    for key in audit.KEPT:
+        expected = np.concatenate([p[key] for p in parts])
+        assert getattr(result, key).dtype == expected.dtype and getattr(result, key).flags.c_contiguous
+        np.testing.assert_array_equal(getattr(result, key), expected, err_msg=key)
+    assert list(result.stats) == list(parts[0]["stats"])
+    for name, values in result.stats.items():
+        np.testing.assert_array_equal(values, np.concatenate([p["stats"][name] for p in parts]), err_msg=name)
+    assert result.maps.dtype == np.float16 and result.maps.shape == (13, audit.MAP_SIDE, audit.MAP_SIDE)
+    # any order of batches lands in the same rows
+    rows = None
+    for start, part in reversed(list(zip(range(0, 13, 5), parts, strict=True))):
+        rows = audit.fill(rows, part, start, 13)
+    for key in audit.KEPT:
+        np.testing.assert_array_equal(rows[key], getattr(result, key), err_msg=key)
+
+
 def test_statistics_of_constructed_maps():
     side = 16
     uniform = np.ones((side, side))
