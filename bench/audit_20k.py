@@ -149,7 +149,9 @@ def main() -> None:
                             ("audit", "(b) core audit --embed tsne (maps + statistics + t-SNE)")):
             times = ", ".join(f"{s:.1f} s / {m:.2f} GB" for s, m in runs[name])
             print(f"{title}: {times}")
-            print(f"    last lines: {' | '.join((scratch / f'{name}.log').read_text().strip().splitlines()[-2:])[:300]}")
+            said = [line.strip() for line in (scratch / f"{name}.log").read_text().replace("\r", "\n").splitlines()
+                    if "points (" in line or "images/s" in line and "of" not in line.split()[:2]]
+            print(f"    it said: {' | '.join(said[-2:])[:400]}")
         embed_s, audit_s = min(s for s, _ in runs["embed"]), min(s for s, _ in runs["audit"])
         embed_gb, audit_gb = max(m for _, m in runs["embed"]), max(m for _, m in runs["audit"])
         print(f"ratio audit+t-SNE / embed (best times): {audit_s / embed_s:.3f}   target <= 1.5")
