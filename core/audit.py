@@ -243,28 +243,33 @@ def explain_batch(model: LoadedModel, plan_: Plan, pixels: Tensor, labels: np.nd
     probabilities = torch.from_numpy(logits).softmax(dim=1)
     top = probabilities.topk(min(plan_.top_k, probabilities.shape[1]), dim=1)
     return {
-        "features": features.astype(np.float32), "logits": logits.astype(np.float32),
+        "features": features.astype(np.float32, copy=False), "logits": logits.astype(np.float32, copy=False),
         "predictions": logits.argmax(axis=1).astype(np.int64),
         "top_classes": top.indices.numpy().astype(np.int64), "top_probabilities": top.values.numpy().astype(np.float32),
         "explained": explained.astype(np.int64), "maps": maps, "stats": statistics(maps, masks),
     }
 
 
-def assemble(model: LoadedModel, plan_: Plan, *, dataset: str, classes: Sequence[str], files: Sequence[str],
-             labels: np.ndarray, batches: Sequence[dict], seconds: float) -> Audit:
-    """The Audit of `explain_batch`'s results, in the rows' order."""
-    def joined(key: str) -> np.ndarray:
-        return np.concatenate([b[key] for b in batches])
+KEPT = ("predictions", "top_classes", "top_probabilities", "explained", "features", "maps")  # of explain_batch's
 
-    stats = {name: np.concatenate([b["stats"][name] for b in batches]) for name in batches[0]["stats"]}
-    return Audit(
-        model=model.name, method=plan_.method, layer=plan_.layer, target=plan_.target, precision=plan_.precision,
-        image_size=plan_.size, seconds=seconds, dataset=dataset, classes=tuple(classes),
-        categories=tuple(model.categories), files=tuple(files), labels=np.asarray(labels, dtype=np.int64),
-        predictions=joined("predictions"), top_classes=joined("top_classes"),
-        top_probabilities=joined("top_probabilities"), explained=joined("explained"), features=joined("features"),
-        maps=joined("maps"), stats=stats,
-    )
+
+def fill(rows: dict | None, part: dict, start: int, total: int) -> dict:
+    """`rows` (KEPT and "stats" of all `total` images, allocated at the first batch) with `explain_batch`'s `part`
+    written in at row `start`: no list of batches to concatenate (twice the memory at the end), no logits kept."""
+    rows = rows or {**{k: np.empty((total, *part[k].shape[1:]), part[k].dtype) for k in KEPT},
+                    "stats": {k: np.empty(total, v.dtype) for k, v in part["stats"].items()}}
+    for into, values in (*((rows[k], part[k]) for k in KEPT), *((rows["stats"][k], v) for k, v in part["stats"].items())):
+        into[start:start + len(values)] = values
+    return rows
+
+
+def assemble(model: LoadedModel, plan_: Plan, *, dataset: str, classes: Sequence[str], files: Sequence[str],
+             labels: np.ndarray, rows: dict, seconds: float) -> Audit:
+    """The Audit of `explain_batch`'s results, `fill`ed into `rows` in the rows' order."""
+    return Audit(model=model.name, method=plan_.method, layer=plan_.layer, target=plan_.target,
+                 precision=plan_.precision, image_size=plan_.size, seconds=seconds, dataset=dataset,
+                 classes=tuple(classes), categories=tuple(model.categories), files=tuple(files),
+                 labels=np.asarray(labels, dtype=np.int64), **{k: rows[k] for k in (*KEPT, "stats")})
 
 
 def explain_dataset(
@@ -304,7 +309,7 @@ def explain_dataset(
     source = embeddings.tensors(model, dataset, size=size, normalise=False)
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
     labels = np.asarray(dataset.labels, dtype=np.int64)
-    batches: list[dict] = []
+    filled: dict | None = None  # every image's results, preallocated at the first batch (`fill`)
     done = 0
     started = time.perf_counter()
     report(0.0, f"Explaining {len(dataset)} images with {METHODS[method].title}")
@@ -315,12 +320,13 @@ def explain_dataset(
             raise Cancelled(f"Explaining the dataset was stopped after {done} of {len(dataset)} images.")
         rows = list(range(start, start + len(pixels)))
         masks = None if dataset.masks is None else _Masks(dataset.masks, rows)
-        batches.append(explain_batch(model, settings, pixels, labels[rows], masks, halving=halving))
+        part = explain_batch(model, settings, pixels, labels[rows], masks, halving=halving)
+        filled = fill(filled, part, start, len(dataset))
         done += len(pixels)
         rate = done / max(time.perf_counter() - started, 1e-9)
         report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
     return assemble(model, settings, dataset=dataset.name, classes=dataset.classes, files=dataset.files,
-                    labels=labels, batches=batches, seconds=time.perf_counter() - started)
+                    labels=labels, rows=filled, seconds=time.perf_counter() - started)
 
 
 class _Masks(Sequence):

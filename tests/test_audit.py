@@ -68,6 +68,31 @@ def test_batching_does_not_change_a_map_nor_the_features(lite0):
                                torch.from_numpy(extracted.logits).softmax(1).max(1).values.numpy(), atol=1e-5)
 
 
+def test_the_results_are_filled_in_place_as_the_batches_give_them(tiny):
+    """explain_dataset writes each batch into arrays allocated once (no list of batches concatenated at the end, no
+    logits kept): bit for bit what explain_batch gives batch by batch, in the dataset's order."""
+    dataset = datasets.shapes(n=13, size=64)
+    result = audit.explain_dataset(tiny, dataset, batch_size=5)
+    squares = embeddings.tensors(tiny, dataset, normalise=False)
+    settings = audit.plan(tiny, dataset.classes)
+    parts = [audit.explain_batch(tiny, settings, torch.stack([squares[i] for i in range(s, min(s + 5, 13))]),
+                                 dataset.labels[s:s + 5], dataset.masks[s:s + 5]) for s in range(0, 13, 5)]
+    for key in audit.KEPT:
+        expected = np.concatenate([p[key] for p in parts])
+        assert getattr(result, key).dtype == expected.dtype and getattr(result, key).flags.c_contiguous
+        np.testing.assert_array_equal(getattr(result, key), expected, err_msg=key)
+    assert list(result.stats) == list(parts[0]["stats"])
+    for name, values in result.stats.items():
+        np.testing.assert_array_equal(values, np.concatenate([p["stats"][name] for p in parts]), err_msg=name)
+    assert result.maps.dtype == np.float16 and result.maps.shape == (13, audit.MAP_SIDE, audit.MAP_SIDE)
+    # any order of batches lands in the same rows
+    rows = None
+    for start, part in reversed(list(zip(range(0, 13, 5), parts, strict=True))):
+        rows = audit.fill(rows, part, start, 13)
+    for key in audit.KEPT:
+        np.testing.assert_array_equal(rows[key], getattr(result, key), err_msg=key)
+
+
 def test_statistics_of_constructed_maps():
     side = 16
     uniform = np.ones((side, side))
@@ -211,6 +236,33 @@ def test_cli_audit_writes_the_table_and_prints_the_summary(tmp_path, capsys):
     assert "one-pass method" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert main(["audit", "shapes", "--model", TINY, "--out", str(tmp_path / "file")]) == 2
+
+
+def test_cli_audit_embed_maps_the_audits_own_features(tmp_path, capsys):
+    """--embed writes embedding.csv: the t-SNE (or PCA) of the audit's features, the map `embed` would draw of them
+    (embeddings.tsne with the same seed), one row per image in the table's order."""
+    import csv
+
+    from core.__main__ import main
+
+    out = tmp_path / "audit"
+    assert main(["audit", "shapes", "--model", TINY, "--limit", "16", "--batch-size", "5", "--out", str(out),
+                 "--features", "--embed", "tsne", "--seed", "3"]) == 0
+    assert "embedding.csv" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "embedding.csv").open()))
+    table = pq.read_table(out / "audit.parquet").to_pydict()
+    assert [r["file"] for r in rows] == table["file"] and [r["label"] for r in rows] == table["label"]
+    assert [r["prediction"] for r in rows] == table["prediction"]
+    points = np.array([[float(r["x"]), float(r["y"])] for r in rows])
+    expected = embeddings.tsne(np.load(out / "features.npy"), seed=3)
+    np.testing.assert_allclose(points, expected, atol=1e-4)
+    assert main(["audit", "shapes", "--model", TINY, "--limit", "16", "--out", str(out), "--features",
+                 "--embed", "pca"]) == 0
+    rows = list(csv.DictReader((out / "embedding.csv").open()))
+    np.testing.assert_allclose([[float(r["x"]), float(r["y"])] for r in rows],
+                               embeddings.pca(np.load(out / "features.npy")), atol=1e-4)
+    with pytest.raises(SystemExit, match="2"):
+        main(["audit", "shapes", "--model", TINY, "--limit", "8", "--embed", "umap", "--out", str(out)])
 
 
 def test_download_bytes_and_reviews(tiny):

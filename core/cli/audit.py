@@ -1,10 +1,12 @@
 """`audit`: a heatmap and its statistics for every image of a dataset, written as Parquet and CSV."""
 
+import csv
+import io
 import json
 import sys
 
-from core import audit, datasets, distributed, job_sources, results
-from core.cli.common import check_limit, dataset_notes, load_model, progress_line
+from core import audit, datasets, distributed, embeddings, job_sources, results
+from core.cli.common import check_limit, dataset_notes, load_model, progress_line, write
 from core.errors import InvalidInputError
 
 SHOWN = ("heat_half_area", "heat_border", "heat_in_mask", "pointing_hit")  # the per-class table's columns
@@ -28,7 +30,28 @@ def run_audit(args) -> None:
         paths = audit.write(result, args.out, with_features=args.features)
     except OSError as error:
         raise InvalidInputError(f"Cannot write into {args.out}: {error.strerror or error}") from None
+    if args.embed:
+        paths["embedding"] = _embedding(args, result)
     _print(args, model, dataset.name, result, paths)
+
+
+def _embedding(args, result: audit.Audit):
+    """DIR/embedding.csv: the t-SNE (or PCA) map of the audit's own features, as `embed` computes it from its."""
+    if args.embed == "tsne":
+        points = embeddings.tsne(result.features, perplexity=args.perplexity, iterations=args.iterations,
+                                 seed=args.seed)
+    else:
+        points = embeddings.pca(result.features, seed=args.seed)
+    rows = [["file", "label", "prediction", "x", "y"]]
+    for file, label, guess, (x, y) in zip(result.files, result.labels, result.predictions, points, strict=True):
+        rows.append([file, result.classes[label], result.categories[guess], f"{x:.5f}", f"{y:.5f}"])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    path = args.out / "embedding.csv"
+    write(path, buffer.getvalue().encode())
+    trust = embeddings.trustworthiness(result.features, points)
+    print(f"{len(points)} points ({args.embed} of the audit's features, trustworthiness {trust:.3f})", file=sys.stderr)
+    return path
 
 
 def _run_on_ray(args) -> None:
@@ -38,13 +61,15 @@ def _run_on_ray(args) -> None:
     model = load_model(args)
     job = distributed.audit_job(model, source, method=args.method, target=args.target, layer=args.layer,
                                 precision=args.precision, size=args.image_size, batch_size=args.batch_size,
-                                with_features=args.features)
+                                with_features=args.features or args.embed is not None)
     report = distributed.run(model, source, job, args.out, address=args.address, actors=args.actors,
                              on_progress=progress_line)
     result = results.read(args.out).audit
     print(f"Ray: {report.rows} images in {report.seconds:.1f} s after {report.startup_seconds:.1f} s of start-up, "
           f"on {len(report.nodes)} node(s)", file=sys.stderr)
     paths = {"shards": [args.out / s for s in report.shards], "summary": args.out / distributed.SUMMARY}
+    if args.embed:
+        paths["embedding"] = _embedding(args, result)
     _print(args, model, source.name, result, paths)
 
 
@@ -64,4 +89,4 @@ def _print(args, model, name: str, result: audit.Audit, paths: dict) -> None:
         print(f"wrote {len(paths['shards'])} shard(s) and {paths['summary'].name} into {args.out}")
         return
     print(f"wrote {paths['parquet']}, {paths['csv'].name}, {paths['maps'].name} and {paths['summary'].name}"
-          + (f", {paths['features'].name}" if "features" in paths else ""))
+          + "".join(f", {paths[k].name}" for k in ("features", "embedding") if k in paths))

@@ -228,6 +228,11 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--out", type=Path, required=True,
                        help="folder to write audit.parquet, audit.csv, maps.npy and summary.json into")
     audit.add_argument("--features", action="store_true", help="also write features.npy")
+    audit.add_argument("--embed", choices=("tsne", "pca"), default=None,
+                       help="also a 2-D map of the audit's features (the embed command's, without a second pass): "
+                       "embedding.csv (file, label, prediction, x, y) in --out")
+    audit.add_argument("--perplexity", type=float, default=30.0, help="--embed tsne: perplexity (default 30)")
+    audit.add_argument("--iterations", type=int, default=750, help="--embed tsne: iterations (default 750)")
     audit.add_argument("--json", action="store_true", help="print the per-class summary as JSON")
 
     download = commands.add_parser("download", help="prefetch pretrained weights into the caches, for offline use later")
