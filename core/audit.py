@@ -74,6 +74,7 @@ class Audit:
     features: np.ndarray = field(repr=False)  # (N, D) float32: the input of the final Linear
     maps: np.ndarray = field(repr=False)  # (N, MAP_SIDE, MAP_SIDE) float16 in [0, 1]
     stats: dict[str, np.ndarray] = field(repr=False)  # name -> (N,) float32 (pointing_hit: bool)
+    logits: np.ndarray | None = field(default=None, repr=False)  # (N, classes) float32, with keep_logits only
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -251,7 +252,7 @@ def explain_batch(model: LoadedModel, plan_: Plan, pixels: Tensor, labels: np.nd
 
 
 def assemble(model: LoadedModel, plan_: Plan, *, dataset: str, classes: Sequence[str], files: Sequence[str],
-             labels: np.ndarray, batches: Sequence[dict], seconds: float) -> Audit:
+             labels: np.ndarray, batches: Sequence[dict], seconds: float, keep_logits: bool = False) -> Audit:
     """The Audit of `explain_batch`'s results, in the rows' order."""
     def joined(key: str) -> np.ndarray:
         return np.concatenate([b[key] for b in batches])
@@ -263,7 +264,7 @@ def assemble(model: LoadedModel, plan_: Plan, *, dataset: str, classes: Sequence
         categories=tuple(model.categories), files=tuple(files), labels=np.asarray(labels, dtype=np.int64),
         predictions=joined("predictions"), top_classes=joined("top_classes"),
         top_probabilities=joined("top_probabilities"), explained=joined("explained"), features=joined("features"),
-        maps=joined("maps"), stats=stats,
+        maps=joined("maps"), stats=stats, logits=joined("logits") if keep_logits else None,
     )
 
 
@@ -278,6 +279,7 @@ def explain_dataset(
     precision: str = "fp32",
     size: int | None = None,
     top_k: int = TOP_K,
+    keep_logits: bool = False,
     on_progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Audit:
@@ -287,7 +289,8 @@ def explain_dataset(
     XGrad-CAM, LayerCAM, Eigen-CAM...); `target` "predicted" explains each image's predicted class, "true" its
     label (needs the model's classes to be the dataset's). Images are resized whole to `size` (default: the
     spec's input size), as `embeddings.extract` does. The model's lock is held per batch, so other sessions
-    interleave; no hooks are left on the model.
+    interleave; no hooks are left on the model. `keep_logits`: keep every class's logit too (what the features
+    of `embeddings.extract` come with, for a zero-shot evaluation).
 
     Raises:
         InvalidInputError: an empty dataset, a bad batch size, precision, target or method.
@@ -320,7 +323,7 @@ def explain_dataset(
         rate = done / max(time.perf_counter() - started, 1e-9)
         report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
     return assemble(model, settings, dataset=dataset.name, classes=dataset.classes, files=dataset.files,
-                    labels=labels, batches=batches, seconds=time.perf_counter() - started)
+                    labels=labels, batches=batches, seconds=time.perf_counter() - started, keep_logits=keep_logits)
 
 
 class _Masks(Sequence):

@@ -85,6 +85,15 @@ with features_tab:
     # in the background: a rerun (any click) re-attaches to the running extraction instead of restarting it
     embedded = jobs.dataset_features_ready(choice.name, choice.device, choice.pretrained, data, precision, batch_size,
                                             size)
+    explaining = None if embedded is not None else jobs.dataset_features_pending(
+        choice.name, choice.device, choice.pretrained, data, precision, batch_size, size)
+    if explaining is not None:  # an audit of these settings gives the features too: one pass, not two
+        _follow("features", None)  # this session's own extraction, if any, is left (stopped unless others wait)
+        _follow("tsne", None)
+        st.session_state[JOB] = explaining
+        widgets.job_progress(explaining, "Explaining every image (the features come from the same pass)",
+                             key="ds_stop_features_audit")
+        st.stop()
     if embedded is None:
         job = jobs.dataset_features_job(choice.name, choice.device, choice.pretrained, data, precision, batch_size, size,
                                          session=widgets.session_id())
