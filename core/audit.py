@@ -212,7 +212,7 @@ def plan(model: LoadedModel, classes: Sequence[str], *, method: str = "gradcam",
             "learning page); this model's classes are its own. Explain the predicted class instead.")
     layer = layer or model.spec.cam_layer
     hooks.find(model.module, layer)  # LayerNotFoundError now, not in the first batch
-    dtype = embeddings.resolve_precision(precision, model.device)
+    dtype = embeddings.resolve_precision(precision, model.device, kind="audit")
     if dtype == torch.float16 and precision == "auto" and info.uses_gradients:
         dtype = None  # fp16 gradients without loss scaling can underflow to blank maps: 'auto' keeps fp32 there
     names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
