@@ -13,6 +13,7 @@ of the predicted class) run in fp32 and in bf16, alternating. Printed per row:
   audit: the same for the audit's predictions;
 - probe: share of held-out images whose linear-probe class agrees when the probe is fitted on bf16 features instead
   of fp32 ones (what the Datasets page's confusion matrix shows for sets whose folders are not ImageNet classes);
+  fp32: the same agreement between two fp32 extractions at batch 32 and 8 (the probe's own floor);
 - maps: Spearman rank correlation of each image's bf16 map with its fp32 map, over the images whose explained class
   agrees (min, 1st percentile, mean; bar >= 0.98).
 
@@ -59,6 +60,7 @@ def measure(model, data, args) -> dict:
     embeddings.extract(model, data.subset(range(args.batch)), precision="fp32", **common)
     e32, t_e32 = timed(lambda: embeddings.extract(model, data, precision="fp32", **common))
     e16, t_e16 = timed(lambda: embeddings.extract(model, data, precision="bf16", **common))
+    f32 = embeddings.extract(model, data, precision="fp32", batch_size=8, size=args.size)  # fp32 again, other batch
     a32, t_a32 = timed(lambda: audit.explain_dataset(model, data, precision="fp32", **common))
     a16, t_a16 = timed(lambda: audit.explain_dataset(model, data, precision="bf16", **common))
     cos = cosine(e32.features, e16.features)
@@ -66,13 +68,15 @@ def measure(model, data, args) -> dict:
     p32 = evaluation.linear_probe(e32.features, data.labels, seed=0)
     p16 = evaluation.linear_probe(e16.features, data.labels, seed=0)
     probe = float((p32.predicted == p16.predicted).mean())
+    floor = float((p32.predicted == evaluation.linear_probe(f32.features, data.labels, seed=0).predicted).mean())
     same = np.flatnonzero(a32.explained == a16.explained)
     rho = np.array([spearman(a32.maps[i].astype(np.float32), a16.maps[i].astype(np.float32)) for i in same])
     n = len(data)
     return {
         "extract_fp32": n / t_e32, "extract_bf16": n / t_e16, "audit_fp32": n / t_a32, "audit_bf16": n / t_a16,
-        "cos_min": float(cos.min()), "cos_mean": float(cos.mean()), "head": head, "probe": probe,
+        "cos_min": float(cos.min()), "cos_mean": float(cos.mean()), "head": head, "probe": probe, "floor": floor,
         "audit_head": float((a32.predictions == a16.predictions).mean()),
+        "distinct": len(np.unique(e32.logits.argmax(1))),
         "rho_min": float(rho.min()) if len(rho) else float("nan"),
         "rho_p01": float(np.percentile(rho, 1)) if len(rho) else float("nan"),
         "rho_mean": float(rho.mean()) if len(rho) else float("nan"),
@@ -96,20 +100,25 @@ def main() -> None:
           f"torch {torch.__version__}, native bf16: yes")
     sets = {"digits": lambda: datasets.digits(n=args.images), "shapes": lambda: datasets.shapes(n=args.images)}
     print(f"{'model':18s} {'set':7s} | {'extract fp32/bf16 img/s':>24s} {'x':>5s} | {'audit fp32/bf16':>16s} "
-          f"{'x':>5s} | {'cos min':>7s} {'mean':>6s} | {'head':>6s} {'probe':>6s} {'audit':>6s} | {'rho min':>7s} {'p01':>6s} "
+          f"{'x':>5s} | {'cos min':>7s} {'mean':>6s} | {'head':>6s} {'probe':>6s} {'fp32':>6s} {'audit':>6s} | {'rho min':>7s} {'p01':>6s} "
           f"{'mean':>6s} | verdict")
+    passes = {"features": [], "audit": []}
     for name in args.models.split(","):
         model = models.load(name, device="cpu", pretrained=models.weights_available(name))
         for set_name in args.sets.split(","):
             r = measure(model, sets[set_name](), args)
             features_ok = r["cos_min"] >= 0.99 and r["probe"] >= 0.99 and r["head"] >= 0.99
             audit_ok = r["audit_head"] >= 0.99 and r["rho_p01"] >= 0.98 and r["cos_min"] >= 0.99
-            verdict = f"features job: {'bf16' if features_ok else 'fp32'}; audit job: {'bf16' if audit_ok else 'fp32'}"
+            passes["features"].append(features_ok)
+            passes["audit"].append(audit_ok)
+            verdict = f"{r['distinct']:3d} head classes; features job: {'bf16' if features_ok else 'fp32'}; audit job: {'bf16' if audit_ok else 'fp32'}"
             print(f"{name:18s} {set_name:7s} | {r['extract_fp32']:11.1f} / {r['extract_bf16']:10.1f} "
                   f"{r['extract_bf16'] / r['extract_fp32']:5.2f} | {r['audit_fp32']:7.1f} / {r['audit_bf16']:6.1f} "
                   f"{r['audit_bf16'] / r['audit_fp32']:5.2f} | {r['cos_min']:7.4f} {r['cos_mean']:6.4f} | "
-                  f"{r['head']:6.1%} {r['probe']:6.1%} {r['audit_head']:6.1%} | {r['rho_min']:7.3f} {r['rho_p01']:6.3f} {r['rho_mean']:6.3f} "
+                  f"{r['head']:6.1%} {r['probe']:6.1%} {r['floor']:6.1%} {r['audit_head']:6.1%} | {r['rho_min']:7.3f} {r['rho_p01']:6.3f} {r['rho_mean']:6.3f} "
                   f"| {verdict}", flush=True)
+    print("'auto' on this CPU, bf16 only where every row passes: " + ", ".join(
+        f"{kind} {'bf16' if all(ok) else 'fp32'}" for kind, ok in passes.items()))
 
 
 if __name__ == "__main__":
