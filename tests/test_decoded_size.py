@@ -98,3 +98,19 @@ def test_decode_stored_reads_a_mask_once_as_it_is_stored(decodes):
         images.decode_stored(b"")
     with pytest.raises(InvalidInputError, match="megapixels"):
         images.decode_stored(next(c.data for c in CASES if c.expect == hostile.REFUSED and "megapixel" in c.match.lower()))
+
+
+@pytest.mark.slow
+def test_the_shared_realistic_phone_photos_are_sized_from_their_headers(request, decodes):
+    """/work/shared/realistic/make_inputs.py's phones/: 12-MP JPEGs with EXIF orientations, HEIC and AVIF copies."""
+    from tests import realistic
+
+    files = sorted((realistic.inputs(request.config) / "phones").iterdir())
+    assert any(f.suffix == ".jpg" for f in files) and any("orientation6" in f.name for f in files)
+    for file in files:
+        data = file.read_bytes()
+        decodes.clear()
+        size = images.decoded_size(data, max_side=512)
+        if file.suffix in (".jpg", ".png"):
+            assert decodes == [], file.name  # the header tells it all
+        assert size == images.decode(data, max_side=512).image.size, file.name
