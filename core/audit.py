@@ -30,7 +30,7 @@ from core.cam_methods import METHODS, check_method
 from core.datasets import Dataset
 from core.errors import Cancelled, InvalidInputError
 from core.map_statistics import (  # noqa: F401 (the audit's statistics, used by name through core.audit)
-    BORDER, MAP_SIDE, border_band, mask_cells, shrink, statistics, uniform_border, upsample)
+    BORDER, MAP_SIDE, agreement, border_band, mask_cells, shrink, statistics, uniform_border, upsample)
 from core.models import LoadedModel
 from core.runtime import HalvingBatches
 
@@ -74,6 +74,7 @@ class Audit:
     features: np.ndarray = field(repr=False)  # (N, D) float32: the input of the final Linear
     maps: np.ndarray = field(repr=False)  # (N, MAP_SIDE, MAP_SIDE) float16 in [0, 1]
     stats: dict[str, np.ndarray] = field(repr=False)  # name -> (N,) float32 (pointing_hit: bool)
+    logits: np.ndarray | None = field(default=None, repr=False)  # (N, classes) float32, with keep_logits only
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -211,7 +212,7 @@ def plan(model: LoadedModel, classes: Sequence[str], *, method: str = "gradcam",
             "learning page); this model's classes are its own. Explain the predicted class instead.")
     layer = layer or model.spec.cam_layer
     hooks.find(model.module, layer)  # LayerNotFoundError now, not in the first batch
-    dtype = embeddings.resolve_precision(precision, model.device)
+    dtype = embeddings.resolve_precision(precision, model.device, kind="audit")
     if dtype == torch.float16 and precision == "auto" and info.uses_gradients:
         dtype = None  # fp16 gradients without loss scaling can underflow to blank maps: 'auto' keeps fp32 there
     names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -253,23 +254,26 @@ def explain_batch(model: LoadedModel, plan_: Plan, pixels: Tensor, labels: np.nd
 KEPT = ("predictions", "top_classes", "top_probabilities", "explained", "features", "maps")  # of explain_batch's
 
 
-def fill(rows: dict | None, part: dict, start: int, total: int) -> dict:
-    """`rows` (KEPT and "stats" of all `total` images, allocated at the first batch) with `explain_batch`'s `part`
-    written in at row `start`: no list of batches to concatenate (twice the memory at the end), no logits kept."""
-    rows = rows or {**{k: np.empty((total, *part[k].shape[1:]), part[k].dtype) for k in KEPT},
+def fill(rows: dict | None, part: dict, start: int, total: int, *, keep: Sequence[str] = KEPT) -> dict:
+    """`rows` (`keep` and "stats" of all `total` images, allocated at the first batch) with `explain_batch`'s `part`
+    written in at row `start`: no list of batches to concatenate (twice the memory at the end); logits only when
+    `keep` names them."""
+    rows = rows or {**{k: np.empty((total, *part[k].shape[1:]), part[k].dtype) for k in keep},
                     "stats": {k: np.empty(total, v.dtype) for k, v in part["stats"].items()}}
-    for into, values in (*((rows[k], part[k]) for k in KEPT), *((rows["stats"][k], v) for k, v in part["stats"].items())):
+    pairs = [(rows[k], part[k]) for k in keep] + [(rows["stats"][k], v) for k, v in part["stats"].items()]
+    for into, values in pairs:
         into[start:start + len(values)] = values
     return rows
 
 
 def assemble(model: LoadedModel, plan_: Plan, *, dataset: str, classes: Sequence[str], files: Sequence[str],
              labels: np.ndarray, rows: dict, seconds: float) -> Audit:
-    """The Audit of `explain_batch`'s results, `fill`ed into `rows` in the rows' order."""
+    """The Audit of `explain_batch`'s results, `fill`ed into `rows` in the rows' order (with logits when kept)."""
     return Audit(model=model.name, method=plan_.method, layer=plan_.layer, target=plan_.target,
                  precision=plan_.precision, image_size=plan_.size, seconds=seconds, dataset=dataset,
                  classes=tuple(classes), categories=tuple(model.categories), files=tuple(files),
-                 labels=np.asarray(labels, dtype=np.int64), **{k: rows[k] for k in (*KEPT, "stats")})
+                 labels=np.asarray(labels, dtype=np.int64), logits=rows.get("logits"),
+                 **{k: rows[k] for k in (*KEPT, "stats")})
 
 
 def explain_dataset(
@@ -283,6 +287,7 @@ def explain_dataset(
     precision: str = "fp32",
     size: int | None = None,
     top_k: int = TOP_K,
+    keep_logits: bool = False,
     on_progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Audit:
@@ -292,7 +297,8 @@ def explain_dataset(
     XGrad-CAM, LayerCAM, Eigen-CAM...); `target` "predicted" explains each image's predicted class, "true" its
     label (needs the model's classes to be the dataset's). Images are resized whole to `size` (default: the
     spec's input size), as `embeddings.extract` does. The model's lock is held per batch, so other sessions
-    interleave; no hooks are left on the model.
+    interleave; no hooks are left on the model. `keep_logits`: keep every class's logit too (what the features
+    of `embeddings.extract` come with, for a zero-shot evaluation).
 
     Raises:
         InvalidInputError: an empty dataset, a bad batch size, precision, target or method.
@@ -321,7 +327,7 @@ def explain_dataset(
         rows = list(range(start, start + len(pixels)))
         masks = None if dataset.masks is None else _Masks(dataset.masks, rows)
         part = explain_batch(model, settings, pixels, labels[rows], masks, halving=halving)
-        filled = fill(filled, part, start, len(dataset))
+        filled = fill(filled, part, start, len(dataset), keep=(*KEPT, "logits") if keep_logits else KEPT)
         done += len(pixels)
         rate = done / max(time.perf_counter() - started, 1e-9)
         report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
@@ -378,46 +384,6 @@ def _pass(model, module, layer, batch, truth, needs_grads, dtype, method):
     raw = cams.weigh(method, module, batch.cpu(), activations.float().cpu(),
                      grads.float().cpu() if grads is not None else None, targets)
     return features, logits.detach().float().cpu().numpy(), targets, shrink(raw)
-
-
-# ---------------------------------------------------------------------------------------------
-# two backbones over one dataset
-
-
-def agreement(first: Audit, second: Audit) -> tuple[np.ndarray, list[dict]]:
-    """How much two audits of the same dataset agree on where to look.
-
-    Returns ((N,) float32 Spearman rank correlation of each image's two maps, per dataset class
-    {"class", "images", "agreement" (mean correlation), and "both_correct" where both models' classes are the
-    dataset's}); a constant map correlates 0.
-    """
-    if first.files != second.files or not np.array_equal(first.labels, second.labels):
-        raise InvalidInputError("The two audits are not of the same dataset (files or labels differ).")
-    a = first.maps.reshape(len(first), -1).astype(np.float64)
-    b = second.maps.reshape(len(second), -1).astype(np.float64)
-    if a.shape[1] != b.shape[1]:
-        b = second.maps.astype(np.float32)
-        b = shrink(b, first.maps.shape[1]).reshape(len(second), -1).astype(np.float64)
-    rho = np.array([_spearman(x, y) for x, y in zip(a, b, strict=True)], dtype=np.float32)
-    both = first.correct & second.correct
-    per_class = []
-    for index, name in enumerate(first.classes):
-        rows = first.labels == index
-        entry = {"class": name, "images": int(rows.sum()),
-                 "agreement": float(rho[rows].mean()) if rows.any() else float("nan")}
-        if first.comparable and second.comparable:  # else "correct" means nothing
-            entry["both_correct"] = int(both[rows].sum())
-        per_class.append(entry)
-    return rho, per_class
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x), rankdata(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 # ---------------------------------------------------------------------------------------------

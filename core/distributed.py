@@ -94,7 +94,7 @@ def features_job(model: LoadedModel, source: Source, *, precision: str = "auto",
         raise InvalidInputError(f"The batch size must be between 1 and 1024, got {batch_size}.")
     import torch
 
-    dtype = embeddings.resolve_precision(precision, model.device)
+    dtype = embeddings.resolve_precision(precision, model.device, kind="features")
     names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
     return Job("features", source.classes, preprocessing.side(model.spec, size), batch_size, precision=names[dtype])
 

@@ -39,6 +39,29 @@ class Embeddings:
         return len(self.features) / self.seconds if self.seconds > 0 else float("inf")
 
 
+@dataclass(frozen=True)
+class AutoPrecision:
+    """What 'auto' runs for one kind of dataset job on a CPU that runs bf16 natively, and why."""
+
+    cpu_bf16: str  # "bf16" or "fp32": on a CPU with native bf16 (without it, always fp32: emulated bf16 is slower)
+    why: str  # the measurement behind it, in words for the page and the CLI
+
+
+#: 'auto' per job kind on a CPU with native bf16 (AVX-512 BF16 or AMX, detected at run time), decided from
+#: `bench/precision.py` (EfficientNet-Lite0 with its weights and ResNet-50, digits and shapes, 256 images each, 128 px).
+#: The bars: features cosine >= 0.99, predicted classes agreeing on >= 99% of images, maps Spearman >= 0.98. bf16
+#: was 1.6-2.0x (Lite0) and 2.7-4.0x (ResNet-50) faster; features and maps passed, predictions did not. On a GPU,
+#: 'auto' is autocast (bf16 where supported, else fp16) for every kind.
+AUTO = {
+    "features": AutoPrecision("fp32", "bf16 kept the features (cosine >= 0.992) but changed the linear probe's class "
+                                      "of 2.6-7.5% of held-out images (Lite0, digits and shapes), so the confusion "
+                                      "matrix and metrics would move"),
+    "audit": AutoPrecision("fp32", "bf16 kept the maps (Spearman >= 0.996) but changed the predicted class of "
+                                   "4.7-5.9% of images (Lite0, digits and shapes), so correct/wrong and the galleries "
+                                   "would move"),
+}
+
+
 def cpu_bf16_supported() -> bool:
     """Whether this CPU runs bf16 natively (AVX-512 BF16 or AMX); without it, bf16 autocast is slower."""
     try:
@@ -55,15 +78,28 @@ def precisions(device: torch.device | str) -> tuple[str, ...]:
     return ("auto", "fp32", "bf16") if cpu_bf16_supported() else ("auto", "fp32")
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `precision` on `device`, or None for fp32."""
+def resolve_precision(precision: str, device: torch.device, kind: str = "features") -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`, or None for fp32; 'auto' as `AUTO[kind]` says."""
     if precision not in PRECISIONS:
         raise InvalidInputError(f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}.")
-    if precision == "auto":  # fp32 on a CPU: bf16 moved Lite0's features ~5% and cost the digits probe a point
-        return runtime.autocast_dtype(device)
+    if precision == "auto":
+        if device.type != "cpu":
+            return runtime.autocast_dtype(device)
+        return torch.bfloat16 if AUTO[kind].cpu_bf16 == "bf16" and cpu_bf16_supported() else None
     if precision == "fp16" and device.type != "cuda":
         raise InvalidInputError("fp16 runs on a GPU only; on the CPU choose fp32 or bf16.")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def auto_note(kind: str, device: torch.device | str) -> str:
+    """What 'auto' runs for `kind` on `device` and why, in one sentence (the page's help, the CLI's note)."""
+    device = runtime.resolve_device(device) if isinstance(device, str) else device
+    if device.type != "cpu":
+        return f"auto: {str(runtime.autocast_dtype(device)).removeprefix('torch.')} autocast on the GPU."
+    if not cpu_bf16_supported():
+        return "auto: fp32 (this CPU has no native bf16, where bf16 is slower)."
+    choice = AUTO[kind]
+    return f"auto: {choice.cpu_bf16} on this CPU with native bf16: {choice.why}."
 
 
 def tensors(model: LoadedModel, dataset: Dataset, *, size: int | None = None,

@@ -5,7 +5,6 @@
 at its image's size; `Subset` is rows of another sequence.
 """
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +31,20 @@ class LazyImages(Sequence):
             return [self[i] for i in range(*index.indices(len(self)))]
         return picture(_read(self.blobs[index]))
 
+    def size(self, index: int) -> tuple[int, int]:
+        """(width, height) of `self[index]`, read from the file's header (nothing decoded)."""
+        return images.decoded_size(_read(self.blobs[index]), max_side=MAX_SIDE)
+
+
+def size_of(pictures: Sequence, index: int) -> tuple[int, int]:
+    """(width, height) of `pictures[index]`: from the header where the pictures are files (`LazyImages`, or rows
+    of them), else the picture's own size."""
+    while isinstance(pictures, Subset):
+        pictures, index = pictures.inner, pictures.rows[index]
+    if isinstance(pictures, LazyImages):
+        return pictures.size(index)
+    return pictures[index].size
+
 
 def picture(blob: bytes) -> Image.Image:
     """A dataset picture from its compressed bytes (`images.decode`'s checks, at most MAX_SIDE): what every
@@ -51,7 +64,7 @@ def _read(blob: bytes | Path) -> bytes:
 class LazyMasks(Sequence):
     """Object masks decoded on access: mask `i` as an (H, W) bool array at the size of `pictures[i]`.
 
-    A mask is an image file (checked by `images.decode`'s limits first) read as it is stored: its alpha channel
+    A mask is an image file (with `images.decode`'s limits, decoded once) read as it is stored: its alpha channel
     where it has one (the object opaque), else its grey levels; the object is where the value is above half
     the mask's own maximum, so 0/1 label PNGs, 0/255 masks and JPEG-saved masks all read right. A mask that
     cannot be decoded raises InvalidInputError (callers score that image without a mask)."""
@@ -65,7 +78,7 @@ class LazyMasks(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        return mask(_read(self.blobs[index]), self.pictures[index].size)
+        return mask(_read(self.blobs[index]), size_of(self.pictures, index))  # the picture is not decoded
 
 
 def mask(blob: bytes, size: tuple[int, int]) -> np.ndarray:
@@ -74,9 +87,7 @@ def mask(blob: bytes, size: tuple[int, int]) -> np.ndarray:
     Raises:
         InvalidInputError: the bytes are not an image `images.decode` accepts.
     """
-    images.decode(blob, max_side=MAX_SIDE)  # the photo decoder's limits and checks, before Pillow reads it raw
-    with Image.open(io.BytesIO(blob)) as opened:
-        opened.seek(0)
+    with images.decode_stored(blob) as opened:  # the photo decoder's limits and checks, one decode
         channel = opened.getchannel("A") if opened.mode in ("RGBA", "LA", "PA") else opened.convert("L")
         if channel.size != tuple(size):
             channel = channel.resize(tuple(size), Image.Resampling.NEAREST)

@@ -7,6 +7,7 @@ Limits are checked from the header, before any pixel is decoded.
 import dataclasses
 import functools
 import io
+import math
 import struct
 import warnings
 from dataclasses import dataclass
@@ -92,57 +93,159 @@ class _UnreadableMetadata(Exception):
 
 def _decode(data: bytes, max_side: int) -> DecodedImage:
     notes: list[str] = []
-    try:
-        with warnings.catch_warnings():
-            # Pillow only *warns* for decompression bombs below 2x its limit: make that an error too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=_OPENERS)
-            width, height = image.size
-            _check_header(width, height)
-            fmt = image.format or "unknown"
-            frames = getattr(image, "n_frames", 1)
-            if frames > 1:
-                image.seek(0)
-                notes.append(f"Animated {fmt}: showing frame 1 of {frames}.")
-            if fmt in ("JPEG", "MPO") and max(width, height) > max_side:
-                image.draft("RGB", (max_side, max_side))  # decode big JPEGs at a reduced scale
-            image.load()
-            if image.info.get("bit_depth", 8) > 8:  # pillow-heif rescales 10- and 12-bit HEIC to 8 bits
-                notes.append(f"High bit-depth image ({image.info['bit_depth']}-bit {fmt}) rescaled to 8 bits.")
-            # Rotate before converting: the conversions for alpha and high bit depth build new images
-            # that no longer carry the EXIF orientation.
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image, notes)
-    except InvalidInputError:
-        raise
-    except UnidentifiedImageError:
-        if _has_png_metadata(data):  # Pillow's PNG opener refused a chunk (a zTXt of unknown compression, ...)
-            raise _UnreadableMetadata from None
-        if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:  # HEIC or AVIF whose header libheif/libavif refused
-            raise InvalidInputError(
-                "This HEIC or AVIF file is truncated or corrupt: its header cannot be read."
-            ) from None
-        raise InvalidInputError(f"This file is not an image we can read (expected {FORMAT_NAMES}).") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidInputError(
-            f"The image is too large to decode safely (more than {MAX_PIXELS / 1e6:.0f} megapixels)."
-        ) from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, MemoryError,
-            RuntimeError) as error:
-        # Pillow's decoders fail with several exception families (libheif's with RuntimeError too); all mean
-        # "corrupt or truncated". Their messages can span lines: one line of at most 160 characters is kept.
-        if isinstance(error, ValueError | SyntaxError) and _has_png_metadata(data):
-            # e.g. "Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK": decode() retries without it
-            raise _UnreadableMetadata from None
-        detail = " ".join(str(error).split())[:160]
-        if "security limit" in detail.lower():  # libheif refused to allocate what the file declares
-            raise InvalidInputError("The image declares a size too large to decode safely (over the decoder's limit).") from None
-        raise InvalidInputError(f"The image file is corrupt or truncated and cannot be decoded ({detail}).") from None
+    with _Decoding(data):
+        image = _open(data)
+        width, height = image.size
+        fmt = image.format or "unknown"
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            image.seek(0)
+            notes.append(f"Animated {fmt}: showing frame 1 of {frames}.")
+        if fmt in ("JPEG", "MPO") and max(width, height) > max_side:
+            image.draft("RGB", (max_side, max_side))  # decode big JPEGs at a reduced scale
+        image.load()
+        if image.info.get("bit_depth", 8) > 8:  # pillow-heif rescales 10- and 12-bit HEIC to 8 bits
+            notes.append(f"High bit-depth image ({image.info['bit_depth']}-bit {fmt}) rescaled to 8 bits.")
+        # Rotate before converting: the conversions for alpha and high bit depth build new images
+        # that no longer carry the EXIF orientation.
+        image = ImageOps.exif_transpose(image)
+        rgb = _to_rgb(image, notes)
     if max(rgb.size) > max_side:
         before = rgb.size
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         notes.append(f"Downscaled from {before[0]}x{before[1]} to {rgb.size[0]}x{rgb.size[1]} pixels.")
     return DecodedImage(rgb, fmt, (width, height), tuple(notes))
+
+
+def decoded_size(data: bytes, *, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """(width, height) of `decode(data, max_side=max_side).image`, read from the header: no pixel is decoded.
+
+    The same steps as `decode`: the JPEG draft scale, the EXIF orientation (5-8 swap the sides) and the
+    downscale to `max_side`. Where the header does not tell (a PNG with metadata after its pixels, a file
+    Pillow refuses to open), the image is decoded and its size returned, or decode's InvalidInputError raised.
+    A file whose pixels are cut or corrupt behind a sound header is sized: decoding it raises later.
+    """
+    if not data or len(data) > MAX_BYTES:
+        decode(data)  # its message
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=_OPENERS) as image:
+                width, height = image.size
+                _check_header(width, height)
+                if image.format == "PNG" and _late_png_metadata(data):
+                    raise _UnreadableMetadata  # its EXIF is only read with the pixels
+                if image.format in ("JPEG", "MPO") and max(width, height) > max_side:
+                    image.draft("RGB", (max_side, max_side))
+                width, height = image.size
+                # Image's own getexif reads what the header gave (EXIF, XMP); PNG's would load the pixels first
+                orientation = Image.Image.getexif(image).get(0x0112, 1)
+    except InvalidInputError:
+        raise
+    except Exception:  # the decoder's own answer, or its message
+        return decode(data, max_side=max_side).image.size
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return _thumbnail_size(width, height, max_side)
+
+
+def _thumbnail_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """The size `Image.thumbnail((side, side))` gives a width x height image (Pillow's rounding)."""
+    if side >= width and side >= height:
+        return width, height
+    aspect = width / height
+    if 1 >= aspect:  # x / y >= aspect with x == y == side
+        x = side * aspect
+        return max(min(math.floor(x), math.ceil(x), key=lambda n: abs(aspect - n / side)), 1), side
+    y = side / aspect
+    return side, max(min(math.floor(y), math.ceil(y), key=lambda n: 0 if n == 0 else abs(aspect - side / n)), 1)
+
+
+def decode_stored(data: bytes) -> Image.Image:
+    """The first frame of `data` as stored (its own mode, no EXIF rotation, full size), loaded once: what a
+    mask file is read as. The same formats, limits and messages as `decode`.
+
+    Raises:
+        InvalidInputError: empty, too large, not an image, an unsupported format, truncated or corrupt.
+    """
+    if not data or len(data) > MAX_BYTES:
+        decode(data)  # its message
+    try:
+        with _Decoding(data):
+            image = _open(data)
+            image.seek(0)
+            image.load()
+            return image
+    except _UnreadableMetadata:
+        stripped, _ = _without_png_metadata(data)
+        with _Decoding(stripped):
+            image = _open(stripped)
+            image.seek(0)
+            image.load()
+            return image
+
+
+class _Decoding:
+    """Decoder failures of `data` -> InvalidInputError (or _UnreadableMetadata for a PNG's metadata chunk)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __enter__(self) -> None:
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        # Pillow only *warns* for decompression bombs below 2x its limit: make that an error too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+    def __exit__(self, kind, error, trace) -> bool:
+        self.warnings.__exit__(None, None, None)
+        if error is None or isinstance(error, InvalidInputError | _UnreadableMetadata):
+            return False
+        data = self.data
+        if isinstance(error, UnidentifiedImageError):
+            if _has_png_metadata(data):  # Pillow's PNG opener refused a chunk (a zTXt of unknown compression, ...)
+                raise _UnreadableMetadata from None
+            if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:  # HEIC or AVIF whose header libheif/libavif refused
+                raise InvalidInputError(
+                    "This HEIC or AVIF file is truncated or corrupt: its header cannot be read."
+                ) from None
+            raise InvalidInputError(f"This file is not an image we can read (expected {FORMAT_NAMES}).") from None
+        if isinstance(error, Image.DecompressionBombError | Image.DecompressionBombWarning):
+            raise InvalidInputError(
+                f"The image is too large to decode safely (more than {MAX_PIXELS / 1e6:.0f} megapixels)."
+            ) from None
+        if isinstance(error, OSError | ValueError | SyntaxError | EOFError | IndexError | KeyError | TypeError
+                      | MemoryError | RuntimeError):
+            # Pillow's decoders fail with several exception families (libheif's with RuntimeError too); all mean
+            # "corrupt or truncated". Their messages can span lines: one line of at most 160 characters is kept.
+            if isinstance(error, ValueError | SyntaxError) and _has_png_metadata(data):
+                # e.g. "Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK": decode() retries without it
+                raise _UnreadableMetadata from None
+            detail = " ".join(str(error).split())[:160]
+            if "security limit" in detail.lower():  # libheif refused to allocate what the file declares
+                raise InvalidInputError(
+                    "The image declares a size too large to decode safely (over the decoder's limit).") from None
+            raise InvalidInputError(f"The image file is corrupt or truncated and cannot be decoded ({detail}).") from None
+        return False
+
+
+
+def _open(data: bytes) -> Image.Image:
+    """Pillow's lazy image of `data` (only our formats), its size checked from the header."""
+    image = Image.open(io.BytesIO(data), formats=_OPENERS)
+    _check_header(*image.size)
+    return image
+
+
+def _late_png_metadata(data: bytes) -> bool:
+    """Whether a PNG has chunks other than pixels after its first IDAT (Pillow reads those only with the pixels)."""
+    seen = False
+    for _, _, kind in _png_chunks(data):
+        if kind == b"IDAT":
+            seen = True
+        elif seen and kind != b"IEND":
+            return True
+    return False
 
 
 def _png_chunks(data: bytes):

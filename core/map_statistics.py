@@ -1,11 +1,13 @@
 """Statistics of low-resolution heatmaps (core.audit stores one per image): how concentrated the heat is, how much
 lies on the border, its centre, and with object masks how much falls on the object and whether the hottest point
-does (the pointing game, as `core.localisation` scores it); and the resizing of maps the audit stores and shows.
+does (the pointing game, as `core.localisation` scores it); how two audits' maps agree; and the resizing of maps
+the audit stores and shows.
 """
 
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
 from core import localisation
 from core.errors import InvalidInputError
@@ -103,3 +105,41 @@ def shrink(raw: np.ndarray, side: int = MAP_SIDE) -> np.ndarray:
 
     return np.stack([cv2.resize(m.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
                      for m in raw]).clip(0.0, 1.0).astype(np.float16)
+
+
+# ---------------------------------------------------------------------------------------------
+# two backbones over one dataset
+
+
+def agreement(first, second) -> tuple[np.ndarray, list[dict]]:
+    """How much two audits (`core.audit.Audit`) of the same dataset agree on where to look.
+
+    Returns ((N,) float32 Spearman rank correlation of each image's two maps, per dataset class
+    {"class", "images", "agreement" (mean correlation), and "both_correct" where both models' classes are the
+    dataset's}); a constant map correlates 0.
+    """
+    if first.files != second.files or not np.array_equal(first.labels, second.labels):
+        raise InvalidInputError("The two audits are not of the same dataset (files or labels differ).")
+    a = first.maps.reshape(len(first), -1).astype(np.float64)
+    b = second.maps.reshape(len(second), -1).astype(np.float64)
+    if a.shape[1] != b.shape[1]:
+        b = second.maps.astype(np.float32)
+        b = shrink(b, first.maps.shape[1]).reshape(len(second), -1).astype(np.float64)
+    rho = np.array([_spearman(x, y) for x, y in zip(a, b, strict=True)], dtype=np.float32)
+    both = first.correct & second.correct
+    per_class = []
+    for index, name in enumerate(first.classes):
+        rows = first.labels == index
+        entry = {"class": name, "images": int(rows.sum()),
+                 "agreement": float(rho[rows].mean()) if rows.any() else float("nan")}
+        if first.comparable and second.comparable:  # else "correct" means nothing
+            entry["both_correct"] = int(both[rows].sum())
+        per_class.append(entry)
+    return rho, per_class
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    rx, ry = rankdata(x), rankdata(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])

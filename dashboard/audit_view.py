@@ -40,7 +40,8 @@ def section(data, choice: widgets.Choice, *, precision: str, batch_size: int, si
                    size=size, start_label="Explain every image")
     if first is None:
         return
-    st.caption(f"{len(first)} maps from {cams.METHODS[first.method].title} at `{first.layer}`, {first.precision}, "
+    st.caption(f"{len(first)} maps from {cams.METHODS[first.method].title} at `{first.layer}`, {first.precision}"
+               f"{' (auto)' if precision == 'auto' else ''}, "
                f"{first.images_per_second:.0f} images/s.")
     mean_maps(data.images, first)
     galleries(data.images, first)

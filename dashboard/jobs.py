@@ -109,6 +109,11 @@ class Registry:
                 self.items.pop(oldest).stop.set()
             return job
 
+    def find(self, wanted):
+        """The first registered job for which `wanted(job)` is true, else None."""
+        with self.lock:
+            return next((job for job in self.items.values() if wanted(job)), None)
+
     def forget(self, job) -> None:
         with self.lock:
             if self.items.get(job.key) is job:
@@ -236,20 +241,32 @@ class FaithfulnessJob(SharedJob):
 
 class AuditJob(SharedJob):
     """A heatmap, prediction and features for every image of a dataset (core.audit.explain_dataset), batch by
-    batch; Stop between batches."""
+    batch; Stop between batches. One pass gives both: its features (and logits) also land under `features_key`,
+    where the features tab (t-SNE, confusion matrix, probe) and training's frozen features look for them."""
 
     label = "Explaining a dataset"
 
-    def __init__(self, key: tuple, loaded: models.LoadedModel, dataset: datasets.Dataset, method: str, target: str,
-                 precision: str, batch_size: int, size: int | None) -> None:
+    def __init__(self, key: tuple, features_key: tuple, loaded: models.LoadedModel, dataset: datasets.Dataset,
+                 method: str, target: str, precision: str, batch_size: int, size: int | None) -> None:
+        self.features_key = features_key
         self._loaded, self._dataset, self._method, self._target = loaded, dataset, method, target
         self._precision, self._batch_size, self._size = precision, batch_size, size
         super().__init__(key)
 
     def _compute(self) -> audit.Audit:
-        return audit.explain_dataset(self._loaded, self._dataset, method=self._method, target=self._target,
-                                     batch_size=self._batch_size, precision=self._precision, size=self._size,
-                                     on_progress=self._report, should_stop=self.stop.is_set)
+        result = audit.explain_dataset(self._loaded, self._dataset, method=self._method, target=self._target,
+                                       batch_size=self._batch_size, precision=self._precision, size=self._size,
+                                       keep_logits=True, on_progress=self._report, should_stop=self.stop.is_set)
+        if self._store.peek(self.features_key) is None:
+            self._store.put(self.features_key, features_of(result))
+        return result
+
+
+def features_of(result: audit.Audit) -> embeddings.Embeddings:
+    """The audit's features and logits as `embeddings.extract` gives them (equal in fp32: tested), sharing its
+    arrays."""
+    return embeddings.Embeddings(result.features, result.logits, result.model, result.precision, result.image_size,
+                                 result.seconds)
 
 
 @st.cache_resource
@@ -317,6 +334,16 @@ def dataset_features_ready(
     return dataset_cache.dataset_results().peek(key)
 
 
+def dataset_features_pending(
+    name: str, device: str, pretrained: bool, _dataset: datasets.Dataset, precision: str, batch_size: int,
+    size: int | None,
+) -> AuditJob | None:
+    """An unfinished audit (queued or running, any method and target) that will store these features, or None:
+    the features tab waits for it rather than making a second pass."""
+    key = _features_key(_dataset.content_hash, name, device, pretrained, precision, batch_size, size)
+    return _dataset_jobs().find(lambda job: isinstance(job, AuditJob) and job.features_key == key and not job.done)
+
+
 def dataset_features_job(
     name: str, device: str, pretrained: bool, _dataset: datasets.Dataset, precision: str, batch_size: int,
     size: int | None, session: str | None = None,
@@ -362,9 +389,10 @@ def audit_job(name: str, device: str, pretrained: bool, _dataset: datasets.Datas
               precision: str, batch_size: int, size: int | None, session: str | None = None) -> AuditJob:
     """The background audit for these settings: the one already registered (running or ended), else a new one."""
     key = audit_key(name, device, pretrained, _dataset, method, target, precision, batch_size, size)
+    features = _features_key(_dataset.content_hash, name, device, pretrained, precision, batch_size, size)
     loaded = cache.model(name, device, pretrained)  # before the registry's lock: a first load must not hold it
     return _dataset_jobs().attach(
-        key, lambda: AuditJob(key, loaded, _dataset, method, target, precision, batch_size, size), session)
+        key, lambda: AuditJob(key, features, loaded, _dataset, method, target, precision, batch_size, size), session)
 
 
 def dataset_job_forget(job: SharedJob) -> None:

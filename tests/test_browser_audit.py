@@ -40,3 +40,8 @@ def test_the_audit_tab_explains_the_shapes_set_and_compares_two_backbones(server
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.get_by_text("agreement", exact=False).count() >= 4
     _screenshot(page, "page-datasets-audit-compare")
+
+    # the features tab says which precision ran ('auto': fp32 on a CPU, also with native bf16) and why
+    page.get_by_role("tab", name="Features, predictions and metrics").click()
+    page.get_by_text(re.compile(r"-d features of 24 images .* fp32 \(auto\)")).wait_for(timeout=60_000)
+    _screenshot(page, "page-datasets-features-precision")

@@ -139,3 +139,52 @@ def test_an_unreadable_mask_leaves_that_image_unscored(tmp_path):
     assert np.isnan(result.stats["heat_in_mask"][row]) and not result.stats["pointing_hit"][row]
     assert np.isfinite(np.delete(result.stats["heat_in_mask"], row)).all()
     assert all(np.isfinite(c["heat_in_mask"]) for c in result.summary())
+
+
+def _counting_decodes(monkeypatch) -> list[str]:
+    """Every real decode of pixels (Pillow's ImageFile.load with tiles left to decode) from now on: its format."""
+    from PIL import ImageFile
+
+    loads: list[str] = []
+    original = ImageFile.ImageFile.load
+
+    def load(self):
+        if self.tile:
+            loads.append(self.format)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return loads
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_masks_are_decoded_once_and_their_pictures_not_at_all(monkeypatch):
+    """A mask is decoded once (the decoder's checks and the read are one decode) at its picture's size, which is
+    read from the picture's header; explaining a masked zip decodes each image and each mask once."""
+    files = {k: (_jpeg(_picture(i)) if not k.startswith("set/masks/") else v)
+             for i, (k, v) in enumerate(_files().items())}
+    files = {(k.replace(".png", ".jpg") if not k.startswith("set/masks/") else k): v for k, v in files.items()}
+    dataset = datasets.from_zip(_zip(files))
+    assert dataset.masks is not None
+    loads = _counting_decodes(monkeypatch)
+    masks = [dataset.masks[i] for i in range(len(dataset))]
+    assert loads == ["PNG"] * 4  # the masks only: the JPEG pictures' sizes came from their headers
+    assert [m.shape for m in masks] == [(40, 48)] * 4
+    loads.clear()
+    audit.explain_dataset(models.load(TINY, device="cpu"), dataset, batch_size=4)
+    assert sorted(loads) == ["JPEG"] * 4 + ["PNG"] * 4
+
+
+def test_a_bad_mask_is_refused_with_the_decoders_message():
+    from core import image_lists
+    from core.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="not an image"):
+        image_lists.mask(b"not an image at all", (48, 40))
+    with pytest.raises(InvalidInputError, match="at least 8"):
+        image_lists.mask(_png(np.zeros((4, 4), dtype=np.uint8)), (48, 40))

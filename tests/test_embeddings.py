@@ -1,6 +1,8 @@
 """core.embeddings: batched penultimate features, PCA / t-SNE maps and their trustworthiness."""
 
 import functools
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -138,8 +140,10 @@ def test_tsne_of_5000_points_takes_the_fft_path_and_stays_trustworthy():
 
 
 @pytest.mark.slow
-def test_spawned_decoding_workers_give_the_same_features(lite0, tmp_path):
+def test_spawned_decoding_workers_give_the_same_features(lite0, tmp_path, monkeypatch):
     """Decoding in spawned DataLoader workers (the in-process data path that feeds a GPU) changes nothing."""
+    # an AppTest earlier in this process leaves its page installed as __main__, which a spawned worker would run
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     dataset = datasets.shapes(n=12, size=64)
     for picture, file in zip(dataset.images, dataset.files, strict=True):
         (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import json
 import sys
 
 from core import audit, datasets, distributed, embeddings, job_sources, results
-from core.cli.common import check_limit, dataset_notes, load_model, progress_line, write
+from core.cli.common import check_limit, dataset_notes, load_model, precision_note, progress_line, write
 from core.errors import InvalidInputError
 
 SHOWN = ("heat_half_area", "heat_border", "heat_in_mask", "pointing_hit")  # the per-class table's columns
@@ -22,6 +22,7 @@ def run_audit(args) -> None:
     dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
     dataset_notes(dataset)
     model = load_model(args)
+    precision_note(args.precision, "audit", model.device)
     result = audit.explain_dataset(
         model, dataset, method=args.method, target=args.target, layer=args.layer, batch_size=args.batch_size,
         precision=args.precision, size=args.image_size, on_progress=progress_line,
@@ -59,6 +60,7 @@ def _run_on_ray(args) -> None:
     source = job_sources.open_source(args.dataset, seed=args.seed, n=args.limit)
     dataset_notes(source)
     model = load_model(args)
+    precision_note(args.precision, "audit", model.device)
     job = distributed.audit_job(model, source, method=args.method, target=args.target, layer=args.layer,
                                 precision=args.precision, size=args.image_size, batch_size=args.batch_size,
                                 with_features=args.features or args.embed is not None)

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from core import images, models, registry, user_weights
+from core import embeddings, images, models, registry, user_weights
 from core.errors import InvalidInputError
 
 
@@ -74,6 +74,12 @@ def dataset_notes(dataset) -> None:
         sys.stderr.write(f"note: skipped {count} file(s): {reason}\n")
     if dataset.ignored:
         sys.stderr.write(f"note: {dataset.ignored_summary()}\n")
+
+
+def precision_note(precision: str, kind: str, device) -> None:
+    """For --precision auto, what it runs for this job `kind` on `device` and why, on stderr."""
+    if precision == "auto":
+        sys.stderr.write(f"note: {embeddings.auto_note(kind, device)}\n")
 
 
 def check_limit(limit: int | None) -> None:

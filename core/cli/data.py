@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core import (checkpoints, datasets, distributed, embeddings, evaluation, job_sources, records, results,
                   training)
-from core.cli.common import check_limit, dataset_notes, load_model, progress_line, write
+from core.cli.common import check_limit, dataset_notes, load_model, precision_note, progress_line, write
 from core.cli.options import train_config
 from core.errors import InvalidInputError
 
@@ -98,6 +98,7 @@ def _dataset_and_features(args):
     dataset = datasets.load(args.dataset, seed=args.seed, n=args.limit)
     dataset_notes(dataset)
     model = load_model(args)
+    precision_note(args.precision, "features", model.device)
     extracted = embeddings.extract(model, dataset, batch_size=args.batch_size, precision=args.precision,
                                    size=args.image_size, on_progress=progress_line)
     return dataset, model, extracted
@@ -111,6 +112,7 @@ def _features_on_ray(args):
     source = job_sources.open_source(args.dataset, seed=args.seed, n=args.limit)
     dataset_notes(source)
     model = load_model(args)
+    precision_note(args.precision, "features", model.device)
     job = distributed.features_job(model, source, precision=args.precision, size=args.image_size,
                                    batch_size=args.batch_size)
     with tempfile.TemporaryDirectory(prefix="visionlens-features-") as scratch:
@@ -151,7 +153,7 @@ def run_embed(args) -> None:
     write(args.out, buffer.getvalue().encode())
     trust = embeddings.trustworthiness(extracted.features, points)
     print(f"{len(points)} points ({args.method}, trustworthiness {trust:.3f}; predictions by {scored.method}, "
-          f"empty for training rows): {args.out}")
+          f"empty for training rows; features in {extracted.precision}): {args.out}")
 
 
 def run_evaluate(args) -> None:

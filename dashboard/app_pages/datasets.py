@@ -4,7 +4,7 @@ misclassified images with their heatmaps, and localisation scores on the shapes 
 import pandas as pd
 import streamlit as st
 
-from core import cams, images, probing
+from core import cams, embeddings, images, probing
 from dashboard import audit_view, cache, charts, dataset_cache, jobs, results_view, widgets
 
 GALLERY = 8  # images shown per confusion-matrix cell
@@ -66,8 +66,9 @@ with st.expander("Extraction settings"):
     batch_size = a.selectbox("Batch size", [8, 16, 32, 64, 128], index=2, key="ds_batch")
     precision = b.selectbox(
         "Precision", dataset_cache.dataset_precisions(choice.device), key="ds_precision",
-        help="auto: bf16/fp16 autocast on a GPU, fp32 on a CPU. bf16 is offered on CPUs that run it natively: "
-        "faster, but the features move by a few percent.",
+        help=f"Features: {embeddings.auto_note('features', choice.device)}  \nWhere the model looks: "
+        f"{embeddings.auto_note('audit', choice.device)}  \nbf16 is offered on CPUs that run it natively (about "
+        "twice as fast), for work where a few changed predictions do not matter.",
     )
     own = spec.input_size[0]
     sizes = [own] if spec.fixed_size else [own, *[s for s in (160, 128, 96) if s < own]]  # ViT, Swin: theirs only
@@ -85,6 +86,15 @@ with features_tab:
     # in the background: a rerun (any click) re-attaches to the running extraction instead of restarting it
     embedded = jobs.dataset_features_ready(choice.name, choice.device, choice.pretrained, data, precision, batch_size,
                                             size)
+    explaining = None if embedded is not None else jobs.dataset_features_pending(
+        choice.name, choice.device, choice.pretrained, data, precision, batch_size, size)
+    if explaining is not None:  # an audit of these settings gives the features too: one pass, not two
+        _follow("features", None)  # this session's own extraction, if any, is left (stopped unless others wait)
+        _follow("tsne", None)
+        st.session_state[JOB] = explaining
+        widgets.job_progress(explaining, "Explaining every image (the features come from the same pass)",
+                             key="ds_stop_features_audit")
+        st.stop()
     if embedded is None:
         job = jobs.dataset_features_job(choice.name, choice.device, choice.pretrained, data, precision, batch_size, size,
                                          session=widgets.session_id())
@@ -102,7 +112,7 @@ with features_tab:
     features_key = (data.content_hash, choice.name, choice.device, choice.pretrained, precision, batch_size, size)
     st.caption(
         f"{embedded.features.shape[1]}-d features of {len(data)} images from {spec.title}'s `{spec.head}` input, "
-        f"{embedded.precision}, {embedded.images_per_second:.0f} images/s."
+        f"{embedded.precision}{' (auto)' if precision == 'auto' else ''}, {embedded.images_per_second:.0f} images/s."
     )
 
     # ---------------------------------------------------------------------------------------------
