@@ -9,7 +9,8 @@ Three paths, one result:
 - *Library path* (every method whose record is not `shared`, and any method with `aug_smooth`): the library's class,
   used as a context manager so its hooks are always removed.
 - *Attention path* (rollout, gradient-weighted rollout, LeGrad on transformers): `core.attention` reads every
-  block's attention maps from one forward and one backward pass of their own, for all of them together.
+  block's attention maps from one forward and one backward pass for all of them together; asked with shared-pass
+  methods, that is the shared pass itself (`_mixed_pass`): the cost of five methods is about the cost of one.
 All hold the model's lock for every forward pass, so a shared model is used by one thread at a time.
 """
 
@@ -173,15 +174,20 @@ def _raw_maps(model, tensor, methods, target, layer, eigen_smooth, aug_smooth, r
     read = [m for m in methods if METHODS[m].attention]
     others = [m for m in methods if m not in shared and m not in read]
     results: dict[str, tuple[np.ndarray, float]] = {}
-    if read:
+    if read and not shared:
         report(0.0, f"One pass through every attention block for {len(read)} method(s)")
         results.update(attention.raw_maps(model, tensor, methods=read, target=target))
     if shared:
-        report(0.0, f"One forward and backward pass for {len(shared)} method(s)")
+        report(0.0, f"One forward and backward pass for {len(shared) + len(read)} method(s)")
         started = time.perf_counter()
         needs_grads = any(METHODS[m].uses_gradients for m in shared)
-        activations, grads = shared_pass(model, tensor, module, layer, target, needs_grads)
-        pass_seconds = time.perf_counter() - started
+        if read:  # the attention methods read every block on the same pass: one forward, one backward for all
+            activations, grads, grids = _mixed_pass(model, tensor, module, layer, target, needs_grads, read, len(shared))
+            pass_seconds = (time.perf_counter() - started) * len(shared) / (len(shared) + len(read))
+            results.update(attention.normalised_maps(grids, *tensor.shape[-2:]))
+        else:
+            activations, grads = shared_pass(model, tensor, module, layer, target, needs_grads)
+            pass_seconds = time.perf_counter() - started
         for name in shared:
             began = time.perf_counter()
             raw = _weigh(name, module, tensor, activations, grads, target, eigen_smooth)
@@ -277,6 +283,29 @@ def _forward_backward(
     activations, grads = as_maps(model, layer, hooks.consumed(store), grads)
     return (activations.float().cpu(), (grads.float().cpu() if grads is not None else None),
             logits.detach().float().cpu())
+
+
+def _mixed_pass(model: LoadedModel, tensor: Tensor, module: nn.Module, layer: str, target: int, needs_grads: bool,
+                read: Sequence[str], others: int) -> tuple[Tensor, Tensor | None, dict[str, tuple[Tensor, float]]]:
+    """`shared_pass` and `attention.grids` of the attention methods `read`, from ONE forward pass (every block's
+    attention recorded, the target layer's output kept without cutting the graph) and ONE backward pass from the
+    class score to the target layer and every block's attention together (LeGrad then adds its block-local passes).
+    `others` (the shared methods' count) sets the attention methods' share of the pass's seconds.
+    Holds the lock; the attention modules' forward is restored and every hook removed, also when it raises."""
+    started = time.perf_counter()
+    with (model.lock, attention.recording(model, outputs="legrad" in read) as records,
+          hooks.leaf(module, requires_grad=needs_grads, name=layer, cut=False) as store, torch.enable_grad()):
+        logits = model.module(tensor.to(model.device))
+        attention.check_class(logits, target)
+        weights = [r.weights for r in records] if "grad_rollout" in read else []
+        inputs = ([store["leaf"]] if needs_grads else []) + weights
+        grads = list(torch.autograd.grad(ClassifierOutputTarget(target)(logits[0]), inputs,
+                                         retain_graph="legrad" in read)) if inputs else []
+        layer_grads = grads.pop(0) if needs_grads else None
+        grids = attention.from_records(model, records, read, target, grads or None,
+                                       (time.perf_counter() - started) * len(read) / (len(read) + others))
+    activations, layer_grads = as_maps(model, layer, hooks.consumed(store), layer_grads)
+    return activations.float().cpu(), (layer_grads.float().cpu() if layer_grads is not None else None), grids
 
 
 def as_maps(model: LoadedModel, layer: str, activations: Tensor, grads: Tensor | None) -> tuple[Tensor, Tensor | None]:
