@@ -390,6 +390,14 @@ def check_options(head_fusion: str, discard_ratio: float) -> None:
 def grids(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target: int, head_fusion: str = "mean",
           discard_ratio: float = 0.0) -> dict[str, tuple[Tensor, float]]:
     """{method: (token-grid map, unnormalised, seconds)} from one shared pass; see `raw_maps`."""
+    return explained(model, tensor, methods=methods, target=target, head_fusion=head_fusion,
+                     discard_ratio=discard_ratio)[1]
+
+
+def explained(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target: int | None,
+              head_fusion: str = "mean", discard_ratio: float = 0.0) -> tuple[Tensor, dict[str, tuple[Tensor, float]]]:
+    """`grids`, with the pass's (1, classes) float32 logits on the CPU; target None: the most probable class of
+    this same pass (one forward for the classes and the maps: live video)."""
     methods = check_methods(methods)
     check_options(head_fusion, discard_ratio)
     if torch.is_inference_mode_enabled():
@@ -398,11 +406,13 @@ def grids(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target:
     with recording(model, outputs="legrad" in methods) as records, torch.set_grad_enabled(gradients):
         start = time.perf_counter()
         logits = model.module(tensor.to(model.device))
+        target = int(logits[0].argmax()) if target is None else target
         check_class(logits, target)
         grads = (torch.autograd.grad(logits[0, target], [r.weights for r in records], retain_graph="legrad" in methods)
                  if "grad_rollout" in methods else None)
-        return from_records(model, records, methods, target, grads, time.perf_counter() - start,
-                            head_fusion=head_fusion, discard_ratio=discard_ratio)
+        return logits.detach().float().cpu(), from_records(model, records, methods, target, grads,
+                                                           time.perf_counter() - start, head_fusion=head_fusion,
+                                                           discard_ratio=discard_ratio)
 
 
 def check_class(logits: Tensor, target: int) -> None:

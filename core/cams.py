@@ -211,7 +211,8 @@ def compute_top1(
     """The class probabilities and the `method` map of the most probable class, from ONE forward pass.
 
     `compute(target=None)` runs an inference pass to find the class, then the shared pass; here the shared
-    pass's own logits give both (half the work, for live video). Shared-pass methods only. Returns
+    pass's own logits give both (half the work, for live video). One-pass methods only (`Method.one_pass`: the
+    shared pass, or the attention methods on a transformer, read on that one pass). Returns
     ((1, classes) float32 softmax probabilities on the CPU, from this fp32 pass, the CamResult).
 
     Raises:
@@ -220,11 +221,18 @@ def compute_top1(
     if torch.is_inference_mode_enabled():
         raise RuntimeError("cams.compute_top1 needs gradients; call it outside torch.inference_mode().")
     info = check_method(method, model)
-    if not info.shared:
+    if not info.one_pass:
         raise UnknownMethodError(f"{info.title} is not computed from one shared pass ({info.cost}).")
     layer = layer or model.spec.cam_layer
     tensor = preprocessing.to_tensor(image, model.spec)
     started = time.perf_counter()
+    if info.attention:  # every block's attention, read on the same one pass that gives the classes
+        logits, grids = attention.explained(model, tensor, methods=[method], target=None)
+        target = int(logits[0].argmax())
+        raw = attention.normalised_maps(grids, *tensor.shape[-2:])[method][0]
+        cam = CamResult(method, target, model.categories[target], "every block", _resize(raw, *image.size),
+                        time.perf_counter() - started, raw)
+        return logits.softmax(dim=1), cam
     with model.lock:
         module = hooks.find(model.module, layer)
         activations, grads, logits = _forward_backward(model, tensor, module, layer, None, info.uses_gradients)
