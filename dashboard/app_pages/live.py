@@ -105,7 +105,8 @@ def _live() -> None:
     frames.metric("Frames answered", answer["frame"] if answer else 0)
     if answer and "stages" in answer:
         s = answer["stages"]
-        st.caption(f"Server stages: decode and shrink {s['decode']:.0f} ms · one forward pass (top-3) + backward for "
+        backward = "+ backward for" if cams.METHODS[method].uses_gradients else "(no backward) for"
+        st.caption(f"Server stages: decode and shrink {s['decode']:.0f} ms · one forward pass (top-3) {backward} "
                    f"{cams.METHODS[method].title} {s['cam']:.0f} ms · overlay and JPEG {s['overlay']:.0f} ms. "
                    "Frames per second counts the answers arriving in the browser over the last 3 s.")
 
