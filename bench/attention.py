@@ -10,6 +10,7 @@ Prints:
       the cost of one method, i.e. close to (a))
   (d) the same / the five methods as five separate `cams.raw_maps` calls
   (e) the same / two calls, the Grad-CAM family and the attention methods apart (the engine before the shared pass)
+  (f) the same / ours in (a): what Grad-CAM and LayerCAM add to the attention methods' pass (about 1)
 Medians of repeated, interleaved runs after warm-up.
 """
 
@@ -119,6 +120,7 @@ def main() -> None:
     print(f"  (c) mixed / forward   = {median['mixed'] / median['forward']:.2f}  (five methods, one shared pass)")
     print(f"  (d) mixed / five calls = {median['mixed'] / median['five']:.2f}")
     print(f"  (e) mixed / two calls  = {median['mixed'] / median['two']:.2f}")
+    print(f"  (f) mixed / ours       = {median['mixed'] / median['ours']:.2f}  (Grad-CAM + LayerCAM on the same pass)")
 
 
 if __name__ == "__main__":
