@@ -301,9 +301,10 @@ def _mixed_pass(model: LoadedModel, tensor: Tensor, module: nn.Module, layer: st
     `others` (the shared methods' count) sets the attention methods' share of the pass's seconds.
     Holds the lock; the attention modules' forward is restored and every hook removed, also when it raises."""
     started = time.perf_counter()
-    with (model.lock, attention.recording(model, outputs="legrad" in read) as records,
-          hooks.leaf(module, requires_grad=needs_grads, name=layer, cut=False) as store, torch.enable_grad()):
-        logits = model.module(tensor.to(model.device))
+    with model.lock, attention.recording(model, outputs="legrad" in read) as records, torch.enable_grad():
+        # the layer's hook for the forward only: LeGrad's layer scores run the final norm again afterwards
+        with hooks.leaf(module, requires_grad=needs_grads, name=layer, cut=False) as store:
+            logits = model.module(tensor.to(model.device))
         attention.check_class(logits, target)
         weights = [r.weights for r in records] if "grad_rollout" in read else []
         inputs = ([store["leaf"]] if needs_grads else []) + weights

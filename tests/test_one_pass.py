@@ -151,6 +151,14 @@ def test_nothing_left_patched_or_hooked_when_the_mixed_pass_raises(fixture, requ
         _raw(model, MIXED)
     monkeypatch.undo()
     _assert_clean(model)
+
+    def failing_block(_module, _args, _output):
+        raise RuntimeError("injected in the forward")
+
+    target_layer = hooks.find(model.module, model.spec.cam_layer)
+    with pytest.raises(RuntimeError, match="injected in the forward"), hooks.attached(target_layer, failing_block):
+        _raw(model, MIXED)  # raises in the forward, while the layer's hook and the attention capture are on
+    _assert_clean(model)
     with pytest.raises(cams.InvalidInputError):  # a bad class, refused after the forward inside the capture
         cams.raw_maps(model, _image(model), methods=MIXED, target=10_000, layer=model.spec.cam_layer)
     _assert_clean(model)
@@ -167,3 +175,16 @@ def test_compute_labels_the_mixed_results_and_rollout_is_the_same_for_every_clas
     assert np.allclose(first["rollout"].heatmap, second["rollout"].heatmap)
     assert not np.allclose(first["grad_rollout"].heatmap, second["grad_rollout"].heatmap)
     assert not np.allclose(first["gradcam"].heatmap, second["gradcam"].heatmap)
+
+
+@pytest.mark.parametrize("fixture, layer", [("vit_b16", "encoder.ln"), ("swin_t", "norm")])
+def test_a_target_layer_that_legrads_scores_run_through_again_keeps_the_passs_activations(fixture, layer, request):
+    """LeGrad's layer scores call the final norm again after the pass: the target layer's capture is the pass's own."""
+    model = request.getfixturevalue(fixture)
+    x = _image(model, 4)
+    mixed = cams.raw_maps(model, x, methods=MIXED, target=2, layer=layer)
+    separate = {**cams.raw_maps(model, x, methods=GRADCAM, target=2, layer=layer),
+                **cams.raw_maps(model, x, methods=READ, target=2, layer=layer)}
+    for name in MIXED:
+        assert np.abs(mixed[name][0] - separate[name][0]).max() < 1e-3, name
+    _assert_clean(model)
