@@ -5,6 +5,12 @@ Prints:
   (b) the same / TorchCAM's LeGrad, a reference gradient-weighted rollout and a reference     (target <= 0.4)
       rollout, run one after another (each its own explicit-attention forward, the references
       with the published full-matrix recurrences)
+  (c) Grad-CAM + LayerCAM + rollout + grad_rollout + legrad from the shared pass (`cams.raw_maps`: one forward,
+      one backward for all five) / one plain forward pass                                  (issue #14: about 1x
+      the cost of one method, i.e. close to (a))
+  (d) the same / the five methods as five separate `cams.raw_maps` calls
+  (e) the same / two calls, the Grad-CAM family and the attention methods apart (the engine before the shared pass)
+  (f) the same / ours in (a): what Grad-CAM and LayerCAM add to the attention methods' pass (about 1)
 Medians of repeated, interleaved runs after warm-up.
 """
 
@@ -18,10 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from core import attention, models, runtime  # noqa: E402
+from core import attention, cams, models, runtime  # noqa: E402
 from tests import attention_reference as reference  # noqa: E402
 
 METHODS = list(attention.METHODS)
+GRADCAM = ["gradcam", "layercam"]
+MIXED = GRADCAM + METHODS
 
 
 def _sync() -> None:
@@ -74,7 +82,21 @@ def main() -> None:
         reference_grad_rollout(module, x, target)
         reference_rollout(module, x)
 
-    runs = {"forward": forward, "ours": ours, "references": references}
+    layer = model.spec.cam_layer
+
+    def mixed():
+        cams.raw_maps(model, x, methods=MIXED, target=target, layer=layer)
+
+    def five_calls():
+        for name in MIXED:
+            cams.raw_maps(model, x, methods=[name], target=target, layer=layer)
+
+    def two_calls():
+        cams.raw_maps(model, x, methods=GRADCAM, target=target, layer=layer)
+        cams.raw_maps(model, x, methods=METHODS, target=target, layer=layer)
+
+    runs = {"forward": forward, "ours": ours, "references": references, "mixed": mixed, "five": five_calls,
+            "two": two_calls}
     for fn in runs.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -90,8 +112,15 @@ def main() -> None:
     print(f"  one plain forward pass            {median['forward'] * 1000:8.1f} ms")
     print(f"  ours: {', '.join(METHODS)} {median['ours'] * 1000:8.1f} ms")
     print(f"  TorchCAM LeGrad + references      {median['references'] * 1000:8.1f} ms")
+    print(f"  mixed: {', '.join(MIXED)} {median['mixed'] * 1000:8.1f} ms")
+    print(f"  the same as five separate calls   {median['five'] * 1000:8.1f} ms")
+    print(f"  the same as two calls (family, attention) {median['two'] * 1000:8.1f} ms")
     print(f"  (a) ours / forward    = {median['ours'] / median['forward']:.2f}  (target <= 3.5)")
     print(f"  (b) ours / references = {median['ours'] / median['references']:.2f}  (target <= 0.4)")
+    print(f"  (c) mixed / forward   = {median['mixed'] / median['forward']:.2f}  (five methods, one shared pass)")
+    print(f"  (d) mixed / five calls = {median['mixed'] / median['five']:.2f}")
+    print(f"  (e) mixed / two calls  = {median['mixed'] / median['two']:.2f}")
+    print(f"  (f) mixed / ours       = {median['mixed'] / median['ours']:.2f}  (Grad-CAM + LayerCAM on the same pass)")
 
 
 if __name__ == "__main__":

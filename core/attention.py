@@ -380,7 +380,7 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return list(methods)
 
 
-def _check_options(head_fusion: str, discard_ratio: float) -> None:
+def check_options(head_fusion: str, discard_ratio: float) -> None:
     if head_fusion not in FUSIONS:
         raise InvalidInputError(f"Head fusion is one of {', '.join(FUSIONS)}, got {head_fusion!r}.")
     if not 0.0 <= discard_ratio < 1.0:
@@ -390,33 +390,62 @@ def _check_options(head_fusion: str, discard_ratio: float) -> None:
 def grids(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target: int, head_fusion: str = "mean",
           discard_ratio: float = 0.0) -> dict[str, tuple[Tensor, float]]:
     """{method: (token-grid map, unnormalised, seconds)} from one shared pass; see `raw_maps`."""
+    return explained(model, tensor, methods=methods, target=target, head_fusion=head_fusion,
+                     discard_ratio=discard_ratio)[1]
+
+
+def explained(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target: int | None,
+              head_fusion: str = "mean", discard_ratio: float = 0.0) -> tuple[Tensor, dict[str, tuple[Tensor, float]]]:
+    """`grids`, with the pass's (1, classes) float32 logits on the CPU; target None: the most probable class of
+    this same pass (one forward for the classes and the maps: live video)."""
     methods = check_methods(methods)
-    _check_options(head_fusion, discard_ratio)
+    check_options(head_fusion, discard_ratio)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("attention.raw_maps needs gradients; call it outside torch.inference_mode().")
     gradients = any(METHODS[m].uses_gradients for m in methods)
     with recording(model, outputs="legrad" in methods) as records, torch.set_grad_enabled(gradients):
-        layout = _layout(model.module)
         start = time.perf_counter()
         logits = model.module(tensor.to(model.device))
-        if not 0 <= target < logits.shape[1]:
-            raise InvalidInputError(f"Class index must be between 0 and {logits.shape[1] - 1}, got {target}.")
-        shared = (time.perf_counter() - start) / len(methods)
-        vectors: dict[str, tuple[Tensor, float]] = {}
-        # The trunk's backward first: LeGrad's per-block backward passes release the graph after the last one.
-        for name in sorted(methods, key=lambda m: m == "legrad"):
-            start = time.perf_counter()
-            if name == "rollout":
-                vector = _roll(records, _rollout_matrices(records, head_fusion, discard_ratio), layout.prefix)
-            elif name == "grad_rollout":
-                grads = torch.autograd.grad(logits[0, target], [r.weights for r in records],
-                                            retain_graph="legrad" in methods)
-                vector = _roll(records, _gradient_matrices(records, grads), layout.prefix)
-            else:
-                vector = _legrad(records, layout, target)
-            vectors[name] = (_grid(records, layout, vector.detach().cpu(), name == "legrad"),
-                             shared + time.perf_counter() - start)
-        return {name: vectors[name] for name in methods}
+        target = int(logits[0].argmax()) if target is None else target
+        check_class(logits, target)
+        grads = (torch.autograd.grad(logits[0, target], [r.weights for r in records], retain_graph="legrad" in methods)
+                 if "grad_rollout" in methods else None)
+        return logits.detach().float().cpu(), from_records(model, records, methods, target, grads,
+                                                           time.perf_counter() - start, head_fusion=head_fusion,
+                                                           discard_ratio=discard_ratio)
+
+
+def check_class(logits: Tensor, target: int) -> None:
+    if not 0 <= target < logits.shape[1]:
+        raise InvalidInputError(f"Class index must be between 0 and {logits.shape[1] - 1}, got {target}.")
+
+
+def from_records(model: LoadedModel, records: list[_Record], methods: Sequence[str], target: int,
+                 grads: Sequence[Tensor] | None, pass_seconds: float, *, head_fusion: str = "mean",
+                 discard_ratio: float = 0.0) -> dict[str, tuple[Tensor, float]]:
+    """{method: (token-grid map, seconds)} from the records of a forward pass under `recording` (run inside it:
+    LeGrad's block-local backward passes need the graph) and `grads`, the class score's dy_c/dA_l for every
+    record from the pass's one backward (needed for grad_rollout). `pass_seconds` is split between the methods."""
+    layout = _layout(model.module)
+    vectors: dict[str, tuple[Tensor, float]] = {}
+    for name in methods:
+        start = time.perf_counter()
+        if name == "rollout":
+            vector = _roll(records, _rollout_matrices(records, head_fusion, discard_ratio), layout.prefix)
+        elif name == "grad_rollout":
+            vector = _roll(records, _gradient_matrices(records, grads), layout.prefix)
+        else:
+            vector = _legrad(records, layout, target)
+        vectors[name] = (_grid(records, layout, vector.detach().cpu(), name == "legrad"),
+                         pass_seconds / len(methods) + time.perf_counter() - start)
+    return vectors
+
+
+def normalised_maps(grids: dict[str, tuple[Tensor, float]], height: int, width: int
+                    ) -> dict[str, tuple[np.ndarray, float]]:
+    """`grids`' token-grid maps as (height, width) float32 maps in [0, 1] (pytorch-grad-cam's order)."""
+    return {name: (_normalised(grid, height, width), seconds) for name, (grid, seconds) in grids.items()}
+
 
 def raw_maps(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], target: int, head_fusion: str = "mean",
              discard_ratio: float = 0.0) -> dict[str, tuple[np.ndarray, float]]:
@@ -430,7 +459,7 @@ def raw_maps(model: LoadedModel, tensor: Tensor, *, methods: Sequence[str], targ
     """
     height, width = tensor.shape[-2:]
     maps = grids(model, tensor, methods=methods, target=target, head_fusion=head_fusion, discard_ratio=discard_ratio)
-    return {name: (_normalised(grid, height, width), seconds) for name, (grid, seconds) in maps.items()}
+    return normalised_maps(maps, height, width)
 
 
 def depth(model: LoadedModel, tensor: Tensor, *, head_fusion: str = "mean", discard_ratio: float = 0.0) -> list[np.ndarray]:
@@ -439,7 +468,7 @@ def depth(model: LoadedModel, tensor: Tensor, *, head_fusion: str = "mean", disc
     Each map is (h, w) float32 in [0, 1] at the tensor's size. On Swin, block k's rollout starts uniform on its
     own stage's grid (the mean pool the head would apply there) and is carried down to the first stage.
     """
-    _check_options(head_fusion, discard_ratio)
+    check_options(head_fusion, discard_ratio)
     with recording(model) as records, torch.no_grad():
         model.module(tensor.to(model.device))
         layout = _layout(model.module)

@@ -73,6 +73,12 @@ class Method:
         return self.per_channel
 
     @property
+    def one_pass(self) -> bool:
+        """Computed from one forward and one backward pass at most (the shared pass, or every block's attention
+        read on one pass): fast enough for live video."""
+        return (self.shared and not self.slow) or self.attention
+
+    @property
     def needs(self) -> str:
         """What it needs, in words ("gradients, a target layer")."""
         parts = ["gradients" if self.uses_gradients else "activations only"]

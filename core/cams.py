@@ -9,7 +9,8 @@ Three paths, one result:
 - *Library path* (every method whose record is not `shared`, and any method with `aug_smooth`): the library's class,
   used as a context manager so its hooks are always removed.
 - *Attention path* (rollout, gradient-weighted rollout, LeGrad on transformers): `core.attention` reads every
-  block's attention maps from one forward and one backward pass of their own, for all of them together.
+  block's attention maps from one forward and one backward pass for all of them together; asked with shared-pass
+  methods, that is the shared pass itself (`_mixed_pass`): the cost of five methods is about the cost of one.
 All hold the model's lock for every forward pass, so a shared model is used by one thread at a time.
 """
 
@@ -173,15 +174,20 @@ def _raw_maps(model, tensor, methods, target, layer, eigen_smooth, aug_smooth, r
     read = [m for m in methods if METHODS[m].attention]
     others = [m for m in methods if m not in shared and m not in read]
     results: dict[str, tuple[np.ndarray, float]] = {}
-    if read:
+    if read and not shared:
         report(0.0, f"One pass through every attention block for {len(read)} method(s)")
         results.update(attention.raw_maps(model, tensor, methods=read, target=target))
     if shared:
-        report(0.0, f"One forward and backward pass for {len(shared)} method(s)")
+        report(0.0, f"One forward and backward pass for {len(shared) + len(read)} method(s)")
         started = time.perf_counter()
         needs_grads = any(METHODS[m].uses_gradients for m in shared)
-        activations, grads = shared_pass(model, tensor, module, layer, target, needs_grads)
-        pass_seconds = time.perf_counter() - started
+        if read:  # the attention methods read every block on the same pass: one forward, one backward for all
+            activations, grads, grids = _mixed_pass(model, tensor, module, layer, target, needs_grads, read, len(shared))
+            pass_seconds = (time.perf_counter() - started) * len(shared) / (len(shared) + len(read))
+            results.update(attention.normalised_maps(grids, *tensor.shape[-2:]))
+        else:
+            activations, grads = shared_pass(model, tensor, module, layer, target, needs_grads)
+            pass_seconds = time.perf_counter() - started
         for name in shared:
             began = time.perf_counter()
             raw = _weigh(name, module, tensor, activations, grads, target, eigen_smooth)
@@ -205,7 +211,8 @@ def compute_top1(
     """The class probabilities and the `method` map of the most probable class, from ONE forward pass.
 
     `compute(target=None)` runs an inference pass to find the class, then the shared pass; here the shared
-    pass's own logits give both (half the work, for live video). Shared-pass methods only. Returns
+    pass's own logits give both (half the work, for live video). One-pass methods only (`Method.one_pass`: the
+    shared pass, or the attention methods on a transformer, read on that one pass). Returns
     ((1, classes) float32 softmax probabilities on the CPU, from this fp32 pass, the CamResult).
 
     Raises:
@@ -214,11 +221,18 @@ def compute_top1(
     if torch.is_inference_mode_enabled():
         raise RuntimeError("cams.compute_top1 needs gradients; call it outside torch.inference_mode().")
     info = check_method(method, model)
-    if not info.shared:
+    if not info.one_pass:
         raise UnknownMethodError(f"{info.title} is not computed from one shared pass ({info.cost}).")
     layer = layer or model.spec.cam_layer
     tensor = preprocessing.to_tensor(image, model.spec)
     started = time.perf_counter()
+    if info.attention:  # every block's attention, read on the same one pass that gives the classes
+        logits, grids = attention.explained(model, tensor, methods=[method], target=None)
+        target = int(logits[0].argmax())
+        raw = attention.normalised_maps(grids, *tensor.shape[-2:])[method][0]
+        cam = CamResult(method, target, model.categories[target], "every block", _resize(raw, *image.size),
+                        time.perf_counter() - started, raw)
+        return logits.softmax(dim=1), cam
     with model.lock:
         module = hooks.find(model.module, layer)
         activations, grads, logits = _forward_backward(model, tensor, module, layer, None, info.uses_gradients)
@@ -277,6 +291,30 @@ def _forward_backward(
     activations, grads = as_maps(model, layer, hooks.consumed(store), grads)
     return (activations.float().cpu(), (grads.float().cpu() if grads is not None else None),
             logits.detach().float().cpu())
+
+
+def _mixed_pass(model: LoadedModel, tensor: Tensor, module: nn.Module, layer: str, target: int, needs_grads: bool,
+                read: Sequence[str], others: int) -> tuple[Tensor, Tensor | None, dict[str, tuple[Tensor, float]]]:
+    """`shared_pass` and `attention.grids` of the attention methods `read`, from ONE forward pass (every block's
+    attention recorded, the target layer's output kept without cutting the graph) and ONE backward pass from the
+    class score to the target layer and every block's attention together (LeGrad then adds its block-local passes).
+    `others` (the shared methods' count) sets the attention methods' share of the pass's seconds.
+    Holds the lock; the attention modules' forward is restored and every hook removed, also when it raises."""
+    started = time.perf_counter()
+    with model.lock, attention.recording(model, outputs="legrad" in read) as records, torch.enable_grad():
+        # the layer's hook for the forward only: LeGrad's layer scores run the final norm again afterwards
+        with hooks.leaf(module, requires_grad=needs_grads, name=layer, cut=False) as store:
+            logits = model.module(tensor.to(model.device))
+        attention.check_class(logits, target)
+        weights = [r.weights for r in records] if "grad_rollout" in read else []
+        inputs = ([store["leaf"]] if needs_grads else []) + weights
+        grads = list(torch.autograd.grad(ClassifierOutputTarget(target)(logits[0]), inputs,
+                                         retain_graph="legrad" in read)) if inputs else []
+        layer_grads = grads.pop(0) if needs_grads else None
+        grids = attention.from_records(model, records, read, target, grads or None,
+                                       (time.perf_counter() - started) * len(read) / (len(read) + others))
+    activations, layer_grads = as_maps(model, layer, hooks.consumed(store), layer_grads)
+    return activations.float().cpu(), (layer_grads.float().cpu() if layer_grads is not None else None), grids
 
 
 def as_maps(model: LoadedModel, layer: str, activations: Tensor, grads: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -63,13 +63,17 @@ def _record(captured: dict[str, Tensor], path: str, inputs: bool, _module, args,
 
 
 @contextmanager
-def leaf(module: nn.Module, *, requires_grad: bool, name: str = "") -> Iterator[dict[str, Tensor]]:
+def leaf(module: nn.Module, *, requires_grad: bool, name: str = "", cut: bool = True) -> Iterator[dict[str, Tensor]]:
     """For the block, `module`'s output is swapped for a fresh leaf tensor, kept as `store["leaf"]`: autograd
     stops there, so a backward pass from a score runs down to this layer and no further. After the forward,
     `consumed(store)` is the activation the rest of the network went on with.
 
     Under grad mode the leaf always records the graph downstream of it (`requires_grad=False` only means the
     caller takes no gradient): that graph is how `consumed` tells an in-place activation from an in-place sum.
+
+    `cut=False`: the graph is not cut; `store["leaf"]` is the output itself (a leaf only where nothing upstream
+    needs a gradient), so one backward pass gives the gradient at this layer and at any tensor upstream of it
+    (every block's attention, `core.cams`' shared pass with the attention methods).
 
     Raises:
         LayerNotFoundError: the layer outputs something other than a tensor.
@@ -82,7 +86,8 @@ def leaf(module: nn.Module, *, requires_grad: bool, name: str = "") -> Iterator[
                 f"Layer '{name}' outputs a {type(output).__name__}, not a tensor: choose another layer."
             )
         tracked = requires_grad or (torch.is_grad_enabled() and output.is_floating_point())
-        fresh = output.detach().requires_grad_(tracked)
+        kept = not cut and tracked and output.requires_grad
+        fresh = output if kept else output.detach().requires_grad_(tracked)
         store["leaf"] = fresh
         if not tracked:
             return fresh

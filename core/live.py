@@ -3,8 +3,9 @@
 The frame is shrunk to the network's input size first, so every later step works on about 224 x 224 pixels,
 whatever the camera sends; then ONE forward pass gives both the classes (its logits) and the CAM of the top
 class (a backward pass from that score down to the target layer only), and the overlay is a small JPEG.
-Only the shared-pass CAM methods are allowed: the others cost a full backward pass or one forward pass per
-channel, which is not video.
+Only the one-pass methods are allowed (`methods(model)`): the shared-pass CAM methods and, on a transformer, the
+attention methods read from every block on that one pass; the others cost a full backward pass or one forward
+pass per channel, which is not video.
 """
 
 import base64
@@ -21,8 +22,9 @@ from core.errors import InvalidInputError, UnknownMethodError
 from core.models import LoadedModel
 from core.predictions import Prediction
 
-#: The methods fast enough for video: one forward pass and a backward pass down to the target layer only.
-METHODS = tuple(name for name in cams.SHARED if not cams.METHODS[name].slow)
+#: The methods fast enough for video (`Method.one_pass`): one forward pass and one backward pass, down to the target
+#: layer (the Grad-CAM family) or through every attention block (rollout, grad_rollout, LeGrad on transformers).
+METHODS = tuple(name for name, m in cams.METHODS.items() if m.one_pass)
 TOP_K = 3
 JPEG_QUALITY = 80
 MAX_FRAME_BYTES = 4 * 1024 * 1024  # a camera frame, not a photo library
@@ -57,13 +59,18 @@ class LiveResult:
         return "data:image/jpeg;base64," + base64.b64encode(self.overlay_jpeg).decode("ascii")
 
 
+def methods(model: LoadedModel) -> list[str]:
+    """The one-pass methods that apply to `model`, in METHODS order (a transformer adds the attention methods)."""
+    return [name for name in METHODS if cams.METHODS[name].applies_to(model)]
+
+
 def check_method(name: str, model: LoadedModel | None = None) -> cams.Method:
     """`name` if it is fast enough for video, else an UnknownMethodError that says which ones are."""
     method = cams.check_method(name, model)
-    if name not in METHODS:
+    if not method.one_pass:
         raise UnknownMethodError(
             f"{method.title} is too slow for live video ({method.cost}). "
-            f"Choose a one-pass method: {', '.join(METHODS)}."
+            f"Choose a one-pass method: {', '.join(methods(model) if model is not None else METHODS)}."
         )
     return method
 

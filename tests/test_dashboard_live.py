@@ -49,7 +49,8 @@ def _metrics(at: AppTest) -> dict[str, str]:
 
 def test_the_page_renders_its_controls_and_the_component(app):
     assert app.title[0].value == "Live camera"
-    assert app.selectbox(key="live_method").options == [cams.METHODS[m].title for m in live.METHODS]
+    cnn_methods = [m for m in live.METHODS if not cams.METHODS[m].attention]  # the default backbone is a CNN
+    assert app.selectbox(key="live_method").options == [cams.METHODS[m].title for m in cnn_methods]
     assert app.selectbox(key="live_method").value == "gradcam"
     assert app.radio(key="live_mode").value == "Live video"
     assert "https://" in app.caption[0].value and "localhost" in app.caption[0].value
@@ -134,3 +135,23 @@ def test_a_broken_still_photo_gives_a_message(app):
     app.camera_input(key="live_still").set_value(("shot.jpg", b"not a jpeg at all", "image/jpeg")).run()
     assert not app.exception, app.exception
     assert any("not an image" in e.value for e in app.error)
+
+
+def test_rollout_on_the_shapes_vit_is_offered_answered_and_said_to_be_class_agnostic(app):
+    app.selectbox(key="model_name").set_value("shapes_vit").run()
+    _ok(app)
+    assert app.selectbox(key="live_method").options[-3:] == [cams.METHODS[m].title for m in cams.ATTENTION]
+    app.selectbox(key="live_method").set_value("rollout").run()
+    _ok(app)
+    assert any("class-agnostic" in c.value for c in app.caption)
+    app.session_state["live_camera"] = {"session": "vit", "frame": 1, "image": _frame_b64(), "fps": 5.0}
+    app.run()
+    _ok(app)
+    answer = app.session_state["live_answer"]
+    assert answer["overlay"].startswith("data:image/jpeg;base64,") and "error" not in answer
+    assert answer["top"][0]["label"] in {"circle", "square", "triangle", "star"}
+    assert answer["caption"].startswith("Attention rollout (class-agnostic)")
+    app.selectbox(key="model_name").set_value("efficientnet_lite0").run()  # a CNN: rollout is not offered any more
+    _ok(app)
+    assert app.selectbox(key="live_method").value == "gradcam"
+    assert "Attention rollout" not in app.selectbox(key="live_method").options

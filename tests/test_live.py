@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import cams, hooks, live
+from core import cams, hooks, live, models, predictions, preprocessing
 from core.errors import CoreError, InvalidInputError, UnknownMethodError
 from tests import hostile
 from tests.conftest import sample, sample_bytes
+
+@pytest.fixture(scope="module")
+def shapes_vit():
+    return models.load("shapes_vit", device="cpu")  # the trained offline weights in assets/
+
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -67,7 +72,7 @@ def test_the_heatmap_is_the_grad_cam_of_the_top_class(lite0):
     assert result.predictions[0].label == "espresso"
 
 
-@pytest.mark.parametrize("method", live.METHODS)
+@pytest.mark.parametrize("method", [m for m in live.METHODS if not cams.METHODS[m].attention])
 def test_every_fast_method_runs_on_the_tiny_cnn(tiny, method):
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -165,3 +170,29 @@ def test_one_pass_gives_the_same_classes_and_map_as_the_two_pass_path(lite0):
     assert hooks.count(lite0.module) == 0
     with pytest.raises(UnknownMethodError, match="shared pass"):
         cams.compute_top1(lite0, small, method="scorecam")
+
+
+def test_the_methods_offered_are_the_one_pass_ones_that_apply(tiny, shapes_vit):
+    on_cnn, on_vit = live.methods(tiny), live.methods(shapes_vit)
+    assert on_cnn == [m for m in cams.SHARED if not cams.METHODS[m].slow]  # the Grad-CAM family's shared pass
+    assert on_vit == on_cnn + list(cams.ATTENTION)  # a transformer adds rollout, grad_rollout and LeGrad
+    assert all(cams.METHODS[m].one_pass for m in on_vit) and set(on_vit) <= set(live.METHODS)
+    assert not any(cams.METHODS[m].one_pass for m in ("scorecam", "ablationcam", "fullgrad", "finercam", "shapleycam"))
+    with pytest.raises(UnknownMethodError, match="does not apply"):
+        live.analyse(tiny, np.zeros((64, 64, 3), np.uint8), method="rollout")
+
+
+@pytest.mark.parametrize("method", list(cams.ATTENTION))
+def test_attention_methods_explain_the_top_class_of_the_same_pass_on_the_shapes_vit(shapes_vit, method):
+    frame = np.asarray(Image.open(io.BytesIO(sample_bytes("chelsea"))).convert("RGB").resize((96, 64)))
+    result = live.analyse(shapes_vit, frame, method=method, opacity=1.0)
+    small = preprocessing.resize(live.frame_image(frame), shapes_vit.spec)
+    probabilities = predictions.probabilities(shapes_vit, preprocessing.to_tensor(small, shapes_vit.spec))
+    assert result.target == int(probabilities.argmax()) == result.predictions[0].index
+    assert result.predictions[0].prob == pytest.approx(float(probabilities.max()), abs=1e-4)
+    (cam,) = cams.compute(shapes_vit, small, methods=[method], target=result.target)
+    expected = cam.overlay(small, opacity=1.0).astype(np.int16)
+    got = np.asarray(Image.open(io.BytesIO(result.overlay_jpeg)).convert("RGB")).astype(np.int16)
+    assert got.shape == expected.shape and np.abs(got - expected).mean() < 6  # the same map, JPEG loss only
+    assert hooks.count(shapes_vit.module) == 0
+    assert not [n for n, m in shapes_vit.module.named_modules() if "forward" in m.__dict__]

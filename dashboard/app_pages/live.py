@@ -18,16 +18,31 @@ st.caption(
 )
 
 choice = widgets.model_picker()
+model = cache.model(choice.name, choice.device, choice.pretrained)  # loaded before the first frame arrives
+offered = live.methods(model)  # the one-pass methods that apply: a transformer adds its attention methods
+if st.session_state.get("live_method") not in offered:  # a method of the previous backbone that this one lacks
+    st.session_state.pop("live_method", None)
 left, middle, right = st.columns(3)
-method = left.selectbox("CAM method (one-pass methods only)", live.METHODS, format_func=lambda m: cams.METHODS[m].title,
-                        key="live_method")
+method = left.selectbox("CAM method (one-pass methods only)", offered, format_func=lambda m: cams.METHODS[m].title,
+                        key="live_method",
+                        help="Each runs on one forward and one backward pass per frame: the Grad-CAM family down to "
+                        "the target layer, and on a transformer attention rollout, gradient-weighted rollout and "
+                        "LeGrad through every block's attention.")
+if not cams.METHODS[method].class_specific:
+    left.caption(f"{cams.METHODS[method].title} is class-agnostic: the map is the same whatever the top class.")
 opacity = middle.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="live_opacity")
 mode = right.radio("Camera", ["Live video", "Still photo"], horizontal=True, key="live_mode",
                    help="Still photo: one picture at a time with Streamlit's camera input, when live video is "
                    "not possible (no camera access, or a slow connection).")
 if not choice.pretrained:
     st.warning("Architecture only (random weights): the predictions are meaningless.")
-model = cache.model(choice.name, choice.device, choice.pretrained)  # loaded before the first frame arrives
+
+
+def _caption(result: live.LiveResult) -> str:
+    title = cams.METHODS[method].title
+    if not cams.METHODS[method].class_specific:
+        return f"{title} (class-agnostic); top class “{result.predictions[0].label}”"
+    return f"{title} for “{result.predictions[0].label}”"
 
 
 def _answer(frame: dict) -> dict:
@@ -43,7 +58,7 @@ def _answer(frame: dict) -> dict:
     return reply | {
         "overlay": result.overlay_data_uri,
         "top": [{"label": p.label, "prob": round(p.prob, 4)} for p in result.predictions],
-        "caption": f"{cams.METHODS[method].title} for “{result.predictions[0].label}”",
+        "caption": _caption(result),
         "server_ms": round(t.total_ms, 1),
         "stages": {"decode": t.decode_ms, "cam": t.cam_ms, "overlay": t.overlay_ms},
     }
@@ -59,8 +74,7 @@ def _still(key: str) -> None:
         st.error(str(error))
         return
     image, labels = st.columns([3, 2])
-    image.image(result.overlay_jpeg, caption=f"{cams.METHODS[method].title} for “{result.predictions[0].label}”",
-                width="stretch")
+    image.image(result.overlay_jpeg, caption=_caption(result), width="stretch")
     for p in result.predictions:
         labels.markdown(f"**{p.label}** — {p.prob:.1%}")
         labels.progress(p.prob)
@@ -91,7 +105,8 @@ def _live() -> None:
     frames.metric("Frames answered", answer["frame"] if answer else 0)
     if answer and "stages" in answer:
         s = answer["stages"]
-        st.caption(f"Server stages: decode and shrink {s['decode']:.0f} ms · one forward pass (top-3) + backward for "
+        backward = "+ backward for" if cams.METHODS[method].uses_gradients else "(no backward) for"
+        st.caption(f"Server stages: decode and shrink {s['decode']:.0f} ms · one forward pass (top-3) {backward} "
                    f"{cams.METHODS[method].title} {s['cam']:.0f} ms · overlay and JPEG {s['overlay']:.0f} ms. "
                    "Frames per second counts the answers arriving in the browser over the last 3 s.")
 
