@@ -286,3 +286,32 @@ def test_slow_progress_shows_the_time_left_and_a_cancel_button():
     (bar,) = at.get("progress")
     assert bar.proto.value == 50
     assert bar.proto.text.startswith("Score-CAM: forward pass 20 of 40 (") and " s left)" in bar.proto.text
+
+
+def test_batch_page_offers_the_attention_methods_on_a_transformer_and_drops_them_on_a_cnn(monkeypatch):
+    asked = []
+    real = cams.compute
+
+    def spy(model, image, **kwargs):
+        asked.extend((model.name, m) for m in kwargs.get("methods", ()))
+        return real(model, image, **kwargs)
+
+    monkeypatch.setattr(cams, "compute", spy)
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page("app_pages/batch.py").run()
+    assert "Attention rollout" not in at.selectbox(key="batch_method").options
+    at.selectbox(key="model_name").set_value("shapes_vit").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="batch_method").options[-3:] == [cams.METHODS[m].title for m in cams.ATTENTION]
+    at.selectbox(key="batch_method").set_value("grad_rollout").run()
+    assert not at.exception, at.exception
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert len(captions) == 4 and all(c.split(": ")[1].split(" (")[0] in {"circle", "square", "triangle", "star"}
+                                      for c in captions)
+    assert asked.count(("shapes_vit", "grad_rollout")) == 4  # each sample's map by the chosen attention method
+    at.selectbox(key="batch_method").set_value("rollout").run()
+    assert any("class-agnostic" in c.value for c in at.caption)
+    at.selectbox(key="model_name").set_value("efficientnet_lite0").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="batch_method").value == "gradcam"

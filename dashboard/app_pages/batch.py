@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import cams
+from core import cams, live
 from core.errors import CoreError
 from dashboard import cache, widgets
 
@@ -12,10 +12,14 @@ st.title("Batch predictions")
 st.caption(f"Upload up to {MAX_FILES} images: each gets its top-1 class and a heatmap for it.")
 
 choice = widgets.model_picker()
-method = st.selectbox(
-    "CAM method", [m for m in cams.METHODS if cams.METHODS[m].shared], key="batch_method",
-    format_func=lambda m: cams.METHODS[m].title,
-)
+offered = live.methods(cache.model(choice.name, choice.device, choice.pretrained))  # one-pass, what applies
+if st.session_state.get("batch_method") not in offered:  # a method of the previous backbone that this one lacks
+    st.session_state.pop("batch_method", None)
+method = st.selectbox("CAM method", offered, key="batch_method", format_func=lambda m: cams.METHODS[m].title,
+                      help="The one-pass methods: the Grad-CAM family, and on a transformer attention rollout, "
+                      "gradient-weighted rollout and LeGrad.")
+if not cams.METHODS[method].class_specific:
+    st.caption(f"{cams.METHODS[method].title} is class-agnostic: the map is the same whatever the class.")
 uploads = st.file_uploader(
     "Images", type=widgets.UPLOAD_TYPES, accept_multiple_files=True, key="batch_files",
     max_upload_size=widgets.UPLOAD_MB,
