@@ -170,19 +170,17 @@ def decode_stored(data: bytes) -> Image.Image:
     """
     if not data or len(data) > MAX_BYTES:
         decode(data)  # its message
+    def first_frame(raw: bytes) -> Image.Image:
+        with _Decoding(raw):
+            image = _open(raw)
+            image.seek(0)
+            image.load()
+            return image
+
     try:
-        with _Decoding(data):
-            image = _open(data)
-            image.seek(0)
-            image.load()
-            return image
+        return first_frame(data)
     except _UnreadableMetadata:
-        stripped, _ = _without_png_metadata(data)
-        with _Decoding(stripped):
-            image = _open(stripped)
-            image.seek(0)
-            image.load()
-            return image
+        return first_frame(_without_png_metadata(data)[0])
 
 
 class _Decoding:
