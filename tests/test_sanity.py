@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import cams, faithfulness, predictions, sanity
+from core import cams, datasets, faithfulness, models, predictions, sanity
 from core.errors import InvalidInputError
 
 
@@ -43,3 +43,24 @@ def test_zero_steps_is_an_identical_copy_and_bounds(lite0, chelsea):
 def test_random_target_is_reproducible_and_different(lite0):
     first = sanity.random_target(lite0, avoid=285, seed=3)
     assert first == sanity.random_target(lite0, avoid=285, seed=3) and first != 285
+
+
+@pytest.mark.parametrize("method", ["grad_rollout", "legrad", "rollout"])
+def test_attention_maps_change_when_the_vit_is_randomised_from_the_head_down(method):
+    """Adebayo et al.'s check on the trained Shapes ViT: its attention maps depend on what it learned. A new head
+    alone changes the class-specific maps and leaves rollout's exactly as it was (rollout never reads the head);
+    the whole network randomised changes every one."""
+    vit = models.load("shapes_vit")
+    image = datasets.shapes(seed=5, n=1, size=64).images[0]
+    target = predictions.predict(vit, image, top_k=1)[0].index
+    (trained,) = cams.compute(vit, image, methods=[method], target=target)
+    layers = sanity.cascade(vit)
+    (new_head,) = cams.compute(sanity.randomized(vit, 1), image, methods=[method], target=target)
+    if cams.METHODS[method].class_specific:
+        assert faithfulness.rank_correlation(trained.heatmap, new_head.heatmap) < 0.9
+    else:
+        np.testing.assert_allclose(trained.heatmap, new_head.heatmap, atol=1e-6)
+    (random,) = cams.compute(sanity.randomized(vit, len(layers)), image, methods=[method], target=target)
+    assert faithfulness.rank_correlation(trained.heatmap, random.heatmap) < 0.5
+    (again,) = cams.compute(vit, image, methods=[method], target=target)
+    np.testing.assert_array_equal(trained.heatmap, again.heatmap)  # the shared model was left as it was
