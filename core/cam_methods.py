@@ -74,8 +74,9 @@ class Method:
 
     @property
     def one_pass(self) -> bool:
-        """Computed from one forward and one backward pass at most (the shared pass, or every block's attention
-        read on one pass): fast enough for live video."""
+        """Computed from one forward pass and one backward pass from the class score at most (the shared pass, or
+        every block's attention read on one pass; LeGrad adds a short backward inside each block): fast enough for
+        live video."""
         return (self.shared and not self.slow) or self.attention
 
     @property

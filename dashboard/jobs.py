@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import streamlit as st
 
@@ -259,7 +259,7 @@ class AuditJob(SharedJob):
                                        keep_logits=True, on_progress=self._report, should_stop=self.stop.is_set)
         if self._store.peek(self.features_key) is None:
             self._store.put(self.features_key, features_of(result))
-        return result
+        return replace(result, logits=None)  # logits only in the features entry (4 KB an image at 1000 classes)
 
 
 def features_of(result: audit.Audit) -> embeddings.Embeddings:
