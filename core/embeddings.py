@@ -95,7 +95,11 @@ def auto_note(kind: str, device: torch.device | str) -> str:
     """What 'auto' runs for `kind` on `device` and why, in one sentence (the page's help, the CLI's note)."""
     device = runtime.resolve_device(device) if isinstance(device, str) else device
     if device.type != "cpu":
-        return f"auto: {str(runtime.autocast_dtype(device)).removeprefix('torch.')} autocast on the GPU."
+        dtype = runtime.autocast_dtype(device)
+        if kind == "audit" and dtype == torch.float16:  # audit.plan: fp16 gradients can underflow to blank maps
+            return ("auto: fp32 for the gradient methods on this GPU (it has no bf16, and fp16 gradients can "
+                    "underflow to blank maps); float16 autocast for the others.")
+        return f"auto: {str(dtype).removeprefix('torch.')} autocast on the GPU."
     if not cpu_bf16_supported():
         return "auto: fp32 (this CPU has no native bf16, where bf16 is slower)."
     choice = AUTO[kind]

@@ -5,7 +5,7 @@ Nothing here depends on this CPU having native bf16: the detection is patched bo
 import pytest
 import torch
 
-from core import audit, datasets, embeddings
+from core import audit, datasets, embeddings, runtime
 from core.embeddings import AutoPrecision
 
 CPU = torch.device("cpu")
@@ -44,3 +44,11 @@ def test_the_note_says_what_auto_runs_and_why(monkeypatch):
     monkeypatch.setattr(embeddings, "cpu_bf16_supported", lambda: True)
     note = embeddings.auto_note("audit", "cpu")
     assert note.startswith("auto: fp32 on this CPU with native bf16: ") and "predicted class" in note
+
+
+def test_the_audit_note_on_a_gpu_without_bf16_says_what_plan_runs(monkeypatch):
+    monkeypatch.setattr(runtime, "autocast_dtype", lambda device: torch.float16)
+    assert "fp32 for the gradient methods" in embeddings.auto_note("audit", torch.device("cuda"))
+    assert embeddings.auto_note("features", torch.device("cuda")) == "auto: float16 autocast on the GPU."
+    monkeypatch.setattr(runtime, "autocast_dtype", lambda device: torch.bfloat16)
+    assert embeddings.auto_note("audit", torch.device("cuda")) == "auto: bfloat16 autocast on the GPU."
