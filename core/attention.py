@@ -306,9 +306,10 @@ def _discard(fused: Tensor, ratio: float, keep_first: bool) -> Tensor:
 def _rollout_matrices(records: list[_Record], fusion: str, discard_ratio: float) -> list[Tensor]:
     out = []
     for rec in records:
-        fused = _discard(_fuse(rec.weights.detach(), fusion), discard_ratio, keep_first=rec.window is None)
+        fused = _discard(_fuse(rec.weights.detach().float(), fusion), discard_ratio, keep_first=rec.window is None)
         if rec.window is not None:  # rows renormalised over image tokens: padding is not a token of the grid
-            fused = fused * rec.window.valid()[:, None, :].to(fused.device)
+            valid = rec.window.valid()  # (windows, n), tiled over a batch's images (image-major, as recorded)
+            fused = fused * valid.repeat(len(fused) // len(valid), 1)[:, None, :].to(fused.device)
         mixed = fused + torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
         out.append(mixed / mixed.sum(dim=-1, keepdim=True))
     return out
@@ -316,8 +317,8 @@ def _rollout_matrices(records: list[_Record], fusion: str, discard_ratio: float)
 
 def _gradient_matrices(records: list[_Record], grads: Sequence[Tensor]) -> list[Tensor]:
     return [
-        (grad * rec.weights.detach()).clamp(min=0).mean(dim=1)
-        + torch.eye(rec.weights.shape[-1], dtype=grad.dtype, device=grad.device)
+        (grad.float() * rec.weights.detach().float()).clamp(min=0).mean(dim=1)
+        + torch.eye(rec.weights.shape[-1], device=grad.device)
         for rec, grad in zip(records, grads, strict=True)
     ]
 
@@ -342,14 +343,19 @@ def _roll(records: list[_Record], matrices: list[Tensor], prefix: int) -> Tensor
     return r[0]
 
 
-def _legrad(records: list[_Record], layout: _Layout, target: int) -> Tensor:
+def _legrad(records: list[_Record], layout: _Layout, targets: Sequence[int]) -> Tensor:
+    """(B, tokens): each image's LeGrad map, image i explaining targets[i]. One block-local backward per block for
+    the whole batch, from sum_i s_l[i, targets[i]]: the images are independent (eval mode), so each image's
+    gradient is its own."""
     maps = []
     chosen = [rec for rec in records if rec.output is not None and rec.output.shape[-1] == layout.head_dim]
     for n, rec in enumerate(chosen):
-        score = layout.score(rec.output)[0, target]
+        logits = layout.score(rec.output)
+        score = logits.gather(1, torch.as_tensor(list(targets), device=logits.device).view(-1, 1)).sum()
         (grad,) = torch.autograd.grad(score, rec.weights, retain_graph=n < len(chosen) - 1)
-        relevance = grad.clamp(min=0).mean(dim=(1, 2))  # (windows, keys)
-        maps.append(rec.window.scatter(relevance).flatten() if rec.window is not None else relevance[0, layout.prefix:])
+        relevance = grad.float().clamp(min=0).mean(dim=(1, 2)).view(len(logits), -1, grad.shape[-1])  # B, windows, keys
+        maps.append(torch.stack([rec.window.scatter(r).flatten() for r in relevance]) if rec.window is not None
+                    else relevance[:, 0, layout.prefix:])
     return torch.stack(maps).mean(dim=0)
 
 
@@ -435,10 +441,23 @@ def from_records(model: LoadedModel, records: list[_Record], methods: Sequence[s
         elif name == "grad_rollout":
             vector = _roll(records, _gradient_matrices(records, grads), layout.prefix)
         else:
-            vector = _legrad(records, layout, target)
+            vector = _legrad(records, layout, [target])[0]
         vectors[name] = (_grid(records, layout, vector.detach().cpu(), name == "legrad"),
                          pass_seconds / len(methods) + time.perf_counter() - start)
     return vectors
+
+
+def batch_grids(model: LoadedModel, records: list[_Record], method: str, targets: Sequence[int],
+                grads: Sequence[Tensor] | None, *, head_fusion: str = "mean", discard_ratio: float = 0.0) -> list[Tensor]:
+    """`from_records` for a batch of B images recorded in one forward pass: B token-grid maps of `method`, image i
+    explaining targets[i]; `grads`: d(sum_i y[i, targets[i]])/dA_l (grad_rollout). Each map is the one image's own."""
+    layout, count = _layout(model.module), len(targets)
+    if method == "legrad":
+        return [_grid(records, layout, v.detach().cpu(), True) for v in _legrad(records, layout, targets)]
+    matrices = (_rollout_matrices(records, head_fusion, discard_ratio) if method == "rollout"
+                else _gradient_matrices(records, grads))
+    return [_grid(records, layout, _roll(records, [m.view(count, -1, *m.shape[1:])[i] for m in matrices],
+                                         layout.prefix).detach().cpu(), False) for i in range(count)]
 
 
 def normalised_maps(grids: dict[str, tuple[Tensor, float]], height: int, width: int

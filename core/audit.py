@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from core import cams, embeddings, hooks, preprocessing
-from core.cam_methods import METHODS, check_method
+from core import audit_attention, cams, embeddings, hooks, preprocessing
+from core.cam_methods import METHODS, applicable, check_method
 from core.datasets import Dataset
 from core.errors import Cancelled, InvalidInputError
 from core.map_statistics import (  # noqa: F401 (the audit's statistics, used by name through core.audit)
@@ -201,17 +201,18 @@ def plan(model: LoadedModel, classes: Sequence[str], *, method: str = "gradcam",
     """The settings of an audit of a set with `classes` by `model`, checked (see `explain_dataset`)."""
     if target not in TARGETS:
         raise InvalidInputError(f"Unknown target '{target}'. Choose one of: {', '.join(TARGETS)}.")
-    info = check_method(method, model)
-    if not info.shared:
+    info = check_method(method, model)  # an attention method on a CNN: refused with the reason
+    if not info.one_pass:
         raise InvalidInputError(
             f"{info.title} costs {info.cost}: a dataset is explained with a one-pass method "
-            f"({', '.join(m for m, r in METHODS.items() if r.shared)}).")
+            f"({', '.join(m for m in applicable(model) if METHODS[m].one_pass)}).")
     if target == "true" and tuple(model.categories) != tuple(classes):
         raise InvalidInputError(
             "Explaining the true class needs a model whose classes are the dataset's (train one on the Transfer "
             "learning page); this model's classes are its own. Explain the predicted class instead.")
-    layer = layer or model.spec.cam_layer
-    hooks.find(model.module, layer)  # LayerNotFoundError now, not in the first batch
+    layer = audit_attention.LAYER if info.attention else layer or model.spec.cam_layer
+    if not info.attention:  # the attention methods read every block
+        hooks.find(model.module, layer)  # LayerNotFoundError now, not in the first batch
     dtype = embeddings.resolve_precision(precision, model.device, kind="audit")
     if dtype == torch.float16 and precision == "auto" and info.uses_gradients:
         dtype = None  # fp16 gradients without loss scaling can underflow to blank maps: 'auto' keeps fp32 there
@@ -229,13 +230,16 @@ def explain_batch(model: LoadedModel, plan_: Plan, pixels: Tensor, labels: np.nd
     model actor of a Ray Data pipeline. `halving` (kept across batches) halves the chunk on a CUDA OOM.
     """
     info = METHODS[plan_.method]
-    module = hooks.find(model.module, plan_.layer)
+    module = None if info.attention else hooks.find(model.module, plan_.layer)
     truth = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     halving = halving or HalvingBatches(max(1, len(pixels)))
 
     def step(chunk: "_Pairs"):
         batch = preprocessing.normalise(chunk.pixels.to(model.device), model.spec)
         batch = batch.contiguous(memory_format=torch.channels_last)
+        if info.attention:  # every block's attention, read on the batch's one pass (core.audit_attention)
+            return audit_attention.batch_pass(model, plan_.method, batch, chunk.labels if plan_.target == "true"
+                                              else None, plan_.dtype)
         return _pass(model, module, plan_.layer, batch, chunk.labels if plan_.target == "true" else None,
                      info.uses_gradients, plan_.dtype, plan_.method)
 
@@ -294,7 +298,8 @@ def explain_dataset(
     """Prediction, top-k, features and a `method` map of every image of `dataset`, batched, with statistics.
 
     `method` is one of the one-pass methods (computed from the shared pass: Grad-CAM, HiResCAM, Grad-CAM++,
-    XGrad-CAM, LayerCAM, Eigen-CAM...); `target` "predicted" explains each image's predicted class, "true" its
+    XGrad-CAM, LayerCAM, Eigen-CAM...; on a transformer also rollout, grad_rollout and LeGrad, read from every
+    block's attention on the batch's pass: `core.audit_attention`); `target` "predicted" explains each image's predicted class, "true" its
     label (needs the model's classes to be the dataset's). Images are resized whole to `size` (default: the
     spec's input size), as `embeddings.extract` does. The model's lock is held per batch, so other sessions
     interleave; no hooks are left on the model. `keep_logits`: keep every class's logit too (what the features
