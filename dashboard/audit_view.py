@@ -24,7 +24,8 @@ def section(data, choice: widgets.Choice, *, precision: str, batch_size: int, si
     """The whole tab for dataset `data` and the sidebar's backbone."""
     st.caption(
         "One background job gives every image its prediction, its features and a low-resolution heatmap "
-        "(28 x 28), about as fast as classifying the set: the backward pass stops at the target layer. Sort the "
+        "(28 x 28), close to the speed of classifying the set (a CAM's backward pass stops at the target layer; a "
+        "transformer's attention methods read every block's attention from the same pass). Sort the "
         "images by where the heat is to find those that are right for the wrong reasons."
     )
     model = cache.model(choice.name, choice.device, choice.pretrained)
