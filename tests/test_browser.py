@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -114,6 +115,22 @@ def _settle(page, timeout=120_000):
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", state="attached", timeout=timeout)
 
 
+def _zip_uploader(page):
+    """Choose "Upload a zip" and return the uploader's file input. A rerun that lands under the click can undo the
+    choice on a loaded machine (seen on a clean clone: the uploader never came), so choose again until it shows."""
+    uploader = page.get_by_test_id("stFileUploader").locator("input[type=file]")
+    for _ in range(4):
+        page.get_by_text("Upload a zip", exact=True).click()
+        _settle(page)
+        try:
+            uploader.wait_for(state="attached", timeout=30_000)
+            return uploader
+        except PlaywrightTimeout:
+            continue
+    uploader.wait_for(state="attached", timeout=30_000)
+    return uploader
+
+
 def _screenshot(page, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = page.evaluate(
@@ -207,9 +224,7 @@ def test_datasets_page_takes_a_finder_zip_with_a_readme_beside_the_class_folders
     page.goto(f"{server}/datasets")
     page.get_by_role("heading", name="Datasets").first.wait_for(timeout=120_000)
     _settle(page, timeout=240_000)
-    page.get_by_text("Upload a zip", exact=True).click()
-    _settle(page)
-    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(archive))
+    _zip_uploader(page).set_input_files(str(archive))
     page.get_by_text("16 images in 2 classes").wait_for(timeout=120_000)
     page.get_by_text("Confusion matrix and metrics").wait_for(timeout=240_000)
     _settle(page, timeout=240_000)
@@ -356,9 +371,7 @@ def test_datasets_page_upload_a_zip_and_see_the_map_and_the_confusion_matrix(ser
     page.goto(f"{server}/datasets")
     page.get_by_role("heading", name="Datasets").first.wait_for(timeout=120_000)
     _settle(page, timeout=240_000)
-    page.get_by_text("Upload a zip", exact=True).click()
-    _settle(page)
-    page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(archive))
+    _zip_uploader(page).set_input_files(str(archive))
     page.get_by_text("18 images in 3 classes").wait_for(timeout=120_000)
     page.get_by_text("Confusion matrix and metrics").wait_for(timeout=240_000)
     _settle(page, timeout=240_000)
@@ -387,9 +400,7 @@ def test_datasets_page_refuses_hostile_zips_with_a_message(server, page):
     page.goto(f"{server}/datasets")
     page.get_by_role("heading", name="Datasets").first.wait_for(timeout=120_000)
     _settle(page, timeout=240_000)
-    page.get_by_text("Upload a zip", exact=True).click()
-    _settle(page)
-    uploader = page.get_by_test_id("stFileUploader").locator("input[type=file]")
+    uploader = _zip_uploader(page)
     for name, data, message in (
         ("slip.zip", zips.zip_slip(), "unsafe path '../evil.jpg'"),
         ("bomb.zip", zips.high_ratio_bomb(), "possible zip bomb"),
