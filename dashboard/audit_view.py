@@ -152,7 +152,8 @@ def galleries(pictures, result: audit.Audit, *, key: str = "audit_review") -> No
         left.image(overlay(pictures, result, int(index)), caption=f"looked for {guess} · {caption}", width=SIDE)
         again = result.stats.get(f"{statistic}{audit_both.SUFFIX}")
         right.image(overlay(pictures, result, int(index), true=True), width=SIDE,
-                    caption=f"looked for {label}" + ("" if again is None else f" · {again[index]:.2f}"))
+                    caption=f"looked for {label}" + ("" if again is None else
+                                                     f" · {statistic.replace('_', ' ')} {again[index]:.2f}"))
 
 
 def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: int, size: int) -> None:

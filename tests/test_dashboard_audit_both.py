@@ -54,7 +54,7 @@ def test_both_shows_a_wrong_predictions_two_maps_side_by_side(page):
         label = result.classes[result.labels[index]]
         guess = result.categories[result.predictions[index]]
         left = [c for c in captions if c.startswith(f"looked for {guess} · {label} → {guess} · heat half area")]
-        right = [c for c in captions if c.startswith(f"looked for {label} · ")]
+        right = [c for c in captions if c.startswith(f"looked for {label} · heat half area ")]
         assert left and right, (label, guess, captions)
     assert sum(c.startswith("looked for") for c in captions) == 2 * len(shown)
     # a correct image in the same audit: one map, as before
