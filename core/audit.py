@@ -226,7 +226,8 @@ def explain_batch(model: LoadedModel, plan_: Plan, pixels: Tensor, labels: np.nd
                   masks: Sequence[np.ndarray | None] | None = None, *, halving: HalvingBatches | None = None) -> dict:
     """One batch of (B, 3, S, S) uint8 squares with their (B,) labels -> every per-image result of the audit:
     features, logits, predictions, top_classes, top_probabilities, explained, maps and the `statistics`
-    (with `masks`: one per image, None where it cannot be read).
+    (with `masks`: one per image, None where it cannot be read); target "both" adds maps_true and the
+    statistics of those suffixed "_true".
 
     The one per-batch step of an audit: `explain_dataset` runs it over a DataLoader, core.distributed in each
     model actor of a Ray Data pipeline. `halving` (kept across batches) halves the chunk on a CUDA OOM.
@@ -309,9 +310,9 @@ def explain_dataset(
     `method` is one of the one-pass methods (computed from the shared pass: Grad-CAM, HiResCAM, Grad-CAM++,
     XGrad-CAM, LayerCAM, Eigen-CAM...); `target` "predicted" explains each image's predicted class, "true" its
     label (needs the model's classes to be the dataset's), "both" the two (`maps_true`, statistics suffixed
-    "_true"; the second map computed only for the wrong predictions, `core.audit_both`). Images are resized whole to `size` (default: the
-    spec's input size), as `embeddings.extract` does. The model's lock is held per batch, so other sessions
-    interleave; no hooks are left on the model. `keep_logits`: keep every class's logit too (what the features
+    "_true"; the second map computed only for the wrong predictions, `core.audit_both`). Images are resized
+    whole to `size` (default: the spec's input size), as `embeddings.extract` does. The model's lock is held
+    per batch, so other sessions interleave; no hooks are left on the model. `keep_logits`: keep every class's logit too (what the features
     of `embeddings.extract` come with, for a zero-shot evaluation).
 
     Raises:
