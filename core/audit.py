@@ -312,8 +312,8 @@ def explain_dataset(
     label (needs the model's classes to be the dataset's), "both" the two (`maps_true`, statistics suffixed
     "_true"; the second map computed only for the wrong predictions, `core.audit_both`). Images are resized
     whole to `size` (default: the spec's input size), as `embeddings.extract` does. The model's lock is held
-    per batch, so other sessions interleave; no hooks are left on the model. `keep_logits`: keep every class's logit too (what the features
-    of `embeddings.extract` come with, for a zero-shot evaluation).
+    per batch, so other sessions interleave; no hooks are left on the model. `keep_logits`: keep every class's
+    logit too (what the features of `embeddings.extract` come with, for a zero-shot evaluation).
 
     Raises:
         InvalidInputError: an empty dataset, a bad batch size, precision, target or method.
