@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from core import audit_attention, cams, embeddings, hooks, preprocessing
+from core import audit_attention, audit_both, cams, embeddings, hooks, preprocessing
+from core.audit_export import described, table_bytes, write  # noqa: F401 (core.audit's export, by name)
 from core.cam_methods import METHODS, applicable, check_method
 from core.datasets import Dataset
 from core.errors import Cancelled, InvalidInputError
@@ -36,7 +36,7 @@ from core.runtime import HalvingBatches
 
 Progress = Callable[[float, str], None]
 TOP_K = 5
-TARGETS = ("predicted", "true")
+TARGETS = ("predicted", "true", "both")
 STATISTICS = ("heat_half_area", "heat_entropy", "heat_border", "centroid_x", "centroid_y")
 MASK_STATISTICS = ("heat_in_mask", "pointing_hit")
 #: the reviews an analyst asks for, as (title, statistic, descending, correct: True/False/None for all)
@@ -58,7 +58,7 @@ class Audit:
     model: str
     method: str
     layer: str
-    target: str  # "predicted" or "true": which class each map explains
+    target: str  # "predicted" or "true": which class each map explains; "both": maps_true explains the true one
     precision: str  # what the forward pass ran in ("fp32", "bf16", "fp16")
     image_size: int  # the square side every image was resized to (whole image, no crop)
     seconds: float
@@ -75,6 +75,7 @@ class Audit:
     maps: np.ndarray = field(repr=False)  # (N, MAP_SIDE, MAP_SIDE) float16 in [0, 1]
     stats: dict[str, np.ndarray] = field(repr=False)  # name -> (N,) float32 (pointing_hit: bool)
     logits: np.ndarray | None = field(default=None, repr=False)  # (N, classes) float32, with keep_logits only
+    maps_true: np.ndarray | None = field(default=None, repr=False)  # target "both": the true class's maps
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -137,9 +138,10 @@ class Audit:
         order = np.argsort(-values if descending else values, kind="stable")
         return rows[order]
 
-    def heatmap(self, index: int, width: int, height: int) -> np.ndarray:
-        """(height, width) float32 in [0, 1]: image `index`'s stored map, upsampled (bilinear) to that size."""
-        return upsample(self.maps[index], width, height)
+    def heatmap(self, index: int, width: int, height: int, *, true: bool = False) -> np.ndarray:
+        """(height, width) float32 in [0, 1]: image `index`'s stored map (`true`: of its true class, target
+        "both"), upsampled (bilinear) to that size."""
+        return upsample((self.maps_true if true else self.maps)[index], width, height)
 
     def to_dict(self) -> dict:
         """The settings and the per-class summary (what `python -m core audit --json` prints)."""
@@ -185,7 +187,7 @@ class Plan:
     """The checked settings of an audit: what every batch of every engine runs (`explain_batch`)."""
 
     method: str
-    target: str  # "predicted" or "true"
+    target: str  # "predicted", "true" or "both"
     layer: str
     precision: str  # what runs: "fp32", "bf16" or "fp16"
     size: int  # the square side
@@ -206,10 +208,11 @@ def plan(model: LoadedModel, classes: Sequence[str], *, method: str = "gradcam",
         raise InvalidInputError(
             f"{info.title} costs {info.cost}: a dataset is explained with a one-pass method "
             f"({', '.join(m for m in applicable(model) if METHODS[m].one_pass)}).")
-    if target == "true" and tuple(model.categories) != tuple(classes):
+    if target in ("true", "both") and tuple(model.categories) != tuple(classes):
         raise InvalidInputError(
-            "Explaining the true class needs a model whose classes are the dataset's (train one on the Transfer "
-            "learning page); this model's classes are its own. Explain the predicted class instead.")
+            f"Explaining the true class{' beside the predicted one' if target == 'both' else ''} needs a model whose "
+            "classes are the dataset's (train one on the Transfer learning page); this model's classes are its own. "
+            "Explain the predicted class instead.")
     layer = audit_attention.LAYER if info.attention else layer or model.spec.cam_layer
     if not info.attention:  # the attention methods read every block
         hooks.find(model.module, layer)  # LayerNotFoundError now, not in the first batch
@@ -224,7 +227,8 @@ def explain_batch(model: LoadedModel, plan_: Plan, pixels: Tensor, labels: np.nd
                   masks: Sequence[np.ndarray | None] | None = None, *, halving: HalvingBatches | None = None) -> dict:
     """One batch of (B, 3, S, S) uint8 squares with their (B,) labels -> every per-image result of the audit:
     features, logits, predictions, top_classes, top_probabilities, explained, maps and the `statistics`
-    (with `masks`: one per image, None where it cannot be read).
+    (with `masks`: one per image, None where it cannot be read); target "both" adds maps_true and the
+    statistics of those suffixed "_true".
 
     The one per-batch step of an audit: `explain_dataset` runs it over a DataLoader, core.distributed in each
     model actor of a Ray Data pipeline. `halving` (kept across batches) halves the chunk on a CUDA OOM.
@@ -234,25 +238,35 @@ def explain_batch(model: LoadedModel, plan_: Plan, pixels: Tensor, labels: np.nd
     truth = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     halving = halving or HalvingBatches(max(1, len(pixels)))
 
-    def step(chunk: "_Pairs"):
+    def step(chunk: "_Pairs", true: bool = plan_.target == "true"):
         batch = preprocessing.normalise(chunk.pixels.to(model.device), model.spec)
         batch = batch.contiguous(memory_format=torch.channels_last)
         if info.attention:  # every block's attention, read on the batch's one pass (core.audit_attention)
-            return audit_attention.batch_pass(model, plan_.method, batch, chunk.labels if plan_.target == "true"
-                                              else None, plan_.dtype)
-        return _pass(model, module, plan_.layer, batch, chunk.labels if plan_.target == "true" else None,
+            return audit_attention.batch_pass(model, plan_.method, batch, chunk.labels if true else None,
+                                              plan_.dtype)
+        return _pass(model, module, plan_.layer, batch, chunk.labels if true else None,
                      info.uses_gradients, plan_.dtype, plan_.method)
+
+    def of_labels(rows: np.ndarray) -> np.ndarray:  # "both": the maps of these rows' labels
+        picked = torch.as_tensor(rows)
+        return np.concatenate([p[3] for p in halving.run(_Pairs(pixels[picked], truth[picked]),
+                                                         lambda chunk: step(chunk, True))])
 
     parts = list(zip(*halving.run(_Pairs(pixels, truth), step), strict=True))
     features, logits, explained, maps = (np.concatenate(p) for p in parts)
     probabilities = torch.from_numpy(logits).softmax(dim=1)
     top = probabilities.topk(min(plan_.top_k, probabilities.shape[1]), dim=1)
-    return {
+    out = {
         "features": features.astype(np.float32, copy=False), "logits": logits.astype(np.float32, copy=False),
         "predictions": logits.argmax(axis=1).astype(np.int64),
         "top_classes": top.indices.numpy().astype(np.int64), "top_probabilities": top.values.numpy().astype(np.float32),
         "explained": explained.astype(np.int64), "maps": maps, "stats": statistics(maps, masks),
     }
+    if plan_.target == "both":
+        second = audit_both.true_maps(maps, out["stats"], explained, np.asarray(labels), masks,
+                                      of_labels if info.class_specific else None)
+        out.update(maps_true=second["maps_true"], stats={**out["stats"], **second["stats"]})
+    return out
 
 
 KEPT = ("predictions", "top_classes", "top_probabilities", "explained", "features", "maps")  # of explain_batch's
@@ -276,7 +290,7 @@ def assemble(model: LoadedModel, plan_: Plan, *, dataset: str, classes: Sequence
     return Audit(model=model.name, method=plan_.method, layer=plan_.layer, target=plan_.target,
                  precision=plan_.precision, image_size=plan_.size, seconds=seconds, dataset=dataset,
                  classes=tuple(classes), categories=tuple(model.categories), files=tuple(files),
-                 labels=np.asarray(labels, dtype=np.int64), logits=rows.get("logits"),
+                 labels=np.asarray(labels, dtype=np.int64), logits=rows.get("logits"), maps_true=rows.get("maps_true"),
                  **{k: rows[k] for k in (*KEPT, "stats")})
 
 
@@ -299,11 +313,13 @@ def explain_dataset(
 
     `method` is one of the one-pass methods (computed from the shared pass: Grad-CAM, HiResCAM, Grad-CAM++,
     XGrad-CAM, LayerCAM, Eigen-CAM...; on a transformer also rollout, grad_rollout and LeGrad, read from every
-    block's attention on the batch's pass: `core.audit_attention`); `target` "predicted" explains each image's predicted class, "true" its
-    label (needs the model's classes to be the dataset's). Images are resized whole to `size` (default: the
-    spec's input size), as `embeddings.extract` does. The model's lock is held per batch, so other sessions
-    interleave; no hooks are left on the model. `keep_logits`: keep every class's logit too (what the features
-    of `embeddings.extract` come with, for a zero-shot evaluation).
+    block's attention on the batch's pass: `core.audit_attention`); `target` "predicted" explains each image's
+    predicted class, "true" its label (needs the model's classes to be the dataset's), "both" the two
+    (`maps_true`, statistics suffixed "_true"; the second map computed only for the wrong predictions,
+    `core.audit_both`). Images are resized whole to `size` (default: the spec's input size), as
+    `embeddings.extract` does. The model's lock is held per batch, so other sessions interleave; no hooks are left
+    on the model. `keep_logits`: keep every class's logit too (what the features of `embeddings.extract` come
+    with, for a zero-shot evaluation).
 
     Raises:
         InvalidInputError: an empty dataset, a bad batch size, precision, target or method.
@@ -332,7 +348,8 @@ def explain_dataset(
         rows = list(range(start, start + len(pixels)))
         masks = None if dataset.masks is None else _Masks(dataset.masks, rows)
         part = explain_batch(model, settings, pixels, labels[rows], masks, halving=halving)
-        filled = fill(filled, part, start, len(dataset), keep=(*KEPT, "logits") if keep_logits else KEPT)
+        keep = (*KEPT, *(("logits",) if keep_logits else ()), *(("maps_true",) if target == "both" else ()))
+        filled = fill(filled, part, start, len(dataset), keep=keep)
         done += len(pixels)
         rate = done / max(time.perf_counter() - started, 1e-9)
         report(done / len(dataset), f"{done} of {len(dataset)} images ({rate:.0f} images/s)")
@@ -398,73 +415,3 @@ def _pass(model, module, layer, batch, truth, needs_grads, dtype, method):
 def reviews(audit: Audit) -> list[tuple[str, str, bool, bool | None]]:
     """The REVIEWS that make sense for `audit`: mask statistics need masks, correct/wrong a comparable model."""
     return [r for r in REVIEWS if r[1] in audit.stats and (r[3] is None or audit.comparable)]
-
-
-def table_bytes(audit: Audit, kind: str) -> bytes:
-    """The per-image table as Parquet or CSV bytes (a download), with the settings in the Parquet metadata."""
-    import io
-
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    if kind not in ("parquet", "csv"):
-        raise InvalidInputError(f"Export as parquet or csv, not '{kind}'.")
-    table = _table(audit)
-    buffer = io.BytesIO()
-    if kind == "parquet":
-        pq.write_table(table, buffer)
-    else:
-        pacsv.write_csv(_spreadsheet_safe(table), buffer)
-    return buffer.getvalue()
-
-
-def _spreadsheet_safe(table):
-    """The table with text cells that a spreadsheet would run as a formula (=, +, -, @ first) quoted by a '."""
-    import pyarrow as pa
-
-    columns = []
-    for column in table.columns:
-        if pa.types.is_string(column.type):
-            column = pa.array([f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
-                               for v in column.to_pylist()], type=column.type)
-        columns.append(column)
-    return pa.table(columns, names=table.column_names).replace_schema_metadata(table.schema.metadata)
-
-
-def _table(audit: Audit):
-    import json
-
-    import pyarrow as pa
-
-    settings = {k: v for k, v in audit.to_dict().items() if k != "classes"}
-    return pa.table(audit.rows()).replace_schema_metadata({"visionlens": json.dumps(settings)})
-
-
-def described(audit: Audit) -> dict:
-    """What a results reader needs beside the table (core.results): the engine, the kind, the class names in
-    label order and the model's classes in prediction order, and the map side."""
-    return {"engine": "in-process", "kind": "audit", "class_names": list(audit.classes),
-            "categories": list(audit.categories), "map_side": int(audit.maps.shape[1])}
-
-
-def write(audit: Audit, out: str | Path, *, with_features: bool = False) -> dict[str, Path]:
-    """DIR/audit.parquet and DIR/audit.csv (one row per image), DIR/maps.npy ((N, side, side) float16, in the
-    table's row order), DIR/summary.json, and with `with_features` DIR/features.npy. Returns the paths."""
-    import json
-
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = _table(audit)
-    paths = {"parquet": out / "audit.parquet", "csv": out / "audit.csv", "maps": out / "maps.npy",
-             "summary": out / "summary.json"}
-    pq.write_table(table, paths["parquet"])
-    pacsv.write_csv(_spreadsheet_safe(table), paths["csv"])
-    np.save(paths["maps"], audit.maps)
-    paths["summary"].write_text(json.dumps({**audit.to_dict(), **described(audit)}, indent=2))
-    if with_features:
-        paths["features"] = out / "features.npy"
-        np.save(paths["features"], audit.features)
-    return paths

@@ -170,8 +170,9 @@ class ModelWorker:
         if "mask" in batch:
             masks = [m if ok else None for m, ok in zip(batch["mask"], batch["mask_ok"], strict=True)]
         result = audit.explain_batch(self.model, job.plan, pixels, batch["label"], masks, halving=self.halving)
-        for key in ("predictions", "top_classes", "top_probabilities", "explained", "maps", "logits"):
-            out[key] = result[key]
+        for key in ("predictions", "top_classes", "top_probabilities", "explained", "maps", "logits", "maps_true"):
+            if key in result:  # maps_true: target "both"
+                out[key] = result[key]
         if job.with_features:
             out["features"] = result["features"]
         for name, values in result["stats"].items():
@@ -322,7 +323,8 @@ class _ShardWriter:
         self.out, self.job, self.model, self.source, self.shard_rows = out, job, model, source, shard_rows
         try:
             out.mkdir(parents=True, exist_ok=True)
-            for old in [*out.glob("part-*.parquet"), out / SUMMARY, out / "audit.parquet", out / "maps.npy"]:
+            for old in [*out.glob("part-*.parquet"), out / SUMMARY, out / "audit.parquet", out / "maps.npy",
+                        out / "maps_true.npy"]:
                 old.unlink(missing_ok=True)  # an earlier job's results in the same folder
         except OSError as error:
             raise InvalidInputError(f"Cannot write into {out}: {error.strerror or error}") from None
@@ -359,8 +361,10 @@ class _ShardWriter:
             columns.update(audit.columns(source.classes, self.model.categories, batch["file"].tolist(), batch["label"],
                                          batch["predictions"], batch["top_classes"], batch["top_probabilities"],
                                          batch["explained"], stats))
-            maps = np.ascontiguousarray(batch["maps"], dtype=np.float16)
-            columns["map"] = pa.array([m.tobytes() for m in maps], pa.binary(maps[0].nbytes))
+            for key, column in (("maps", "map"), ("maps_true", "map_true")):  # maps_true: target "both"
+                if key in batch:
+                    maps = np.ascontiguousarray(batch[key], dtype=np.float16)
+                    columns[column] = pa.array([m.tobytes() for m in maps], pa.binary(maps[0].nbytes))
         else:
             columns["file"] = batch["file"].tolist()
             columns["label"] = [source.classes[i] for i in batch["label"]]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import audit, embeddings
+from core import audit, audit_both, embeddings
 from core.audit import Audit
 from core.embeddings import Embeddings
 from core.errors import InvalidInputError
@@ -154,24 +154,18 @@ def _audit(table, settings: dict, folder: Path, classes, files, labels) -> audit
     categories = _names(settings, "categories")
     n = len(files)
     side = int(settings.get("map_side", audit.MAP_SIDE))
-    if "map" in table.column_names:
-        raw = b"".join(table.column("map").to_pylist())
-        maps = np.frombuffer(raw, dtype=np.float16).reshape(n, side, side)
-    else:
-        stored = _file(folder, "maps.npy")
-        if stored is None:
-            raise InvalidInputError("The results hold no maps (maps.npy or a map column).")
-        maps = np.load(stored, allow_pickle=False)
-    if maps.shape != (n, side, side):
-        raise InvalidInputError(f"{n} rows but maps of shape {maps.shape}.")
+    maps = _maps(table, folder, "map", "maps.npy", n, side)
+    both = settings.get("target") == "both"  # the true class's maps too (map_true or maps_true.npy)
+    maps_true = _maps(table, folder, "map_true", "maps_true.npy", n, side) if both else None
     tops = sorted(int(c[3:]) for c in table.column_names if c.startswith("top") and c[3:].isdigit())
     top_classes = np.stack([_indices(table.column(f"top{k}").to_pylist(), categories, "class") for k in tops], axis=1)
     top_probabilities = np.stack([table.column(f"top{k}_probability").to_numpy() for k in tops], axis=1)
     stats = {}
-    for name in (*audit.STATISTICS, *audit.MASK_STATISTICS):
+    plain = (*audit.STATISTICS, *audit.MASK_STATISTICS)
+    for name in (*plain, *audit_both.names(plain)):
         if name in table.column_names:
             values = table.column(name).to_numpy(zero_copy_only=False)
-            stats[name] = values.astype(bool) if name == "pointing_hit" else values.astype(np.float32)
+            stats[name] = values.astype(bool) if name.startswith("pointing_hit") else values.astype(np.float32)
     try:
         features = _matrix(table, "features", folder)
     except InvalidInputError:
@@ -186,7 +180,24 @@ def _audit(table, settings: dict, folder: Path, classes, files, labels) -> audit
         top_classes=top_classes, top_probabilities=top_probabilities.astype(np.float32),
         explained=_indices(table.column("explained").to_pylist(), categories, "class"),
         features=features, maps=np.asarray(maps, dtype=np.float16), stats=stats,
+        maps_true=None if maps_true is None else np.asarray(maps_true, dtype=np.float16),
     )
+
+
+def _maps(table, folder: Path, column: str, name: str, n: int, side: int) -> np.ndarray:
+    """(n, side, side) maps from a binary column of the shards, or from the .npy file `name` beside the table."""
+    if column in table.column_names:
+        raw = b"".join(table.column(column).to_pylist())
+        if len(raw) != n * side * side * 2:
+            raise InvalidInputError(f"The {column} column does not hold {n} maps of {side} x {side}.")
+        return np.frombuffer(raw, dtype=np.float16).reshape(n, side, side)
+    stored = _file(folder, name)
+    if stored is None:
+        raise InvalidInputError(f"The results hold no maps ({name} or a {column} column).")
+    maps = np.load(stored, allow_pickle=False)
+    if maps.shape != (n, side, side):
+        raise InvalidInputError(f"{n} rows but {name} of shape {maps.shape}.")
+    return maps
 
 
 @dataclass(frozen=True)

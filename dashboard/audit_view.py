@@ -11,11 +11,13 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import audit, cams, images
+from core import audit, audit_both, cams, images
 from dashboard import cache, jobs, shelf, widgets
 
 GALLERY = 12  # images per review gallery
 SIDE = 128  # px of a gallery tile
+TARGETS = {"predicted": "the predicted class", "true": "the true class",
+           "both": "both (a wrong prediction's map beside its true class's)"}
 WATCHED = {"first": "audit_watched_first", "second": "audit_watched_second"}
 LAST = "audit_last"  # the settings of this session's last finished audit
 
@@ -34,9 +36,10 @@ def section(data, choice: widgets.Choice, *, precision: str, batch_size: int, si
     method = a.selectbox("Method (one pass)", methods, format_func=lambda m: cams.METHODS[m].title, key="audit_method")
     comparable = tuple(model.categories) == tuple(data.classes)
     targets = list(audit.TARGETS) if comparable else ["predicted"]
-    target = b.selectbox("Explain", targets, key="audit_target",
-                         format_func=lambda t: {"predicted": "the predicted class", "true": "the true class"}[t],
-                         help=None if comparable else "The true class needs a model trained on these classes.")
+    target = b.selectbox("Explain", targets, key="audit_target", format_func=TARGETS.get,
+                         help="Both: where the model looked for what it said and for what it should have said "
+                         "(the second map only for the wrong predictions)." if comparable else
+                         "The true class needs a model trained on these classes.")
     first = _audit(data, choice, "first", method=method, target=target, precision=precision, batch_size=batch_size,
                    size=size, start_label="Explain every image")
     if first is None:
@@ -88,14 +91,14 @@ def stored(data, choice: widgets.Choice) -> audit.Audit | None:
     return jobs.audit_ready(*settings[:3], data, *settings[4:])
 
 
-def overlay(pictures, result: audit.Audit, index: int, side: int = SIDE) -> np.ndarray:
+def overlay(pictures, result: audit.Audit, index: int, side: int = SIDE, *, true: bool = False) -> np.ndarray:
     """Image `index` of `pictures` (a dataset's images, or a results folder's, None where it cannot be read)
-    squeezed to a square, as the model saw it, under its stored map; the map alone on grey without the image."""
-    picture = pictures[index]
+    squeezed to a square, as the model saw it, under its stored map (`true`: of its true class, target "both");
+    the map alone on grey without the image."""
+    picture, heat = pictures[index], result.heatmap(index, side, side, true=true)
     if picture is None:
-        return images.overlay(Image.new("RGB", (side, side), (128, 128, 128)), result.heatmap(index, side, side),
-                              opacity=0.85)
-    return images.overlay(picture.convert("RGB").resize((side, side)), result.heatmap(index, side, side))
+        return images.overlay(Image.new("RGB", (side, side), (128, 128, 128)), heat, opacity=0.85)
+    return images.overlay(picture.convert("RGB").resize((side, side)), heat)
 
 
 def mean_maps(pictures, result: audit.Audit) -> None:
@@ -136,15 +139,22 @@ def galleries(pictures, result: audit.Audit, *, key: str = "audit_review") -> No
     if not len(rows):
         st.info("No image fits this review.")
         return
-    columns = st.columns(6)
+    both = result.maps_true is not None  # a wrong prediction's two maps side by side: fewer, wider tiles
+    columns = st.columns(3 if both else 6)
     for place, index in enumerate(rows):
         label = result.classes[result.labels[index]]
         guess = result.categories[result.predictions[index]]
-        columns[place % 6].image(
-            overlay(pictures, result, int(index)),
-            caption=f"{label} → {guess} · {statistic.replace('_', ' ')} {result.stats[statistic][index]:.2f}",
-            width=SIDE,
-        )
+        caption = f"{label} → {guess} · {statistic.replace('_', ' ')} {result.stats[statistic][index]:.2f}"
+        column = columns[place % len(columns)]
+        if not both or result.explained[index] == result.labels[index]:
+            column.image(overlay(pictures, result, int(index)), caption=caption, width=SIDE)
+            continue
+        left, right = column.columns(2)
+        left.image(overlay(pictures, result, int(index)), caption=f"looked for {guess} · {caption}", width=SIDE)
+        again = result.stats.get(f"{statistic}{audit_both.SUFFIX}")
+        right.image(overlay(pictures, result, int(index), true=True), width=SIDE,
+                    caption=f"looked for {label}" + ("" if again is None else
+                                                     f" · {statistic.replace('_', ' ')} {again[index]:.2f}"))
 
 
 def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: int, size: int) -> None:
@@ -156,7 +166,8 @@ def _compare(data, choice, first: audit.Audit, *, precision: str, batch_size: in
     shown = spec.title if second_choice.pretrained else f"{spec.title} (random weights: its weights are not here)"
     applies = not (cams.METHODS[first.method].cnn_only and spec.family != "cnn")
     method = first.method if applies else cams.DEFAULT_METHOD
-    target = first.target if tuple(spec.categories) == tuple(data.classes) else "predicted"
+    # the agreement compares the predicted classes' maps: a "both" audit's second maps are not needed there
+    target = first.target if tuple(spec.categories) == tuple(data.classes) and first.target != "both" else "predicted"
     second = _audit(data, second_choice, "second", method=method, target=target, precision=precision,
                     batch_size=batch_size, size=spec.input_size[0] if spec.fixed_size else size,
                     start_label=f"Explain every image with {shown} too")

@@ -3,6 +3,7 @@ gradient-weighted rollout and LeGrad map is the one `cams.compute` gives for tha
 batch it was computed in; the features and predictions are the Grad-CAM audit's; nothing stays patched or
 hooked, also when the pass raises; slow methods and attention methods on a CNN are refused."""
 
+import dataclasses
 import json
 import threading
 
@@ -153,3 +154,20 @@ def test_cli_audit_with_rollout(tmp_path, capsys):
     assert main(["audit", "shapes", "--model", "shapes_cnn", "--method", "rollout", "--limit", "4",
                  "--out", str(tmp_path / "cnn")]) == 2
     assert "transformer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["grad_rollout", "legrad"])
+def test_both_targets_explain_each_wrong_image_for_its_own_label_too(shapes_vit, method):
+    """target "both" through the attention path: `maps` are the predicted classes', `maps_true` the labels'."""
+    shapes = datasets.shapes(seed=4, n=12, size=64)
+    labels = shapes.labels.copy()
+    labels[::2] = (labels[::2] + 1) % len(shapes.classes)  # half the labels wrong: the trained ViT disagrees there
+    data = dataclasses.replace(shapes, labels=labels, content_hash=shapes.content_hash + "-relabelled")
+    both = audit.explain_dataset(shapes_vit, data, method=method, target="both", batch_size=5)
+    predicted = audit.explain_dataset(shapes_vit, data, method=method, target="predicted", batch_size=5)
+    true = audit.explain_dataset(shapes_vit, data, method=method, target="true", batch_size=5)
+    wrong = both.predictions != both.labels
+    assert wrong.sum() >= 5, "the check needs wrong predictions"
+    np.testing.assert_allclose(both.maps.astype(np.float32), predicted.maps.astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(both.maps_true.astype(np.float32), true.maps.astype(np.float32), atol=2e-3)
+    assert any(_correlation(both.maps[i], both.maps_true[i]) < 0.99 for i in np.flatnonzero(wrong))

@@ -122,6 +122,20 @@ def test_audit_on_ray_equals_in_process_on_shapes(local_ray, shapes_cnn, tmp_pat
         assert column in shards.column_names
 
 
+def test_audit_of_both_targets_on_ray_equals_in_process(local_ray, shapes_cnn, tmp_path):
+    """Target "both": the true class's maps travel as a map_true column and read back as maps_true."""
+    dataset = datasets.shapes(n=40, size=64)
+    want = audit.explain_dataset(shapes_cnn, dataset, target="both", batch_size=8)
+    source = job_sources.source_of(dataset)
+    job = distributed.audit_job(shapes_cnn, source, target="both", batch_size=8, with_features=True)
+    distributed.run(shapes_cnn, source, job, tmp_path, actors=1, actor_cpus=0.5, decode_cpus=0.5)
+    read = results.read(tmp_path).audit
+    assert read.target == "both" and "map_true" in _shards(tmp_path).column_names
+    assert (want.predictions != want.labels).any()
+    _assert_audits_equal(read, want)  # the _true statistics too
+    np.testing.assert_allclose(read.maps_true.astype(np.float32), want.maps_true.astype(np.float32), atol=2e-3)
+
+
 def test_features_on_ray_equal_in_process_on_digits(local_ray, tiny_digits, tmp_path):
     dataset = datasets.digits(n=150)
     want = embeddings.extract(tiny_digits, dataset, batch_size=16, precision="fp32", size=32)

@@ -82,7 +82,8 @@ def _print(args, model, name: str, result: audit.Audit, paths: dict) -> None:
         return
     summary = result.summary()
     columns = [c for c in ("accuracy", *SHOWN) if c in summary[0]]
-    print(f"{model.label} on {name}: {result.method} maps of the {result.target} class, {len(result)} images, "
+    explained = "predicted and the true" if result.target == "both" else result.target
+    print(f"{model.label} on {name}: {result.method} maps of the {explained} class, {len(result)} images, "
           f"{result.images_per_second:.1f} images/s ({result.precision})")
     print(f"{'class':20s} {'images':>7s} " + " ".join(f"{c:>14s}" for c in columns))
     for row in summary:
@@ -91,4 +92,4 @@ def _print(args, model, name: str, result: audit.Audit, paths: dict) -> None:
         print(f"wrote {len(paths['shards'])} shard(s) and {paths['summary'].name} into {args.out}")
         return
     print(f"wrote {paths['parquet']}, {paths['csv'].name}, {paths['maps'].name} and {paths['summary'].name}"
-          + "".join(f", {paths[k].name}" for k in ("features", "embedding") if k in paths))
+          + "".join(f", {paths[k].name}" for k in ("maps_true", "features", "embedding") if k in paths))

@@ -222,8 +222,10 @@ def parser() -> argparse.ArgumentParser:
     dataset_options(audit)
     engine_options(audit, results=False)
     audit.add_argument("--method", default="gradcam", help="a one-pass CAM method (default gradcam)")
-    audit.add_argument("--target", choices=("predicted", "true"), default="predicted",
-                       help="explain each image's predicted class (default) or its label")
+    audit.add_argument("--target", choices=("predicted", "true", "both"), default="predicted",
+                       help="explain each image's predicted class (default), its label, or both (maps_true.npy and "
+                       "the statistics again with a _true suffix; the second map only where they differ); true and "
+                       "both need a model whose classes are the dataset's")
     audit.add_argument("--layer", default=None, help="target layer (default: the model's)")
     audit.add_argument("--out", type=Path, required=True,
                        help="folder to write audit.parquet, audit.csv, maps.npy and summary.json into")

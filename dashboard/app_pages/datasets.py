@@ -230,6 +230,10 @@ with features_tab:
             column.image(audit_view.overlay(data.images, kept, row, 160), width=160,
                          caption=f"Stored {cams.METHODS[kept.method].title} for "
                                  f"'{kept.categories[kept.explained[row]]}' (from the audit)")
+            if kept.maps_true is not None and kept.explained[row] != kept.labels[row]:  # target "both"
+                column.image(audit_view.overlay(data.images, kept, row, 160, true=True), width=160,
+                             caption=f"Stored {cams.METHODS[kept.method].title} for "
+                                     f"'{kept.classes[kept.labels[row]]}' (from the audit)")
         for (_, why), cam in zip(targets, results, strict=True):
             blank = " (all zero: nothing at this layer speaks for this class)" if cam.heatmap.max() <= 1e-6 else ""
             column.image(cam.overlay(image), caption=f"Grad-CAM for {explained_head.describe(cam)} ({why}){blank}",
