@@ -221,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="a heatmap and its statistics for every image of a dataset")
     dataset_options(audit)
     engine_options(audit, results=False)
-    audit.add_argument("--method", default="gradcam", help="a one-pass CAM method (default gradcam)")
+    audit.add_argument("--method", default="gradcam", help="a one-pass method (default gradcam; on a transformer also rollout, grad_rollout, legrad)")
     audit.add_argument("--target", choices=("predicted", "true", "both"), default="predicted",
                        help="explain each image's predicted class (default), its label, or both (maps_true.npy and "
                        "the statistics again with a _true suffix; the second map only where they differ); true and "
