@@ -82,7 +82,8 @@ def card(where, name: str) -> None:
     std = ", ".join(f"{s:.3g}" for s in spec.std)
     facts.append(f"normalised with mean ({mean}), std ({std}), {spec.interpolation}")
     facts.append(f"default layer {spec.cam_layer}" if spec.cam_layer else "default layer found when it loads")
-    facts.append(f"{len(spec.categories):,} classes ({cache.label_set(name)})")
+    label_set = cache.label_set(name)  # "" for the project's own models (their classes are named in full)
+    facts.append(f"{len(spec.categories):,} classes" + (f" ({label_set})" if label_set else ""))
     where.caption(f"**{widgets.plain(spec.title)}** · {spec.source}: " + " · ".join(facts))
 
 

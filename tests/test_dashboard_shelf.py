@@ -106,3 +106,10 @@ def test_a_pickle_with_code_is_refused_with_the_reason(app, tmp_path):
     assert not marker.exists()
     errors = "\n".join(e.value for e in app.error)
     assert "pickled" in errors, errors
+
+
+def test_the_card_of_a_project_model_names_its_classes_without_an_empty_label_set(app):
+    app.selectbox(key="model_name").set_value("shapes_vit").run()
+    assert not app.exception, app.exception
+    card = _captions(app)
+    assert "4 classes" in card and "classes ()" not in card, card
