@@ -35,8 +35,8 @@ from core import cams, datasets, localisation, models  # noqa: E402
 
 def one_pass(model) -> list[str]:
     """The transformer methods first, then the Grad-CAM family's one-pass methods, as the Datasets page offers them."""
-    usable = cams.applicable(model)
-    return [m for m in usable if cams.METHODS[m].attention] + [m for m in usable if cams.METHODS[m].shared]
+    usable = cams.one_pass(model)
+    return [m for m in usable if cams.METHODS[m].attention] + [m for m in usable if not cams.METHODS[m].attention]
 
 
 def table(model, data) -> str:

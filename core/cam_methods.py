@@ -246,6 +246,12 @@ def applicable(model: LoadedModel, *, include_slow: bool = False) -> list[str]:
     return [m.name for m in METHODS.values() if m.applies_to(model) and (include_slow or not m.per_channel)]
 
 
+def one_pass(model: LoadedModel) -> list[str]:
+    """The one-pass methods that apply to `model`, in METHODS order (on a transformer the attention methods too):
+    what the Live camera, Batch and the dataset audit offer."""
+    return [m.name for m in METHODS.values() if m.one_pass and m.applies_to(model)]
+
+
 def check_method(name: str, model: LoadedModel | None = None) -> Method:
     """The method called `name`, refused with the reason when it does not apply to `model`."""
     try:

@@ -35,7 +35,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
 from core import attention, benchmarks, cam_methods, hooks, images, layout, preprocessing
-from core.cam_methods import ATTENTION, DEFAULT_METHOD, METHODS, SHARED, Method, applicable, check_method  # noqa: F401
+from core.cam_methods import (  # noqa: F401
+    ATTENTION, DEFAULT_METHOD, METHODS, SHARED, Method, applicable, check_method, one_pass)
 from core.errors import InvalidInputError, LayerNotFoundError, UnknownMethodError
 from core.models import LoadedModel
 from core.predictions import probabilities

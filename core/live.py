@@ -61,7 +61,7 @@ class LiveResult:
 
 def methods(model: LoadedModel) -> list[str]:
     """The one-pass methods that apply to `model`, in METHODS order (a transformer adds the attention methods)."""
-    return [name for name in METHODS if cams.METHODS[name].applies_to(model)]
+    return cams.one_pass(model)
 
 
 def check_method(name: str, model: LoadedModel | None = None) -> cams.Method:

@@ -31,7 +31,7 @@ def section(data, choice: widgets.Choice, *, precision: str, batch_size: int, si
         "images by where the heat is to find those that are right for the wrong reasons."
     )
     model = cache.model(choice.name, choice.device, choice.pretrained)
-    methods = [m for m in cams.applicable(model) if cams.METHODS[m].one_pass]  # on a transformer: the attention ones
+    methods = cams.one_pass(model)  # on a transformer: the attention ones too
     a, b = st.columns(2)
     method = a.selectbox("Method (one pass)", methods, format_func=lambda m: cams.METHODS[m].title, key="audit_method")
     comparable = tuple(model.categories) == tuple(data.classes)

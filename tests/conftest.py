@@ -115,3 +115,20 @@ def gate(monkeypatch) -> queueing.SlotQueue:
     made = queueing.SlotQueue(1)
     monkeypatch.setattr(cache, "heavy_gate", lambda: made)
     return made
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """The format of every real decode of pixels (Pillow's ImageFile.load with tiles left to decode) from now on."""
+    from PIL import ImageFile
+
+    seen: list[str] = []
+    original = ImageFile.ImageFile.load
+
+    def load(self):
+        if self.tile:
+            seen.append(self.format)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return seen

@@ -141,29 +141,13 @@ def test_an_unreadable_mask_leaves_that_image_unscored(tmp_path):
     assert all(np.isfinite(c["heat_in_mask"]) for c in result.summary())
 
 
-def _counting_decodes(monkeypatch) -> list[str]:
-    """Every real decode of pixels (Pillow's ImageFile.load with tiles left to decode) from now on: its format."""
-    from PIL import ImageFile
-
-    loads: list[str] = []
-    original = ImageFile.ImageFile.load
-
-    def load(self):
-        if self.tile:
-            loads.append(self.format)
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
-    return loads
-
-
 def _jpeg(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
-def test_masks_are_decoded_once_and_their_pictures_not_at_all(monkeypatch):
+def test_masks_are_decoded_once_and_their_pictures_not_at_all(decodes):
     """A mask is decoded once (the decoder's checks and the read are one decode) at its picture's size, which is
     read from the picture's header; explaining a masked zip decodes each image and each mask once."""
     files = {k: (_jpeg(_picture(i)) if not k.startswith("set/masks/") else v)
@@ -171,7 +155,8 @@ def test_masks_are_decoded_once_and_their_pictures_not_at_all(monkeypatch):
     files = {(k.replace(".png", ".jpg") if not k.startswith("set/masks/") else k): v for k, v in files.items()}
     dataset = datasets.from_zip(_zip(files))
     assert dataset.masks is not None
-    loads = _counting_decodes(monkeypatch)
+    loads = decodes
+    loads.clear()  # counted from here: reading the masks, then the audit
     masks = [dataset.masks[i] for i in range(len(dataset))]
     assert loads == ["PNG"] * 4  # the masks only: the JPEG pictures' sizes came from their headers
     assert [m.shape for m in masks] == [(40, 48)] * 4

@@ -5,28 +5,13 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image
 
 from core import images
 from core.errors import InvalidInputError
 from tests import hostile, phones
 
 CASES = hostile.cases()
-
-
-@pytest.fixture
-def decodes(monkeypatch) -> list[str]:
-    """The format of every real decode of pixels (ImageFile.load with tiles left) from now on."""
-    seen: list[str] = []
-    original = ImageFile.ImageFile.load
-
-    def load(self):
-        if self.tile:
-            seen.append(self.format)
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
-    return seen
 
 
 @pytest.mark.parametrize("index", [0, 4, 8, 12], ids=["orientation1", "orientation6", "orientation3", "orientation8"])

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import cams, live
+from core import cams
 from core.errors import CoreError
 from dashboard import cache, widgets
 
@@ -12,7 +12,7 @@ st.title("Batch predictions")
 st.caption(f"Upload up to {MAX_FILES} images: each gets its top-1 class and a heatmap for it.")
 
 choice = widgets.model_picker()
-offered = live.methods(cache.model(choice.name, choice.device, choice.pretrained))  # one-pass, what applies
+offered = cams.one_pass(cache.model(choice.name, choice.device, choice.pretrained))  # what applies
 if st.session_state.get("batch_method") not in offered:  # a method of the previous backbone that this one lacks
     st.session_state.pop("batch_method", None)
 method = st.selectbox("CAM method", offered, key="batch_method", format_func=lambda m: cams.METHODS[m].title,

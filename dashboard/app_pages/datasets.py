@@ -316,8 +316,7 @@ with features_tab:
             "the pointing game (is the hottest pixel on the object, within 15 px per 224 px?). A random smooth map "
             f"is the floor. Each image is explained for the backbone's top-1 class; first {LOCALISATION_IMAGES} images."
         )
-        one_pass = [m for m in cams.applicable(cache.model(choice.name, choice.device, choice.pretrained))
-                    if cams.METHODS[m].shared or cams.METHODS[m].attention]  # the transformer methods too
+        one_pass = cams.one_pass(cache.model(choice.name, choice.device, choice.pretrained))  # attention ones too
         methods = st.multiselect(
             "Methods", one_pass, default=[m for m in ("gradcam", "gradcam++", "layercam", "eigencam", "rollout",
                                                       "grad_rollout", "legrad") if m in one_pass],
